@@ -1,0 +1,5 @@
+"""``python -m shenjing`` runs the CLI."""
+
+from shenjing.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""The Typer app: one group per area, registered from ``COMMAND_MODULES``.
+
+Each module in ``shenjing.cli`` named here defines ``register(app)``, adding commands
+that each turn their options into one library call. Library errors are caught only here,
+at the edge, and printed as one red line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from shenjing._version import __version__
+from shenjing.errors import ShenjingError, UsageError
+
+# modules under shenjing.cli that add commands (each has ``register(app)``)
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "landscape",
+    "maps",
+)
+
+console = Console(stderr=True)
+app = typer.Typer(
+    name="shenjing",
+    help="See what a PyTorch network has learned: features, maps, filters, landscapes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"shenjing {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback,
+                                 is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """shenjing (神经): what has my network learned, and where is it kept?"""
+    _state["debug"] = debug
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"shenjing.cli.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turning library errors into one line."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ShenjingError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[red]{type(exc).__name__}: {exc}[/red]", highlight=False,
+                      soft_wrap=True)
+        sys.exit(2 if isinstance(exc, UsageError) else 1)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; rerun the same command to resume[/yellow]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,195 @@
+"""The seeds' models by name, sized to the input, with the layer names users expect.
+
+Every activation is its own module (``relu1``, ``relu2`` …) so that capture can hook the
+post-activation features the seeds talk about; seed 004's extractor dropped them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from shenjing._optional import require
+from shenjing.errors import ShapeMismatchError, unknown_name
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """The hyper-parameters a seed used for a model (what ``shenjing train`` starts from)."""
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 5
+    loss: str = "cross_entropy"
+    passes_per_epoch: int = 1
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU net: ``fc1, relu1, …, fcN`` (seed 000: 784-128-10)."""
+
+    def __init__(self, in_features: int, n_outputs: int, hidden: Sequence[int] = (128,)) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        widths = [in_features, *hidden]
+        for i, (a, b) in enumerate(itertools.pairwise(widths), start=1):
+            self.add_module(f"fc{i}", nn.Linear(a, b))
+            self.add_module(f"relu{i}", nn.ReLU())
+        self.add_module(f"fc{len(widths)}", nn.Linear(widths[-1], n_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(x)
+        for module in list(self.children())[1:]:
+            x = module(x)
+        return x
+
+
+class SimpleCNN(nn.Module):
+    """Seed 000/001's CNN: conv(1→32,3,p1)-relu-pool-conv(32→64,3,p1)-relu-pool-fc-fc.
+
+    On 28×28 inputs fc1 takes 64·7·7 = 3136 features, as in the seeds.
+    """
+
+    def __init__(self, in_channels: int, height: int, width: int, n_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2, 2)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(64 * (height // 4) * (width // 4), 128)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(128, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.fc2(self.relu3(self.fc1(self.flatten(x))))
+
+
+class DropoutCNN(nn.Module):
+    """Seed 002's net (PyTorch's MNIST example): two unpadded convs, max-pool, dropout,
+    log_softmax; trained with NLLLoss. 1,199,882 parameters on 28×28 inputs."""
+
+    def __init__(self, in_channels: int, height: int, width: int, n_classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, kernel_size=3)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.dropout1 = nn.Dropout(0.25)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(64 * ((height - 4) // 2) * ((width - 4) // 2), 128)
+        self.relu3 = nn.ReLU()
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(128, n_classes)
+        self.log_softmax = nn.LogSoftmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
+        x = self.flatten(self.dropout1(self.pool(x)))
+        x = self.dropout2(self.relu3(self.fc1(x)))
+        return self.log_softmax(self.fc2(x))
+
+
+def _image_shape(name: str, input_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise ShapeMismatchError(
+            f"model {name!r} takes images shaped (channels, height, width), got input shape "
+            f"{tuple(input_shape)}; use 'mlp' for vector data"
+        )
+    c, h, w = (int(v) for v in input_shape)
+    if h < 4 or w < 4:
+        raise ShapeMismatchError(f"model {name!r} needs images of at least 4×4, got {h}×{w}")
+    return c, h, w
+
+
+def _mlp(input_shape: Sequence[int], n_outputs: int, hidden: Sequence[int] = (128,)) -> nn.Module:
+    return MLP(math.prod(input_shape), n_outputs, tuple(int(h) for h in hidden))
+
+
+def _mnistnet(input_shape: Sequence[int], n_outputs: int) -> nn.Module:
+    return MLP(math.prod(input_shape), n_outputs, (128, 64))
+
+
+def _curve_mlp(input_shape: Sequence[int], n_outputs: int, hidden: int = 64,
+               depth: int = 1) -> nn.Module:
+    return MLP(math.prod(input_shape), n_outputs, (int(hidden),) * int(depth))
+
+
+def _simple_cnn(input_shape: Sequence[int], n_outputs: int) -> nn.Module:
+    return SimpleCNN(*_image_shape("simple_cnn", input_shape), n_outputs)
+
+
+def _mnist_cnn(input_shape: Sequence[int], n_outputs: int) -> nn.Module:
+    return SimpleCNN(*_image_shape("mnist_cnn", input_shape), n_outputs)
+
+
+def _dropout_cnn(input_shape: Sequence[int], n_outputs: int) -> nn.Module:
+    c, h, w = _image_shape("dropout_cnn", input_shape)
+    if h < 6 or w < 6:
+        raise ShapeMismatchError(f"model 'dropout_cnn' needs images of at least 6×6, got {h}×{w}")
+    return DropoutCNN(c, h, w, n_outputs)
+
+
+def _vgg16(input_shape: Sequence[int], n_outputs: int) -> nn.Module:
+    torchvision = require("torchvision", extra="vision", purpose="model 'vgg16'")
+    return torchvision.models.vgg16(weights=None, num_classes=n_outputs)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A zoo model: how to build it, which seed it comes from, and how that seed trained it."""
+
+    build: Callable[..., nn.Module]
+    seed: str
+    description: str
+    defaults: TrainDefaults
+
+
+MODELS: dict[str, ModelEntry] = {
+    "mlp": ModelEntry(_mlp, "000", "MLP 784-128-10 (ReLU)", TrainDefaults()),
+    "simple_cnn": ModelEntry(_simple_cnn, "000", "SimpleCNN conv32-pool-conv64-pool-fc128-fc",
+                             TrainDefaults(batch_size=64)),
+    "mnist_cnn": ModelEntry(_mnist_cnn, "001", "MnistCnn conv32-conv64-fc128-fc (AdamW)",
+                            TrainDefaults(optimizer="adamw", batch_size=64)),
+    "dropout_cnn": ModelEntry(_dropout_cnn, "002",
+                              "two convs, dropout, log_softmax (NLL loss)",
+                              TrainDefaults(batch_size=64, loss="nll")),
+    "mnistnet": ModelEntry(_mnistnet, "004", "MNISTNet 784-128-64-10 (ReLU)",
+                           TrainDefaults(batch_size=64)),
+    "curve_mlp": ModelEntry(_curve_mlp, "001", "MLP 1-hidden-1 fitting a curve (MSE)",
+                            TrainDefaults(batch_size=100, epochs=20, loss="mse",
+                                          passes_per_epoch=250)),
+    "vgg16": ModelEntry(_vgg16, "003", "torchvision VGG16 (needs shenjing[vision])",
+                        TrainDefaults(optimizer="sgd", lr=1e-2, batch_size=32)),
+}
+
+MODEL_NAMES = tuple(MODELS)
+
+
+def build_model(name: str, input_shape: Sequence[int] = (1, 28, 28), n_outputs: int = 10,
+                **kwargs: Any) -> nn.Module:
+    """Build a zoo model sized for ``input_shape`` (without the batch dimension).
+
+    >>> build_model("mlp", (1, 8, 8)).fc1
+    Linear(in_features=64, out_features=128, bias=True)
+    """
+    if name not in MODELS:
+        raise unknown_name("model", name, MODEL_NAMES)
+    return MODELS[name].build(tuple(input_shape), int(n_outputs), **kwargs)
+
+
+def train_defaults(name: str) -> TrainDefaults:
+    """The seed's training hyper-parameters for a zoo model (plain defaults otherwise)."""
+    entry = MODELS.get(name)
+    return entry.defaults if entry is not None else TrainDefaults()

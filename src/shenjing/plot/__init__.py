@@ -1,0 +1,1 @@
+"""plot layer of shenjing."""

@@ -1,0 +1,23 @@
+"""Saving figures into a run: PNG and SVG, atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from shenjing import _io
+
+
+def save_figure(fig: Any, folder: str | os.PathLike[str], stem: str, *,
+                formats: tuple[str, ...] = ("png", "svg"), dpi: int = 120) -> list[Path]:
+    """Write a matplotlib Figure as ``folder/stem.png`` and ``.svg`` (atomic); return paths."""
+    folder = Path(folder)
+    paths = []
+    for fmt in formats:
+        target = folder / f"{stem}.{fmt}"
+        with _io.atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight",
+                        metadata={"Date": None} if fmt == "svg" else None)
+        paths.append(target)
+    return paths

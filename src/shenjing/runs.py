@@ -1,0 +1,299 @@
+"""The run directory: everything known about one study of a model, as files.
+
+    runs/<name>/
+      run.json              manifest: model spec, data spec, seed, versions, stage status
+      checkpoints/          epoch-000.safetensors (untrained) … epoch-NNN.safetensors,
+                            state-NNN.pt (optimizer + RNG, for --resume)
+      metrics.jsonl         one JSON object per epoch
+      activations/ embeddings/ landscapes/ figures/   written by later stages
+      report.html
+
+See docs/run-format.md. Every write is atomic (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shenjing import _io
+from shenjing._version import __version__
+from shenjing.errors import CheckpointError, EpochNotFoundError, RunError
+
+FORMAT_VERSION = 1
+MANIFEST = "run.json"
+_EPOCH_FILE = re.compile(r"^epoch-(\d{3,})\.safetensors$")
+SUBDIRS = ("checkpoints", "activations", "embeddings", "landscapes", "figures")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """Versions that matter for reproducing a run."""
+    import numpy
+
+    return {"shenjing": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def epoch_filename(epoch: int) -> str:
+    """``epoch-007.safetensors`` for epoch 7."""
+    return f"epoch-{epoch:03d}.safetensors"
+
+
+class Run:
+    """A run directory on disk. Cheap to create: reads files lazily.
+
+    >>> import tempfile; d = tempfile.mkdtemp()
+    >>> run = Run.create(d + "/r", model={"name": "mlp"}, data={"name": "digits"})
+    >>> run.epochs
+    []
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise RunError(f"no run directory at {self.path}; create one with "
+                           f"`shenjing train --run {self.path}`")
+        if not manifest.is_file():
+            raise RunError(f"{self.path} is not a shenjing run (no {MANIFEST}); "
+                           "pass the folder that `shenjing train --run` created")
+        try:
+            data = _io.read_json(manifest)
+        except ValueError as exc:
+            raise RunError(f"{manifest} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or "format_version" not in data:
+            raise RunError(f"{manifest} is not a shenjing manifest (no format_version)")
+        if int(data["format_version"]) > FORMAT_VERSION:
+            raise RunError(
+                f"{self.path} was written in run format {data['format_version']} by shenjing "
+                f"{data.get('versions', {}).get('shenjing', '?')}; this shenjing "
+                f"({__version__}) reads format {FORMAT_VERSION}: upgrade shenjing"
+            )
+
+    # ---- creation and manifest ------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, model: Mapping[str, Any],
+               data: Mapping[str, Any], seed: int = 0, task: str = "classification",
+               classes: tuple[str, ...] | list[str] = (),
+               config: Mapping[str, Any] | None = None, overwrite: bool = False) -> Run:
+        """Create a new run directory (refusing to clobber an existing run unless asked)."""
+        path = Path(path)
+        if (path / MANIFEST).exists() and not overwrite:
+            raise RunError(f"{path} already holds a run; pass --resume to continue it, "
+                           "--force to start over, or choose another --run folder")
+        if path.exists() and not (path / MANIFEST).exists() and any(path.iterdir()):
+            raise RunError(f"{path} exists and is not a shenjing run; refusing to write "
+                           "into it. Choose an empty or new folder")
+        for sub in SUBDIRS:
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "name": path.name,
+            "created": _now(),
+            "model": dict(model),
+            "data": dict(data),
+            "seed": seed,
+            "task": task,
+            "classes": list(classes),
+            "config": dict(config or {}),
+            "versions": versions(),
+            "stages": {},
+        }
+        _io.write_json(path / MANIFEST, manifest)
+        return cls(path)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The parsed run.json (re-read each time: other processes may update stages)."""
+        return _io.read_json(self.path / MANIFEST)
+
+    def update_manifest(self, **fields: Any) -> None:
+        """Set top-level manifest fields atomically."""
+        manifest = self.manifest
+        manifest.update(fields)
+        _io.write_json(self.path / MANIFEST, manifest)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name", self.path.name))
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest.get("task", "classification"))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest.get("classes", ()))
+
+    def stage(self, name: str) -> dict[str, Any]:
+        """The recorded status of a stage (``{}`` if it never ran)."""
+        return dict(self.manifest.get("stages", {}).get(name, {}))
+
+    def update_stage(self, name: str, status: str, **info: Any) -> None:
+        """Record a stage's status (``running``, ``done``, ``failed``) and details."""
+        manifest = self.manifest
+        stage = manifest.setdefault("stages", {}).setdefault(name, {})
+        stage.update(info)
+        stage["status"] = status
+        stage["updated"] = _now()
+        _io.write_json(self.path / MANIFEST, manifest)
+
+    # ---- folders ----------------------------------------------------------------------
+    def subdir(self, name: str) -> Path:
+        """A stage folder of the run (created on demand)."""
+        folder = self.path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.subdir("checkpoints")
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.subdir("figures")
+
+    @property
+    def activations_dir(self) -> Path:
+        return self.subdir("activations")
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.subdir("embeddings")
+
+    @property
+    def landscapes_dir(self) -> Path:
+        return self.subdir("landscapes")
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    # ---- checkpoints ------------------------------------------------------------------
+    @property
+    def epochs(self) -> list[int]:
+        """Epochs that have a checkpoint, ascending (0 = the untrained net)."""
+        folder = self.path / "checkpoints"
+        if not folder.is_dir():
+            return []
+        found = (_EPOCH_FILE.match(p.name) for p in folder.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    @property
+    def final_epoch(self) -> int:
+        """The last epoch with a checkpoint."""
+        epochs = self.epochs
+        if not epochs:
+            raise EpochNotFoundError(f"run {self.path} has no checkpoints yet; train it first")
+        return epochs[-1]
+
+    def resolve_epoch(self, epoch: int | str) -> int:
+        """Turn ``'final'``, ``'init'``, ``-1`` or a number into an epoch that exists."""
+        epochs = self.epochs
+        if epoch in ("final", "last", -1):
+            return self.final_epoch
+        if epoch in ("init", "untrained"):
+            epoch = 0
+        try:
+            value = int(epoch)
+        except (TypeError, ValueError):
+            raise EpochNotFoundError(f"epoch {epoch!r} is not a number, 'init' or 'final'"
+                                     ) from None
+        if value not in epochs:
+            have = ", ".join(map(str, epochs)) or "none"
+            raise EpochNotFoundError(f"run {self.name!r} has no checkpoint for epoch {value}; "
+                                     f"epochs there are: {have}")
+        return value
+
+    def checkpoint_path(self, epoch: int | str) -> Path:
+        return self.path / "checkpoints" / epoch_filename(self.resolve_epoch(epoch))
+
+    def save_checkpoint(self, epoch: int, model: nn.Module) -> Path:
+        """Write the model's weights for ``epoch`` as safetensors, atomically."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        target = self.path / "checkpoints" / epoch_filename(epoch)
+        with _io.atomic_path(target) as tmp:
+            save_file(state, str(tmp), metadata={"epoch": str(epoch), "format": "pt"})
+        return target
+
+    def state_dict(self, epoch: int | str = "final") -> dict[str, torch.Tensor]:
+        """The weights saved for ``epoch`` (safetensors: loading runs no code)."""
+        from safetensors.torch import load_file
+
+        path = self.checkpoint_path(epoch)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from None
+
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model of the run's architecture."""
+        from shenjing.models import build_from_spec
+
+        return build_from_spec(self.manifest["model"])
+
+    def model(self, epoch: int | str = "final", *,
+              device: str | torch.device = "cpu") -> nn.Module:
+        """The run's model with the weights of ``epoch``, in ``eval()`` mode."""
+        model = self.build_model()
+        try:
+            model.load_state_dict(self.state_dict(epoch))
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint of epoch {epoch} does not fit the run's "
+                                  f"model: {exc}") from None
+        return model.to(device).eval()
+
+    # ---- data and metrics -------------------------------------------------------------
+    @cached_property
+    def data(self) -> Any:
+        """The run's dataset, rebuilt from its spec (a :class:`shenjing.data.Dataset`)."""
+        from shenjing.data import load_from_spec
+
+        return load_from_spec(self.manifest["data"])
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Records of metrics.jsonl, one per epoch, in order."""
+        return _io.read_jsonl(self.metrics_path)
+
+    def __repr__(self) -> str:
+        try:
+            m = self.manifest
+            model = m["model"].get("name") or m["model"].get("factory")
+            return (f"Run({str(self.path)!r}, model={model}, data={m['data'].get('name')}, "
+                    f"epochs={self.epochs})")
+        except Exception:
+            return f"Run({str(self.path)!r})"
+
+
+def open_run(path: str | os.PathLike[str]) -> Run:
+    """Open an existing run directory (clear error if missing, foreign or newer)."""
+    return Run(path)
+
+
+def find_runs(root: str | os.PathLike[str]) -> list[Run]:
+    """Every run directory at or below ``root`` (a folder holding a run.json)."""
+    root = Path(root)
+    if not root.exists():
+        raise RunError(f"no folder {root}")
+    found = []
+    for manifest in sorted(root.rglob(MANIFEST)):
+        try:
+            found.append(Run(manifest.parent))
+        except RunError:
+            continue
+    return found

@@ -1,0 +1,77 @@
+"""Evaluate a model on a split: mean loss, accuracy, and dead ReLU units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from shenjing.data.types import Split
+from shenjing.hooks import forward_hooks
+from shenjing.training.losses import LossFn
+
+RELU_FAMILY = (nn.ReLU, nn.ReLU6)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean loss, accuracy (None for regression) and dead-unit fractions on one split."""
+
+    loss: float
+    accuracy: float | None
+    n_samples: int
+    dead_units: dict[str, float] = field(default_factory=dict)
+
+
+def relu_layers(model: nn.Module) -> list[str]:
+    """Names of the ReLU-family modules of ``model``."""
+    return [name for name, m in model.named_modules() if isinstance(m, RELU_FAMILY) and name]
+
+
+def _unit_fired(out: torch.Tensor) -> torch.Tensor:
+    """Which units fired (> 0) for any sample: a unit is a channel of an (N, C, …) output."""
+    fired = out > 0
+    if fired.ndim > 2:
+        fired = fired.flatten(2).any(dim=2)
+    return fired.any(dim=0)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, loss_fn: LossFn, *, batch_size: int = 1000,
+             device: torch.device | str = "cpu", classification: bool = True,
+             dead_units: bool = True) -> Evaluation:
+    """Mean loss and accuracy of ``model`` on ``split`` in eval mode; restores the mode after.
+
+    Dead units: the fraction of each ReLU layer's units (channels for conv outputs) that
+    output zero for every sample of the split.
+    """
+    was_training = model.training
+    model.eval()
+    fired: dict[str, torch.Tensor] = {}
+
+    def make_hook(name: str):
+        def hook(_m: nn.Module, _a: tuple, out: torch.Tensor) -> None:
+            now = _unit_fired(out)
+            fired[name] = now if name not in fired else fired[name] | now
+        return hook
+
+    hooks = {name: make_hook(name) for name in relu_layers(model)} if dead_units else {}
+    total_loss = 0.0
+    correct = 0
+    n = len(split)
+    try:
+        with forward_hooks(model, hooks):
+            for start in range(0, n, batch_size):
+                x = split.x[start:start + batch_size].to(device)
+                y = split.y[start:start + batch_size].to(device)
+                out = model(x)
+                total_loss += float(loss_fn(out, y)) * x.shape[0]
+                if classification:
+                    correct += int((out.argmax(dim=1) == y).sum())
+    finally:
+        model.train(was_training)
+    dead = {name: float(1.0 - f.float().mean()) for name, f in fired.items()}
+    return Evaluation(loss=total_loss / max(n, 1),
+                      accuracy=correct / n if classification and n else None,
+                      n_samples=n, dead_units=dead)

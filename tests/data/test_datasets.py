@@ -1,0 +1,61 @@
+"""Built-in datasets: shapes, dtypes, determinism, and the real MNIST test set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shenjing.data import load_dataset
+from shenjing.data.synthetic import curve_function
+from shenjing.errors import UnknownNameError
+
+
+def test_digits_is_real_and_split_deterministically(digits):
+    from sklearn.datasets import load_digits
+
+    assert digits.input_shape == (1, 8, 8)
+    assert (len(digits.train), len(digits.test)) == (1347, 450)
+    assert digits.train.x.dtype == torch.float32 and digits.train.y.dtype == torch.int64
+    raw = load_digits()
+    i = int(digits.test.indices[5])
+    np.testing.assert_allclose(digits.test.x[5, 0].numpy(), raw.images[i] / 16.0, rtol=1e-6)
+    assert int(digits.test.y[5]) == raw.target[i]
+    again = load_dataset("digits")
+    assert torch.equal(again.test.indices, digits.test.indices)
+    other = load_dataset("digits", seed=1)
+    assert not torch.equal(other.test.indices, digits.test.indices)
+    assert set(digits.train.indices.tolist()).isdisjoint(digits.test.indices.tolist())
+
+
+def test_real_mnist_test_split_is_divided_8000_2000(mnist_dir):
+    ds = load_dataset("mnist", data_dir=mnist_dir)
+    assert (len(ds.train), len(ds.test)) == (8000, 2000)
+    assert ds.input_shape == (1, 28, 28)
+    assert "only the test split" in ds.notes[0]
+    counts = torch.bincount(torch.cat([ds.train.y, ds.test.y]), minlength=10).tolist()
+    assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert float(ds.train.x.min()) == 0.0 and float(ds.train.x.max()) == 1.0
+
+
+def test_curve_matches_seed_function():
+    ds = load_dataset("curve")
+    assert len(ds.train) == 100 and ds.task == "regression"
+    x = ds.train.x[:, 0].double().numpy()
+    np.testing.assert_allclose(x, np.linspace(-5, 5, 100), rtol=1e-6)
+    np.testing.assert_allclose(ds.train.y[:, 0].numpy(), curve_function(x), rtol=1e-5,
+                               atol=1e-4)
+    assert float(ds.test.x.min()) < -5 and float(ds.test.x.max()) > 5
+
+
+@pytest.mark.parametrize("name", ["moons", "spirals"])
+def test_two_d_sets(name):
+    ds = load_dataset(name)
+    assert ds.input_shape == (2,) and ds.n_classes == 2
+    assert 0.4 < float(ds.train.y.float().mean()) < 0.6
+
+
+def test_unknown_dataset_lists_choices():
+    with pytest.raises(UnknownNameError, match=r"unknown dataset 'mnsit'\. Did you mean "
+                                               r"'mnist'.*Choices: curve, digits"):
+        load_dataset("mnsit")
