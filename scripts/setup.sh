@@ -19,8 +19,9 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 || [[ "$(uname -s)" != "Linux" ]]; then
     "${PIP[@]}" "torch>=2.2"                      # CUDA (Linux+GPU) or macOS/Windows wheels
-  elif "${PIP[@]}" --no-index "torch==${TORCH_VERSION}" 2>/dev/null; then
-    :                                             # a local CPU wheel (find-links) was used
+  elif .venv/bin/python -m pip download -q --no-index --no-deps "torch==${TORCH_VERSION}" \
+         -d "$(mktemp -d)" >/dev/null 2>&1; then
+    "${PIP[@]}" "torch==${TORCH_VERSION}"        # a local CPU wheel (pip's find-links) exists
   else
     "${PIP[@]}" "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
   fi

@@ -35,7 +35,12 @@ def test_real_mnist_test_split_is_divided_8000_2000(mnist_dir):
     assert "only the test split" in ds.notes[0]
     counts = torch.bincount(torch.cat([ds.train.y, ds.test.y]), minlength=10).tolist()
     assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert float(ds.train.x.min()) == 0.0 and float(ds.train.x.max()) == 1.0
+    lo, hi = ds.pixel_range
+    assert float(ds.train.x.min()) == pytest.approx(lo) and float(ds.train.x.max()) == \
+        pytest.approx(hi)
+    # standardised with MNIST's usual constants: mean ≈ 0, std ≈ 1 on these images
+    assert abs(float(ds.train.x.mean())) < 0.05 and abs(float(ds.train.x.std()) - 1) < 0.05
+    assert "standardised" in ds.notes[-1]
 
 
 def test_curve_matches_seed_function():

@@ -86,7 +86,7 @@ def test_mnist_downloads_all_four_files_from_mirror(server, tmp_path, monkeypatc
     for name, arr in files.items():
         path = write_idx(root / name, arr)
         hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    fake = mnist_mod.IdxSource("mnist", (url,), hashes, tuple("0123456789"))
+    fake = mnist_mod.IdxSource("mnist", (url,), hashes, tuple("0123456789"), 0.0, 1.0)
     monkeypatch.setitem(mnist_mod.SOURCES, "mnist", fake)
     data_dir = tmp_path / "mnist"
     ds = load_dataset("mnist", data_dir=data_dir, progress=False)
@@ -99,7 +99,7 @@ def test_mnist_downloads_all_four_files_from_mirror(server, tmp_path, monkeypatc
 def test_offline_error_names_the_four_files(tmp_path, monkeypatch):
     fake = mnist_mod.IdxSource("mnist", ("http://127.0.0.1:9/",), {
         f"{stem}.gz": "0" * 64 for pair in mnist_mod._FILES.values() for stem in pair},
-        tuple("0123456789"))
+        tuple("0123456789"), 0.0, 1.0)
     monkeypatch.setitem(mnist_mod.SOURCES, "mnist", fake)
     with pytest.raises(DataError) as info:
         load_dataset("mnist", data_dir=tmp_path / "empty", progress=False)

@@ -69,6 +69,7 @@ class Dataset:
     task: Task = "classification"
     spec: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    pixel_range: tuple[float, float] = (0.0, 1.0)  # values of black and white pixels in x
 
     @property
     def input_shape(self) -> tuple[int, ...]:

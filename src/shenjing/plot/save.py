@@ -10,8 +10,13 @@ from shenjing import _io
 
 
 def save_figure(fig: Any, folder: str | os.PathLike[str], stem: str, *,
-                formats: tuple[str, ...] = ("png", "svg"), dpi: int = 120) -> list[Path]:
-    """Write a matplotlib Figure as ``folder/stem.png`` and ``.svg`` (atomic); return paths."""
+                formats: tuple[str, ...] = ("png", "svg"), dpi: int = 120,
+                close: bool = True) -> list[Path]:
+    """Write a matplotlib Figure as ``folder/stem.png`` and ``.svg`` (atomic); return paths.
+
+    The figure is closed afterwards (``close=False`` keeps it), so stages that draw many
+    figures do not accumulate them in pyplot's registry.
+    """
     folder = Path(folder)
     paths = []
     for fmt in formats:
@@ -20,4 +25,8 @@ def save_figure(fig: Any, folder: str | os.PathLike[str], stem: str, *,
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight",
                         metadata={"Date": None} if fmt == "svg" else None)
         paths.append(target)
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return paths

@@ -1,0 +1,43 @@
+"""``shenjing report`` and ``shenjing demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+out = Console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report`` and ``demo`` to the app."""
+
+    @app.command()
+    def report(run: Path = typer.Argument(..., help="Run directory."),
+               output: Path = typer.Option(None, "--out", "-o",
+                                           help="Where to write [default: RUN/report.html].")
+               ) -> None:
+        """Write RUN/report.html: every view of the run in one self-contained page."""
+        from shenjing.report import build_report
+
+        result = build_report(run, out=output)
+        out.print(f"sections: {', '.join(result.sections)}")
+        out.print(f"report: {result.path} ({result.n_bytes / 1e6:.1f} MB)")
+
+    @app.command()
+    def demo(
+        output: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the runs."),
+        data: str = typer.Option("digits", "--data", "-d", help="digits (embedded) or mnist."),
+        data_dir: Path = typer.Option(None, "--data-dir", help="Folder with MNIST IDX files."),
+        fast: bool = typer.Option(False, "--fast", help="Fewer epochs and coarser grids."),
+        force: bool = typer.Option(False, "--force", help="Redo every stage."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+    ) -> None:
+        """Train the seeds' models, run every analysis, and write the reports + an index."""
+        from shenjing.stages.demo import run_demo
+
+        result = run_demo(output, data=data, data_dir=data_dir, fast=fast, force=force,
+                          device=device)
+        out.print(f"[bold green]done in {result.seconds:.1f} s[/bold green]")
+        out.print(f"open: {result.index}")

@@ -1,0 +1,104 @@
+"""The pieces a report page is made of: sections holding figures, tables and notes.
+
+Sections are plain data; the Jinja2 template turns them into HTML with autoescaping on,
+so every string that came from a model, a dataset or a file name is shown as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+
+@dataclass
+class Image:
+    """A static figure inlined as a data URI, with its plain-words caption."""
+
+    src: str  # data: URI
+    caption: str
+    alt: str = ""
+    kind: str = "image"
+
+
+@dataclass
+class Interactive:
+    """A Plotly figure: its JSON spec (rendered by the plotly.js embedded once per page)."""
+
+    div_id: str
+    spec_json: str  # already safe to place inside <script>
+    caption: str
+    height: int = 480
+    kind: str = "plotly"
+    hover_sprite: dict[str, Any] | None = None  # thumbnails shown on hover (embeddings)
+    tag: str = ""  # what the figure is ("surface", "embedding" …), for the page and tests
+
+    @property
+    def script(self) -> Markup:
+        return Markup(self.spec_json)  # noqa: S704 - escaped by safe_json
+
+
+@dataclass
+class Table:
+    """A small table of numbers or names."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+    kind: str = "table"
+
+
+@dataclass
+class Note:
+    """A paragraph of text (a warning, a provenance line, an explanation)."""
+
+    text: str
+    level: str = "info"  # info | warning
+    kind: str = "note"
+
+
+@dataclass
+class Section:
+    """One titled part of the report."""
+
+    id: str
+    title: str
+    blocks: list[Any] = field(default_factory=list)
+    intro: str = ""
+
+
+def png_data_uri(path: str | Path) -> str:
+    """Inline a PNG (or GIF) file as a data URI."""
+    path = Path(path)
+    mime = "image/gif" if path.suffix.lower() == ".gif" else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def png_bytes_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def safe_json(obj: Any) -> str:
+    """JSON that can sit inside a <script> element: no '</script>' or HTML breakout."""
+    text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def image_block(path: str | Path, caption: str, alt: str = "") -> Image | None:
+    """An Image block for a figure file, or None if the stage did not write it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return Image(src=png_data_uri(path), caption=caption, alt=alt or path.stem)
+
+
+def plotly_block(fig: Any, div_id: str, caption: str, *, height: int = 480,
+                 hover_sprite: dict[str, Any] | None = None, tag: str = "") -> Interactive:
+    """An Interactive block from a plotly Figure."""
+    return Interactive(div_id=div_id, spec_json=safe_json(fig.to_json()), caption=caption,
+                       height=height, hover_sprite=hover_sprite, tag=tag)

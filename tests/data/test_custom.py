@@ -1,0 +1,262 @@
+"""The user's own data: .npz/.npy arrays, image folders (Pillow), dataset factories."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shenjing.data.custom import is_user_data, load_data, load_user_data, user_data_spec
+from shenjing.errors import DataError, UsageError
+
+
+def _load(ref: str | Path, **kw):
+    return load_user_data(user_data_spec(str(ref), **kw))
+
+
+def test_is_user_data(tmp_path):
+    assert not is_user_data("digits") and not is_user_data("mnist")
+    assert is_user_data("pkg.mod:make_dataset") and is_user_data("x.npz")
+    assert is_user_data(str(tmp_path))
+
+
+def test_npz_float_inputs_int_labels_stratified_split_and_reload(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 5)).astype(np.float32)
+    y = np.repeat(np.arange(4), 25)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    ds = _load(tmp_path / "d.npz", seed=3)
+    assert ds.task == "classification" and ds.classes == ("0", "1", "2", "3")
+    # stratified: round(25 · 0.25) = 6 test samples of each class
+    assert len(ds.train) == 76 and len(ds.test) == 24
+    assert np.bincount(ds.test.y.numpy()).tolist() == [6, 6, 6, 6]
+    # the samples are exactly the file's rows, found again through their indices
+    assert torch.equal(ds.test.x, torch.from_numpy(x[ds.test.indices.numpy()]))
+    assert torch.equal(ds.train.y, torch.from_numpy(y[ds.train.indices.numpy()]))
+    again = load_user_data(ds.spec)
+    assert torch.equal(again.test.x, ds.test.x) and again.spec["path"] == str(tmp_path / "d.npz")
+
+
+def test_npz_uint8_nhwc_images_become_nchw_in_unit_range(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, size=(20, 6, 5, 3), dtype=np.uint8)
+    y = np.array(["cat", "dog"] * 10)
+    np.savez(tmp_path / "img.npz", x=x, y=y)
+    ds = _load(tmp_path / "img.npz")
+    assert ds.input_shape == (3, 6, 5) and ds.classes == ("cat", "dog")
+    i = int(ds.train.indices[0])
+    np.testing.assert_allclose(ds.train.x[0].numpy(), x[i].transpose(2, 0, 1) / 255.0,
+                               rtol=0, atol=1e-7)
+    assert ds.train.y[0].item() == (0 if y[i] == "cat" else 1)
+
+
+def test_npz_explicit_split_classes_and_sparse_labels(tmp_path):
+    np.savez(tmp_path / "s.npz", x_train=np.zeros((8, 2), np.float32),
+             y_train=np.array([3, 9] * 4), x_test=np.ones((4, 2), np.float32),
+             y_test=np.array([9, 3, 3, 9]))
+    ds = _load(tmp_path / "s.npz")
+    assert len(ds.train) == 8 and len(ds.test) == 4 and bool((ds.test.x == 1).all())
+    assert ds.classes == ("3", "9") and ds.test.y.tolist() == [1, 0, 0, 1]
+    assert any("renumbered" in n for n in ds.notes)
+
+
+def test_float_targets_make_a_regression_task(tmp_path):
+    x = np.linspace(-1, 1, 40, dtype=np.float32)[:, None]
+    np.savez(tmp_path / "r.npz", x=x, y=(x ** 2).ravel())
+    ds = _load(tmp_path / "r.npz")
+    assert ds.task == "regression" and ds.test.y.shape[1:] == (1,) and ds.classes == ()
+    assert len(ds.test) == 10
+
+
+@pytest.mark.parametrize("layout", ["sibling", "prefixed", "comma", "folder"])
+def test_npy_pairs(tmp_path, layout):
+    x = np.arange(24, dtype=np.float32).reshape(12, 2)
+    y = np.arange(12) % 3
+    if layout == "sibling":
+        np.save(tmp_path / "x.npy", x), np.save(tmp_path / "y.npy", y)
+        ref = str(tmp_path / "x.npy")
+    elif layout == "prefixed":
+        np.save(tmp_path / "train_x.npy", x), np.save(tmp_path / "train_y.npy", y)
+        ref = str(tmp_path / "train_x.npy")
+    elif layout == "comma":
+        np.save(tmp_path / "a.npy", x), np.save(tmp_path / "b.npy", y)
+        ref = f"{tmp_path / 'a.npy'},{tmp_path / 'b.npy'}"
+    else:
+        np.save(tmp_path / "x.npy", x), np.save(tmp_path / "y.npy", y)
+        ref = str(tmp_path)
+    ds = load_data(ref)
+    both = torch.cat([ds.train.x, ds.test.x])
+    order = torch.cat([ds.train.indices, ds.test.indices])
+    assert torch.equal(both[order.argsort()], torch.from_numpy(x))
+
+
+def test_npy_without_labels_says_how_to_name_them(tmp_path):
+    np.save(tmp_path / "inputs.npy", np.zeros((4, 2)))
+    with pytest.raises(UsageError, match=r"found no labels file next to it .*"
+                       r"--data inputs\.npy,labels\.npy"):
+        user_data_spec(str(tmp_path / "inputs.npy"))
+
+
+def _write_images(root: Path, classes: dict[str, int], size=(6, 5), mode="L", seed=0,
+                  fmt="png") -> dict[Path, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name, n in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+            a = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            path = root / name / f"{i}.{fmt}"
+            Image.fromarray(a, mode=mode).save(path)
+            written[path] = a
+    return written
+
+
+def test_image_folder_grayscale_pixels_and_classes(tmp_path):
+    written = _write_images(tmp_path / "imgs", {"circle": 6, "square": 6})
+    ds = _load(tmp_path / "imgs")
+    assert ds.classes == ("circle", "square") and ds.input_shape == (1, 5, 6)
+    files = sorted(written)  # the loader's order: class folders, then file names
+    for split in (ds.train, ds.test):
+        for xi, yi, idx in zip(split.x, split.y, split.indices, strict=True):
+            path = files[int(idx)]
+            np.testing.assert_allclose(xi[0].numpy(), written[path] / 255.0, atol=1e-7)
+            assert ds.classes[int(yi)] == path.parent.name
+
+
+def test_image_folder_rgb_jpeg_train_test_subfolders(tmp_path):
+    _write_images(tmp_path / "d" / "train", {"a": 4, "b": 4}, mode="RGB", fmt="jpg")
+    _write_images(tmp_path / "d" / "test", {"a": 2, "b": 2}, mode="RGB", fmt="jpg", seed=1)
+    ds = _load(tmp_path / "d")
+    assert ds.input_shape == (3, 5, 6) and len(ds.train) == 8 and len(ds.test) == 4
+    assert float(ds.train.x.min()) >= 0.0 and float(ds.train.x.max()) <= 1.0
+
+
+def test_image_folder_mixed_sizes_are_resized_with_a_note(tmp_path):
+    _write_images(tmp_path / "m", {"a": 3}, size=(6, 5))
+    _write_images(tmp_path / "m", {"b": 3}, size=(4, 4), seed=2)
+    (tmp_path / "m" / "b" / "extra.png").unlink(missing_ok=True)
+    _write_images(tmp_path / "m", {"c": 4}, size=(6, 5), seed=3)
+    ds = _load(tmp_path / "m")
+    assert ds.input_shape == (1, 5, 6)
+    assert any("resized to 6×5" in n for n in ds.notes)
+
+
+def test_image_folder_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no class folders; an image folder holds one"):
+        _load(tmp_path / "empty")
+    (tmp_path / "noimg" / "a").mkdir(parents=True)
+    (tmp_path / "noimg" / "a" / "readme.txt").write_text("hi")
+    with pytest.raises(DataError, match=r"class folders \['a'\] hold no images"):
+        _load(tmp_path / "noimg")
+    (tmp_path / "broken" / "a").mkdir(parents=True)
+    (tmp_path / "broken" / "a" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"x\.png: not a readable image"):
+        _load(tmp_path / "broken")
+
+
+FACTORY = '''
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+class Pairs(Dataset):
+    classes = ["zero", "one"]
+    def __len__(self):
+        return 30
+    def __getitem__(self, i):
+        return torch.full((1, 4, 4), float(i)), i % 2
+
+def make_dataset():
+    return Pairs()
+
+def make_split():
+    x = torch.arange(20.0).reshape(10, 2)
+    return TensorDataset(x[:6], torch.arange(6) % 2), TensorDataset(x[6:], torch.arange(4) % 2)
+
+def make_dict():
+    tr, te = make_split()
+    return {"train": tr, "test": te}
+
+def make_bad():
+    return 42
+
+def make_raises():
+    raise OSError("dataset server unreachable")
+'''
+
+
+@pytest.fixture
+def factory_file(tmp_path):
+    path = tmp_path / "userdata.py"
+    path.write_text(FACTORY)
+    return path
+
+
+def test_factory_returning_a_torch_dataset(factory_file):
+    ds = load_data(f"{factory_file}:make_dataset")
+    assert ds.classes == ("zero", "one") and ds.input_shape == (1, 4, 4)
+    assert len(ds.train) + len(ds.test) == 30
+    for x, y, i in zip(ds.test.x, ds.test.y, ds.test.indices, strict=True):
+        assert float(x[0, 0, 0]) == float(i) and int(y) == int(i) % 2
+    assert load_user_data(ds.spec).test.indices.tolist() == ds.test.indices.tolist()
+
+
+@pytest.mark.parametrize("fn", ["make_split", "make_dict"])
+def test_factory_returning_train_and_test(factory_file, fn):
+    ds = load_data(f"{factory_file}:{fn}")
+    assert len(ds.train) == 6 and len(ds.test) == 4
+    assert ds.test.x[0].tolist() == [12.0, 13.0]
+
+
+def test_factory_module_on_sys_path(factory_file, monkeypatch):
+    monkeypatch.syspath_prepend(str(factory_file.parent))
+    ds = load_data("userdata:make_dataset")
+    assert ds.name == "make_dataset" and len(ds.test) > 0
+    sys.modules.pop("userdata", None)
+
+
+def test_factory_errors(factory_file):
+    with pytest.raises(UsageError, match=r"the dataset is a int; shenjing needs a map-style "
+                       r"torch Dataset"):
+        load_data(f"{factory_file}:make_bad")
+    with pytest.raises(UsageError, match=r"data factory .*make_raises' raised OSError: "
+                       r"dataset server unreachable"):
+        load_data(f"{factory_file}:make_raises")
+    with pytest.raises(UsageError, match=r"has no 'make_nothing'; it defines .*make_dataset"):
+        load_data(f"{factory_file}:make_nothing")
+
+
+def test_bad_arrays_are_refused_clearly(tmp_path):
+    np.savez(tmp_path / "a.npz", inputs=np.zeros((3, 2)), labels=np.zeros(3))
+    with pytest.raises(DataError, match=r"holds arrays \['inputs', 'labels'\]; shenjing needs "
+                       r"'x' \(inputs\) and 'y'"):
+        _load(tmp_path / "a.npz")
+    np.savez(tmp_path / "b.npz", x=np.zeros((3, 2)), y=np.zeros(4, dtype=int))
+    with pytest.raises(DataError, match="3 inputs but 4 labels"):
+        _load(tmp_path / "b.npz")
+    x = np.zeros((4, 2), np.float32)
+    x[1, 0] = np.nan
+    np.savez(tmp_path / "c.npz", x=x, y=np.arange(4) % 2)
+    with pytest.raises(DataError, match=r"contain NaN or infinite values \(1 of them\)"):
+        _load(tmp_path / "c.npz")
+    with pytest.raises(UsageError, match="no such file or folder, and not a built-in dataset"):
+        user_data_spec(str(tmp_path / "missing_dir"))
+    (tmp_path / "t.csv").write_text("1,2\n")
+    with pytest.raises(UsageError, match=r"a \.csv file; shenjing reads \.npz"):
+        user_data_spec(str(tmp_path / "t.csv"))
+
+
+def test_object_arrays_need_pickle_and_are_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.array([{"a": 1}, {"b": 2}], dtype=object))
+    np.save(tmp_path / "y.npy", np.arange(2))
+    with pytest.raises(DataError, match="object arrays need pickle, which shenjing does not "
+                       "load"):
+        load_data(str(tmp_path / "x.npy"))
+
+
+def test_builtin_names_still_go_to_load_dataset():
+    assert load_data("digits").name == "digits"
