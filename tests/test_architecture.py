@@ -20,7 +20,7 @@ LAYERS = {
     "analysis": 4,
     "plot": 5,
     "stages": 6,
-    "report": 7,
+    "report": 7, "demo": 7,
     "cli": 8, "__main__": 8,
 }
 

@@ -41,3 +41,14 @@ def test_failure_exit_1_and_debug_shows_traceback(tmp_path):
     assert proc.returncode == 1 and "RunError: no folder" in proc.stderr
     proc = subprocess.run([*args[:3], "--debug", *args[3:]], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_error_message_keeps_brackets_of_pip_lines(tmp_path):
+    """Rich markup must not eat '[vision]' from the install hint."""
+    proc = subprocess.run([sys.executable, "-m", "shenjing", "train", "--model", "vgg16",
+                           "--run", str(tmp_path / "r")], capture_output=True, text=True)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        assert proc.returncode == 1
+        assert 'pip install "shenjing[vision]"' in proc.stderr

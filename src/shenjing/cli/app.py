@@ -18,12 +18,16 @@ from shenjing.errors import ShenjingError, UsageError
 
 # modules under shenjing.cli that add commands (each has ``register(app)``)
 COMMAND_MODULES: tuple[str, ...] = (
+    "inspect",
     "train",
+    "report",
     "landscape",
     "maps",
+    "fit",
+    "capture",
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)
 app = typer.Typer(
     name="shenjing",
     help="See what a PyTorch network has learned: features, maps, filters, landscapes.",
@@ -56,26 +60,19 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning library errors into one line."""
+    """Console-script entry point: run the app, turning library errors into one line.
+
+    Click (inside Typer) reports its own usage errors with exit code 2; shenjing's errors
+    arrive here and are printed as one red line, exit 2 for usage errors and 1 otherwise.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="shenjing")
     except ShenjingError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]{type(exc).__name__}: {exc}[/red]", highlight=False,
+        from rich.markup import escape
+
+        # escape: messages carry user text and pip lines like "shenjing[vision]"
+        console.print(f"[red]{escape(f'{type(exc).__name__}: {exc}')}[/red]", highlight=False,
                       soft_wrap=True)
         sys.exit(2 if isinstance(exc, UsageError) else 1)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted; rerun the same command to resume[/yellow]")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

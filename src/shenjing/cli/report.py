@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-out = Console()
+out = Console(emoji=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
     ) -> None:
         """Train the seeds' models, run every analysis, and write the reports + an index."""
-        from shenjing.stages.demo import run_demo
+        from shenjing.demo import run_demo
 
         result = run_demo(output, data=data, data_dir=data_dir, fast=fast, force=force,
                           device=device)

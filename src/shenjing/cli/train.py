@@ -10,7 +10,7 @@ from rich.table import Table
 
 from shenjing.cli._common import parse_list
 
-out = Console()
+out = Console(emoji=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -342,7 +342,7 @@ def _from_image_folder(spec: dict[str, Any], seed: int, frac: float) -> Dataset:
     for im in images:
         im = im.convert(mode)
         if im.size != size:
-            im = im.resize(size, Image.BILINEAR)
+            im = im.resize(size, Image.Resampling.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     x = np.stack(arrays).astype(np.float32) / 255.0

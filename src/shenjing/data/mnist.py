@@ -147,14 +147,15 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, 
         test_split = Split(x[te], y[te], te)
     else:
         x_train, y_train = read_images_labels(*train, n_classes=n_classes)
-        train_split = Split(_to_tensors(x_train, source), torch.from_numpy(y_train.astype(np.int64)),
-                            torch.arange(len(y_train)))
+        train_split = Split(_to_tensors(x_train, source),
+                            torch.from_numpy(y_train.astype(np.int64)), torch.arange(len(y_train)))
         test_split = Split(_to_tensors(x_test, source), torch.from_numpy(y_test.astype(np.int64)),
                            torch.arange(len(y_test)))
     notes.append(f"pixels scaled to [0, 1], then standardised: (x − {source.mean}) / "
                  f"{source.std}")
     return Dataset(name=name, train=train_split, test=test_split, classes=source.classes,
-                   spec={"name": name, "data_dir": str(folder), "seed": seed},
+                   spec={"name": name, "data_dir": str(folder), "seed": seed,
+                         "pixels": f"standardised (x - {source.mean}) / {source.std}"},
                    notes=tuple(notes), pixel_range=((0 - source.mean) / source.std,
                                                     (1 - source.mean) / source.std))
 

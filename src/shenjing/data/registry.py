@@ -38,17 +38,26 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None,
         "spirals": lambda: synthetic.load_spirals_dataset(seed=seed, **options),
     }
     if name not in loaders:
+        from shenjing.data.custom import is_user_data, load_user_data, user_data_spec
+
+        if is_user_data(name):  # a .npz/.npy file, an image folder, or pkg.mod:make_dataset
+            return load_user_data(user_data_spec(name, seed=seed, **options))
         raise unknown_name("dataset", name, DATASET_NAMES)
     return loaders[name]()
 
 
 def load_from_spec(spec: dict[str, Any], *, download: bool = False) -> Dataset:
     """Rebuild a dataset from the ``spec`` a run recorded (no download unless asked)."""
+    from shenjing.data.custom import USER_KINDS, load_user_data
+
+    if spec.get("name") in USER_KINDS:
+        return load_user_data(spec)
     spec = dict(spec)
     name = spec.pop("name")
     data_dir = spec.pop("data_dir", None)
     seed = spec.pop("seed", 0)
     spec.pop("train_range", None)
+    spec.pop("pixels", None)  # a description of the preprocessing, not an option
     if name in ("mnist", "fashion-mnist"):
         return load_dataset(name, data_dir=data_dir, seed=seed, download=download)
     return load_dataset(name, seed=seed, **spec)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from shenjing.errors import UsageError
-from shenjing.models.zoo import build_model
+from shenjing.errors import UsageError, did_you_mean
+from shenjing.models.zoo import MODELS, build_model
 
 
 def model_spec(name: str, input_shape: tuple[int, ...], n_outputs: int,
@@ -22,43 +27,195 @@ def model_spec(name: str, input_shape: tuple[int, ...], n_outputs: int,
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from a spec: a zoo ``name`` or a user ``factory`` (``pkg.mod:Name``)."""
+    """Rebuild a model from a spec: a zoo ``name`` or a user ``factory`` (``pkg.mod:Name``).
+
+    A spec may also carry ``output`` (key/index of the prediction in a tuple/dict output, see
+    :mod:`shenjing.models.outputs`) and ``init_seed`` (the torch seed set before building, so
+    the fresh initialisation is reproducible).
+    """
     kwargs = dict(spec.get("kwargs") or {})
-    if "factory" in spec:
-        return nn_from_factory(spec["factory"], kwargs)
-    return build_model(spec["name"], tuple(spec["input_shape"]), int(spec["n_outputs"]),
-                       **kwargs)
+    seeded = spec.get("init_seed") is not None
+    # a seeded build must not move the caller's global RNG: fork it
+    with torch.random.fork_rng(devices=[], enabled=seeded):
+        if seeded:
+            torch.manual_seed(int(spec["init_seed"]))
+        if "factory" in spec:
+            model = nn_from_factory(spec["factory"], kwargs)
+        else:
+            model = build_model(spec["name"], tuple(spec["input_shape"]),
+                                int(spec["n_outputs"]), **kwargs)
+    if spec.get("output") is not None:
+        from shenjing.models.outputs import with_output
+
+        model = with_output(model, spec["output"])
+    return model
+
+
+def zoo_name(ref: str) -> str | None:
+    """The zoo model a ``--model`` reference names (``simple_cnn``, ``shenjing.models:mlp``)."""
+    if ref in MODELS:
+        return ref
+    module, _, attr = ref.rpartition(":")
+    if module in ("shenjing.models", "shenjing.models.zoo", "shenjing") and attr in MODELS:
+        return attr
+    return None
+
+
+def user_model_spec(ref: str, kwargs: dict[str, Any] | None = None, *,
+                    input_shape: tuple[int, ...] | None = None, n_outputs: int | None = None,
+                    output: str | int | None = None, init_seed: int | None = None
+                    ) -> dict[str, Any]:
+    """The spec for ``--model ref`` (+ ``--model-arg``): a zoo spec or a factory spec.
+
+    Zoo names (``simple_cnn`` or ``shenjing.models:simple_cnn``) take their sizes from the
+    data (``input_shape``, ``n_outputs``); anything else is ``{"factory": ref, "kwargs": …}``.
+    A ``file.py:Factory`` path is stored absolute so the run can be reopened from elsewhere.
+    """
+    name = zoo_name(ref)
+    spec: dict[str, Any]
+    if name is not None:
+        if input_shape is None or n_outputs is None:
+            raise UsageError(f"zoo model {name!r} needs the data's input shape and number of "
+                             "outputs; pass --data")
+        spec = model_spec(name, input_shape, n_outputs, **(kwargs or {}))
+    else:
+        module_ref, _, attr = ref.rpartition(":")
+        if module_ref.endswith(".py"):
+            ref = f"{Path(module_ref).resolve()}:{attr}"
+        spec = {"factory": ref, "kwargs": dict(kwargs or {})}
+    if output is not None:
+        spec["output"] = output
+    if init_seed is not None:
+        spec["init_seed"] = int(init_seed)
+    return spec
+
+
+def parse_model_args(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """``["hidden=[64, 32]", "act=relu", "p=0.5"]`` → ``{"hidden": [64, 32], "act": "relu",
+    "p": 0.5}``: values are Python literals when they parse as one, strings otherwise.
+
+    >>> parse_model_args(["n=3", "name=net", "flag=True", "shape=(1, 28, 28)"])
+    {'n': 3, 'name': 'net', 'flag': True, 'shape': (1, 28, 28)}
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--model-arg {item!r} must look like key=value, e.g. "
+                             "--model-arg hidden=128")
+        try:
+            value: Any = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        out[key] = value
+    return out
+
+
+@contextlib.contextmanager
+def no_bytecode() -> Iterator[None]:
+    """Import a user's code without writing ``__pycache__`` next to it (no surprise writes
+    outside ``--out``)."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
+
+
+def _load_file_module(path: Path, ref: str) -> Any:
+    """Execute a ``.py`` file as a module once per (path, modification time)."""
+    resolved = path.resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
+    mod_name = f"_shenjing_user_{resolved.stem}_{digest}"
+    mtime = resolved.stat().st_mtime_ns
+    cached = sys.modules.get(mod_name)
+    if cached is not None and getattr(cached, "__shenjing_mtime__", None) == mtime:
+        return cached
+    spec = importlib.util.spec_from_file_location(mod_name, resolved)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load {path} as Python (from --model {ref!r})")
+    module = importlib.util.module_from_spec(spec)
+    module.__shenjing_mtime__ = mtime  # type: ignore[attr-defined]
+    sys.modules[mod_name] = module
+    try:
+        with no_bytecode():
+            spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        raise UsageError(f"model file {path} failed while being imported: "
+                         f"{type(exc).__name__}: {exc}{_where(exc)}. Fix the file, or check "
+                         f"that it runs with `python {path}`") from None
+    return module
+
+
+def _import(module_ref: str, ref: str) -> Any:
+    """Import a module by name; a module in the current folder is found too."""
+    try:
+        with no_bytecode():
+            return importlib.import_module(module_ref)
+    except ModuleNotFoundError as exc:
+        top = module_ref.split(".")[0]
+        cwd = str(Path.cwd())
+        if exc.name == top and cwd not in sys.path:
+            # like `python -m`, let a module in the working folder be found
+            sys.path.append(cwd)
+            try:
+                with no_bytecode():
+                    return importlib.import_module(module_ref)
+            except ModuleNotFoundError:
+                pass
+        raise UsageError(f"cannot import module {module_ref!r} for --model {ref!r} "
+                         f"({exc}). Is the package installed, or its folder on PYTHONPATH? "
+                         "A single file can be named as path/to/file.py:Factory") from None
+    except Exception as exc:
+        raise UsageError(f"importing {module_ref!r} for --model {ref!r} raised "
+                         f"{type(exc).__name__}: {exc}{_where(exc)}") from None
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file.py:12)``: the innermost frame of a user's exception, for error messages."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (at {Path(last.filename).name}:{last.lineno})"
 
 
 def resolve_factory(ref: str) -> Any:
-    """Import ``pkg.module:Name`` or ``path/to/file.py:Name`` and return ``Name``."""
+    """Import ``pkg.module:Name`` or ``path/to/file.py:Name`` and return ``Name``.
+
+    ``Name`` may be dotted (``module:Outer.build``).
+    """
     if ":" not in ref:
         raise UsageError(f"model reference {ref!r} needs the form 'pkg.module:Factory' or "
-                         "'path/to/file.py:Factory'")
+                         "'path/to/file.py:Factory' (or a zoo name: "
+                         f"{', '.join(MODELS)})")
     module_ref, _, attr = ref.rpartition(":")
     if module_ref.endswith(".py"):
         path = Path(module_ref)
         if not path.is_file():
             raise UsageError(f"model file {path} does not exist (from --model {ref!r})")
-        mod_name = f"_shenjing_user_{abs(hash(path.resolve()))}"
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
+        module = _load_file_module(path, ref)
     else:
+        module = _import(module_ref, ref)
+    obj: Any = module
+    for part in attr.split("."):
         try:
-            module = importlib.import_module(module_ref)
-        except ImportError as exc:
-            raise UsageError(f"cannot import module {module_ref!r} for --model {ref!r}: {exc}. "
-                             "Is the package installed, or is its folder on PYTHONPATH?"
-                             ) from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        public = sorted(n for n in dir(module) if not n.startswith("_"))
-        raise UsageError(f"module {module_ref!r} has no attribute {attr!r}; it has: "
-                         f"{', '.join(public[:30])}") from None
+            obj = getattr(obj, part)
+        except AttributeError:
+            public = sorted(n for n in dir(obj) if not n.startswith("_"))
+            raise UsageError(
+                f"{module_ref!r} has no attribute {attr!r} (from --model {ref!r})."
+                f"{did_you_mean(part, public)} It defines: {', '.join(public[:30])}"
+            ) from None
+    if not callable(obj):
+        raise UsageError(f"--model {ref!r} names a {type(obj).__name__}, not a class or "
+                         "function returning an nn.Module")
+    return obj
 
 
 def nn_from_factory(ref: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -67,8 +224,10 @@ def nn_from_factory(ref: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         model = factory(**kwargs)
     except Exception as exc:
-        raise UsageError(f"model factory {ref!r} raised {type(exc).__name__}: {exc} "
-                         f"(called with {kwargs or 'no arguments'})") from None
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        raise UsageError(f"model factory {ref!r} raised {type(exc).__name__}: {exc}"
+                         f"{_where(exc)} when called with {args}. Fix the factory or the "
+                         "--model-arg values it receives") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"model factory {ref!r} returned {type(model).__name__}, "
                          "not a torch.nn.Module")

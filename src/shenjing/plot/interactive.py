@@ -65,7 +65,8 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
             hovertemplate="class %{customdata[2]}<br>sample %{customdata[1]}<extra></extra>"))
     fig.update_layout(title=title, xaxis={"title": "dim 1", "showticklabels": False},
                       yaxis={"title": "dim 2", "showticklabels": False, "scaleanchor": "x"},
-                      margin={"l": 40, "r": 20, "t": 40, "b": 40}, legend={"itemsizing": "constant"})
+                      margin={"l": 40, "r": 20, "t": 40, "b": 40},
+                      legend={"itemsizing": "constant"})
     return fig
 
 

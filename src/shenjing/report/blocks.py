@@ -39,7 +39,7 @@ class Interactive:
 
     @property
     def script(self) -> Markup:
-        return Markup(self.spec_json)  # noqa: S704 - escaped by safe_json
+        return Markup(self.spec_json)
 
 
 @dataclass
@@ -59,6 +59,15 @@ class Note:
     text: str
     level: str = "info"  # info | warning
     kind: str = "note"
+
+
+@dataclass
+class Asset:
+    """A data URI placed once in the page and referenced by id (e.g. a thumbnail sprite)."""
+
+    id: str
+    src: str
+    kind: str = "asset"
 
 
 @dataclass

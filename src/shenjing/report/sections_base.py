@@ -22,7 +22,8 @@ def overview_section(run: Run) -> Section:
     cfg = m.get("config", {})
     rows: list[list[Any]] = [
         ["model", str(model)],
-        ["data", f"{data.get('name')} ({', '.join(f'{k}={v}' for k, v in data.items() if k != 'name')})"],
+        ["data", f"{data.get('name')} ("
+                 + ", ".join(f"{k}={v}" for k, v in data.items() if k != "name") + ")"],
         ["task", run.task],
         ["classes", ", ".join(run.classes) or "—"],
         ["epochs with checkpoints", ", ".join(map(str, run.epochs)) or "none"],

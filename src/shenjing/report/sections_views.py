@@ -2,24 +2,200 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shenjing.report.blocks import Section, Table, image_block, plotly_block
+from shenjing.report.blocks import Note, Section, Table, image_block, plotly_block
 from shenjing.runs import Run
 
 
+def _fig(run: Run, stem: str, caption: str) -> Any:
+    return image_block(run.path / "figures" / f"{stem}.png", caption)
+
+
 def dynamics_section(run: Run) -> Section | None:
-    return None
+    """How the weights moved: per-layer norms, update ratios, gradients, dead units."""
+    from shenjing import _io
+
+    path = run.path / "dynamics" / "dynamics.json"
+    if not path.exists():
+        return None
+    data = _io.read_json(path)
+    status = data.get("status", {})
+    moving, settled = status.get("moving", []), status.get("settled", [])
+    ratios = status.get("last_update_ratio", {}) or {}
+    ratio_text = ", ".join(f"{k} {v:.2g}" for k, v in ratios.items() if v is not None)
+    blocks: list[Any] = [
+        _fig(run, "dynamics-layers",
+             "What this shows: per layer and epoch, the weight norm, the relative update "
+             "‖Δw‖/‖w‖ (how far an epoch moved the weights, relative to their size; log "
+             "scale), the gradient norm, the distance and cosine to the initial weights, and "
+             "the fraction of dead ReLU units. Last relative updates: "
+             f"{ratio_text or 'n/a'}."),
+        _fig(run, "dynamics-status",
+             "What this shows: which layers still move and which have settled (log10 of "
+             f"‖Δw‖/‖w‖ per layer and epoch). Still moving: {', '.join(moving) or 'none'}; "
+             f"settled: {', '.join(settled) or 'none'}."),
+        _fig(run, "weights-histograms",
+             "What this shows: each layer's weight distribution at every saved epoch "
+             "(one line per epoch); training widens or reshapes it."),
+        _fig(run, "weights-stats",
+             "What this shows: weight norm, standard deviation and fraction of weights near "
+             "zero, per layer and epoch."),
+    ]
+    for w in status.get("warnings", []):
+        blocks.append(Note(str(w.get("message", w)), level="warning"))
+    return Section("dynamics", "How the weights moved", [b for b in blocks if b is not None])
+
+
+_MAP_FILE = re.compile(r"^(?P<key>.+)-(?P<method>tsne|pca|umap)-epoch-(?P<epoch>\d{3,})$")
+MAX_POINTS = 5000  # per scatter in the page; larger maps are subsampled (stated)
+
+
+def _map_caption(key: str, method: str, epoch: int, metrics: dict[str, Any], n: int,
+                 shown: int) -> str:
+    def num(name: str) -> str:
+        v = metrics.get(name)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    text = (f"What this shows: {n} test samples as the {key} layer sees them at epoch {epoch}"
+            f"{' (untrained)' if epoch == 0 else ''}, mapped to 2-D with {method}, coloured by "
+            "class; hover a point for its input image. Separability in the layer's own "
+            f"feature space: linear-probe accuracy {num('probe_accuracy')}, kNN accuracy "
+            f"{num('knn_accuracy')}. Faithfulness of this map: trustworthiness "
+            f"{num('trustworthiness')}, kNN recall {num('knn_recall')}.")
+    if shown < n:
+        text += f" {shown} of the {n} points are drawn."
+    return text
 
 
 def embedding_section(run: Run) -> Section | None:
-    return None
+    """Maps of the hidden features per layer and epoch, with the numbers that keep them
+    honest (probe and kNN accuracy in feature space; trustworthiness of the 2-D map)."""
+    import json
+
+    from shenjing import _io
+    from shenjing.plot.interactive import embedding_scatter, make_sprite
+    from shenjing.report.blocks import Asset, png_bytes_uri
+
+    folder = run.path / "embeddings"
+    files = sorted(p for p in folder.glob("*.npz") if _MAP_FILE.match(p.stem)) \
+        if folder.is_dir() else []
+    if not files:
+        return None
+    blocks: list[Any] = []
+    split = run.data.test
+    classes = run.classes or tuple(str(i) for i in range(10))
+    sprite_for: dict[tuple[int, ...], dict[str, Any]] = {}
+    position_of = {int(v): i for i, v in enumerate(split.indices.tolist())}
+    for path in files:
+        m = _MAP_FILE.match(path.stem)
+        assert m is not None
+        with np.load(path) as z:
+            coords, indices = z["coords"], z["indices"]
+            labels = z["labels"] if "labels" in z.files else np.zeros(len(coords), int)
+            metrics = json.loads(str(z["metrics"])) if "metrics" in z.files else {}
+        keep = np.arange(len(coords))
+        if len(keep) > MAX_POINTS:
+            keep = np.sort(np.random.default_rng(0).choice(len(keep), MAX_POINTS, False))
+        ids = tuple(int(i) for i in indices[keep])  # sample ids in the source files
+        if ids not in sprite_for:
+            positions = [position_of.get(i, -1) for i in ids]
+            if min(positions) < 0:  # not this split's samples: no thumbnails to show
+                positions = [0] * len(ids)
+            png, cols = make_sprite(split.x[positions].numpy(), tile=28)
+            asset_id = f"sprite-{len(sprite_for)}"
+            blocks.append(Asset(asset_id, png_bytes_uri(png)))
+            sprite_for[ids] = {"asset": asset_id, "tile": 28, "cols": cols, "zoom": 2}
+        epoch = int(m["epoch"])
+        fig = embedding_scatter(coords[keep], labels[keep], classes, np.asarray(ids),
+                                title=f"{m['key']} · {m['method']} · epoch {epoch}")
+        blocks.append(plotly_block(
+            fig, f"emb-{path.stem}", _map_caption(m["key"], m["method"], epoch, metrics,
+                                                  len(coords), len(keep)),
+            height=520, hover_sprite=sprite_for[ids], tag="embedding"))
+    figures = run.path / "figures"
+    sep_path = folder / "separability.json"
+    if sep_path.exists():
+        sep = _io.read_json(sep_path)
+        base = sep.get("input", {})
+        rows = [["input pixels", "—", base.get("probe_accuracy"), base.get("knn_accuracy")]]
+        rows += [[r["layer"], r["epoch"], r.get("probe_accuracy"), r.get("knn_accuracy")]
+                 for r in sep.get("records", [])]
+        blocks.append(Table(["features", "epoch", "linear-probe accuracy", "kNN accuracy"],
+                            rows, caption="What this shows: how separable the classes are in "
+                            "each layer's own feature space (probe trained on the train split, "
+                            "scored on the test split), against the raw input pixels. "
+                            + str(sep.get("note", ""))))
+        blocks.append(_fig(run, "separability-probe", "What this shows: linear-probe accuracy "
+                           "by layer and epoch, with the input pixels as the baseline."))
+    for png in sorted(figures.glob("cka-*.png")):
+        blocks.append(image_block(png, "What this shows: linear CKA similarity (1 = the same "
+                                  "representation up to rotation and scale) between "
+                                  + ("layers" if "layers" in png.stem else "epochs") + "."))
+    for png in sorted(figures.glob("embedding-grid-*.png")):
+        blocks.append(image_block(png, "What this shows: every layer × epoch map side by side "
+                                  "(maps aligned across epochs, so clusters can be followed)."))
+    return Section("embeddings", "Hidden features: do the classes cluster?",
+                   [b for b in blocks if b is not None],
+                   intro="Separability is measured in the layer's full feature space; the 2-D "
+                         "maps are pictures whose faithfulness is measured separately.")
+
+
+def _maps_caption(rec: dict[str, Any]) -> str:
+    change = rec.get("change") or {}
+    epochs = rec.get("epochs", [])
+    text = (f"What this shows: the {len(rec.get('channels_shown', []))} channels of layer "
+            f"{rec['layer']} for {rec.get('split', 'test')} image {rec.get('index')} "
+            f"(label {rec.get('label')}) at epochs {', '.join(map(str, epochs))} "
+            f"(epoch 0 = untrained), colour scale {rec.get('scale', 'shared')}.")
+    if change:
+        text += (f" Mean absolute change of the activations between epochs "
+                 f"{change.get('epochs', epochs)}: {change.get('mean_abs_change', 0):.4g} "
+                 f"({change.get('relative_change', 0):.1%} of their mean magnitude).")
+        top = change.get("top_changed", [])[:5]
+        if top:
+            text += " Channels that changed most: " + ", ".join(
+                str(t["channel"]) for t in top) + "."
+    dead = rec.get("dead_channels", {})
+    if dead:
+        text += " Channels off for this input (no positive value): " + "; ".join(
+            f"epoch {e}: {len(v)}" for e, v in dead.items()) + "."
+    return text
 
 
 def maps_section(run: Run) -> Section | None:
-    return None
+    """Feature maps (untrained next to trained) and filters."""
+    from shenjing import _io
+
+    folder = run.path / "maps"
+    if not folder.is_dir():
+        return None
+    blocks: list[Any] = []
+    for path in sorted(folder.glob("maps-*.json")):
+        rec = _io.read_json(path)
+        for fig in rec.get("figures", []):
+            if fig.endswith(".png"):
+                blocks.append(image_block(run.path / fig, _maps_caption(rec)))
+    for path in sorted(folder.glob("filters-*.json")):
+        rec = _io.read_json(path)
+        change = rec.get("change") or {}
+        for fig in rec.get("figures", []):
+            if not fig.endswith(".png"):
+                continue
+            what = ("each first-layer unit's weights drawn as an image of the input: what "
+                    "that hidden unit looks at" if rec.get("kind") == "linear" else
+                    "the layer's convolution kernels as small images")
+            text = f"What this shows: {what} (layer {rec['layer']}, {Path(fig).stem})."
+            if change.get("relative_change") is not None:
+                text += f" Relative change since the untrained net: " \
+                        f"{change['relative_change']:.1%}."
+            blocks.append(image_block(run.path / fig, text))
+    blocks = [b for b in blocks if b is not None]
+    return Section("maps", "Feature maps and filters", blocks) if blocks else None
 
 
 def _line_caption(ls: Any) -> str:
@@ -57,8 +233,9 @@ def landscape_section(run: Run) -> Section | None:
     from shenjing.plot.landscape import surface_plotly
 
     folder = run.path / "landscapes"
-    files = sorted(p for p in folder.glob("*.npz") if p.name.startswith(("line-", "plane-", "trajectory-"))
-                   and not p.name.endswith(".directions.npz"))
+    kinds = ("line-", "plane-", "trajectory-")
+    files = sorted(p for p in folder.glob("*.npz")
+                   if p.name.startswith(kinds) and not p.name.endswith(".directions.npz"))
     if not files:
         return None
     blocks: list[Any] = []
@@ -131,8 +308,78 @@ def hessian_section(run: Run) -> Section | None:
 
 
 def fit_section(run: Run) -> Section | None:
-    return None
+    """Seed 001's study: the net's fit vs polynomial interpolation, and its ReLU pieces."""
+    from shenjing import _io
+
+    path = run.path / "fit" / "summary.json"
+    if not path.exists():
+        return None
+    summary = _io.read_json(path)
+    errors = summary.get("errors", {})
+    rows = [[label, *(e.get(k) if e.get(k) is not None else float("inf")
+                      for k in ("rmse_in", "max_in", "rmse_out", "max_out"))]
+            for label, e in errors.items()]
+    net = errors.get("net", {})
+    dec = summary.get("decomposition") or {}
+    regions = summary.get("regions") or {}
+    blocks: list[Any] = [
+        _fig(run, "fit-curve",
+             "What this shows: the net's fit (trained on the points inside the shaded range "
+             "only) against the true function and polynomials through the same points, in "
+             f"the range and beyond it. Net RMSE in range {net.get('rmse_in', float('nan')):.3g}"
+             f", beyond it {net.get('rmse_out', float('nan')):.3g}."),
+        Table(["approximation", "RMSE in range", "max error in range", "RMSE beyond",
+               "max error beyond"], rows,
+              caption="Errors of each approximation in the training range and beyond it "
+                      "(extrapolation); inf = overflow."),
+        _fig(run, "fit-errors", "What this shows: the absolute error of each approximation "
+             "along x (log scale); polynomials oscillate at the edges of the range."),
+        _fig(run, "fit-decomposition",
+             "What this shows: the output as the sum of its hidden units, "
+             "y(x) = b + Σ vᵢ·relu(wᵢx + bᵢ): each unit is a hinge with its kink at "
+             f"−bᵢ/wᵢ. {dec.get('n_active', '?')} of {dec.get('n_units', '?')} units are "
+             f"active; the sum equals the net's output to "
+             f"{dec.get('max_abs_diff_float32', float('nan')):.1e}." if dec else ""),
+        _fig(run, "fit-regions",
+             f"What this shows: the linear pieces of the net along x "
+             f"({regions.get('n_regions', '?')} regions, {regions.get('n_in_range', '?')} "
+             "inside the training range): a ReLU net is piecewise linear."),
+        _fig(run, "fit-epochs", "What this shows: how the fit took shape, epoch by epoch."),
+    ]
+    return Section("fit", "Fitting a function (seed 001)", [b for b in blocks if b is not None])
 
 
 def warp_section(run: Run) -> Section | None:
-    return None
+    """How each layer bends a 2-D grid, and the linear separability at each layer."""
+    from shenjing import _io
+
+    files = sorted((run.path / "warp").glob("warp-e*.json"))
+    if not files:
+        return None
+    data = _io.read_json(files[-1])
+    epoch = f"{int(data['epoch']):03d}"
+    layers = data.get("layers", [])
+    probes = [(layer["layer"], layer.get("probe_test_accuracy")) for layer in layers]
+    first = probes[0][1] if probes else None
+    last_hidden = data.get("last_hidden")
+    last = dict(probes).get(last_hidden) if last_hidden else None
+    rows = [[layer["layer"], layer["kind"], layer["features"], layer["projection"],
+             layer.get("probe_test_accuracy")] for layer in layers]
+    blocks: list[Any] = [
+        _fig(run, f"warp-layers-e{epoch}",
+             "What this shows: a regular grid of the input plane and the data, as each layer "
+             "transforms them (linear layers rotate, stretch and shift; ReLUs fold); layers "
+             "wider than 2 are projected on their first two principal components (stated in "
+             "each panel)."),
+        _fig(run, f"warp-probes-e{epoch}",
+             "What this shows: how linearly separable the classes are at each layer "
+             "(accuracy of a logistic-regression probe on held-out points): "
+             f"{first if first is None else round(first, 3)} at the input, "
+             f"{last if last is None else round(last, 3)} at the last hidden layer "
+             f"(chance {data.get('chance', 0.5):.2f})."),
+        Table(["layer", "kind", "features", "2-D view", "probe accuracy (test)"], rows),
+        _fig(run, f"warp-boundary-e{epoch}",
+             "What this shows: the decision boundary the net draws in the input plane."),
+    ]
+    return Section("warp", "How the layers bend space (seed 001)",
+                   [b for b in blocks if b is not None])

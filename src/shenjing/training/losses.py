@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from shenjing.errors import unknown_name
+from shenjing.errors import UsageError, unknown_name
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -19,18 +19,29 @@ LOSSES: dict[str, tuple[LossFn, str]] = {
 
 
 def get_loss(name: str) -> LossFn:
-    """The loss function called ``name`` (mean over the batch).
+    """The loss function called ``name`` (mean over the batch), or a user's
+    ``pkg.module:function`` taking ``(prediction, target)``.
 
     >>> get_loss("mse")(torch.zeros(2, 1), torch.ones(2, 1)).item()
     1.0
     """
-    if name not in LOSSES:
-        raise unknown_name("loss", name, LOSSES)
-    return LOSSES[name][0]
+    if name in LOSSES:
+        return LOSSES[name][0]
+    if ":" in name:
+        from shenjing.models.spec import resolve_factory
+
+        fn = resolve_factory(name)
+        if not callable(fn):
+            raise UsageError(f"loss {name!r} is not callable")
+        return fn  # type: ignore[no-any-return]
+    raise unknown_name("loss", name, LOSSES)
 
 
-def loss_task(name: str) -> str:
-    """``'classification'`` or ``'regression'`` for a loss name."""
-    if name not in LOSSES:
-        raise unknown_name("loss", name, LOSSES)
-    return LOSSES[name][1]
+def loss_task(name: str, default: str = "classification") -> str:
+    """``'classification'`` or ``'regression'`` for a built-in loss name; a user's
+    ``module:function`` loss gives ``default`` (the task the caller knows from the data)."""
+    if name in LOSSES:
+        return LOSSES[name][1]
+    if ":" in name:
+        return default
+    raise unknown_name("loss", name, LOSSES)

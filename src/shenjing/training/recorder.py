@@ -47,7 +47,8 @@ class Recorder:
         self.model = model
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
-        self.classification = loss_task(loss) == "classification"
+        task = data.task if data is not None else "classification"
+        self.classification = loss_task(loss, task) == "classification"
         self.data = data
         self.eval_split = eval_split if eval_split is not None else (
             data.test if data is not None else None)

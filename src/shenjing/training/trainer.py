@@ -119,8 +119,9 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
         loss=loss or defaults.loss, seed=seed,
         passes_per_epoch=passes_per_epoch or defaults.passes_per_epoch,
         model_kwargs=dict(model_kwargs or {}))
-    if (loss_task(cfg.loss) == "classification") != (dataset.task == "classification"):
-        raise UsageError(f"loss {cfg.loss!r} is for {loss_task(cfg.loss)}, but dataset "
+    task = loss_task(cfg.loss, dataset.task)
+    if (task == "classification") != (dataset.task == "classification"):
+        raise UsageError(f"loss {cfg.loss!r} is for {task}, but dataset "
                          f"{dataset.name!r} is a {dataset.task} task; choose "
                          f"{'mse' if dataset.task == 'regression' else 'cross_entropy'}")
     run_path = Path(run) if run is not None else Path("runs") / f"{model}-{dataset.name}"

@@ -21,7 +21,7 @@ from shenjing.data import Dataset, load_dataset
 from shenjing.errors import UsageError
 from shenjing.runs import Run
 
-console = Console(stderr=True)
+console = Console(stderr=True, emoji=False)
 
 
 @dataclass(frozen=True)
@@ -153,15 +153,26 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
              data_dir: str | os.PathLike[str] | None = None, fast: bool = False,
              force: bool = False, device: str = "auto") -> DemoResult:
     """Train the seeds' classifiers (mlp, simple_cnn, dropout_cnn) and the function-fitting
-    and space-warping studies, analyse each, write one report per run and ``index.html``."""
+    and space-warping studies, analyse each, write one report per run and ``index.html``.
+
+    Figures are written as PNG only (the report inlines PNGs); each view's own command
+    also writes SVG.
+    """
+    if data not in ("digits", "mnist", "fashion-mnist"):
+        raise UsageError(f"demo data must be digits, mnist or fashion-mnist (got {data!r})")
+    from shenjing.plot.save import figure_formats
+
+    started = time.perf_counter()
+    with figure_formats("png"):  # the report inlines PNGs; each view's command writes SVG
+        return _demo(Path(out), data, data_dir, fast, force, device, started)
+
+
+def _demo(folder: Path, data: str, data_dir: str | os.PathLike[str] | None, fast: bool,
+          force: bool, device: str, started: float) -> DemoResult:
     from shenjing.report import build_index, build_report
     from shenjing.stages import fit as fit_stage
     from shenjing.stages import warp as warp_stage
 
-    if data not in ("digits", "mnist", "fashion-mnist"):
-        raise UsageError(f"demo data must be digits, mnist or fashion-mnist (got {data!r})")
-    started = time.perf_counter()
-    folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     plan = _plan(data, fast)
     dataset = load_dataset(data, data_dir=data_dir)
@@ -179,16 +190,18 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
                         "number": f"test accuracy {acc:.3f}"})
     fit_run = fit_stage.fit(folder / "curve_fit", retrain=force, progress=False,
                             **({"epochs": 8} if fast else {}))
-    fit_path = Path(getattr(fit_run, "path", None) or getattr(fit_run, "run").path)
-    reports["curve_fit"] = build_report(Run(fit_path)).path
+    reports["curve_fit"] = build_report(fit_run.run).path
+    net = fit_run.errors.get("net", {})
     entries.append({"href": "curve_fit/report.html", "name": "curve_fit", "model": "curve_mlp",
-                    "data": "curve", "shows": _SHOWS["curve_fit"], "number": ""})
+                    "data": "curve", "shows": _SHOWS["curve_fit"],
+                    "number": f"RMSE in range {net.get('rmse_in', float('nan')):.3g}, "
+                              f"beyond {net.get('rmse_out', float('nan')):.3g}"})
     warp_run = warp_stage.warp(folder / "spirals_warp", retrain=force, progress=False)
-    warp_path = Path(getattr(warp_run, "path", None) or getattr(warp_run, "run").path)
-    reports["spirals_warp"] = build_report(Run(warp_path)).path
+    reports["spirals_warp"] = build_report(warp_run.run).path
     entries.append({"href": "spirals_warp/report.html", "name": "spirals_warp",
                     "model": "mlp", "data": "spirals", "shows": _SHOWS["spirals_warp"],
-                    "number": ""})
+                    "number": "probe accuracy by layer: " + ", ".join(
+                        f"{p.get('probe_test_accuracy', 0):.2f}" for p in warp_run.probes)})
     index = build_index(entries, folder / "index.html", title="shenjing demo",
                         subtitle=f"the seeds' models on {data}; one report per run")
     return DemoResult(index=index, reports=reports, seconds=time.perf_counter() - started,

@@ -1,0 +1,447 @@
+"""Sharpness from Hessian-vector products: top eigenvalues, trace, spectral density.
+
+Everything here touches the Hessian only through ``H·v`` (double back-propagation), so it
+works for any model size. Methods (cf. PyHessian, Yao et al. 2020):
+
+- :func:`lanczos_top` — top-k eigenvalues by the Lanczos iteration with full
+  re-orthogonalisation, stopping when every wanted Ritz pair's residual is small: far fewer
+  products than power iteration with deflation (:func:`power_iteration_top`, kept as the
+  reference and for the benchmark).
+- :func:`hutchinson_trace` — trace as the mean of zᵀHz over Rademacher z, with a standard
+  error and a Student-t 95 % confidence interval.
+- :func:`slq_density` — eigenvalue density by stochastic Lanczos quadrature.
+
+:class:`HessianOperator` builds ``H·v`` for a model, samples and loss, for all parameters
+or only those of one layer (a diagonal block of the Hessian). The model is never modified:
+the operator works on a private copy in ``eval()`` mode (dropout off, BatchNorm statistics
+as stored).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shenjing.analysis.losses import loss_function
+from shenjing.errors import LayerNotFoundError, UsageError, did_you_mean
+
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+class HessianOperator:
+    """``H·v`` of the mean loss over ``(x, y)`` w.r.t. the chosen parameters.
+
+    ``layer`` restricts the parameters to one module's own weights (its Hessian block).
+    ``n_hvp`` counts the products computed, so algorithms can be compared by cost.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+                 layer: str | None = None, batch_size: int = 512,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+                 ) -> None:
+        self.device = torch.device(device)
+        net = copy.deepcopy(model).to(self.device, dtype).eval()
+        if layer is not None:
+            names = [n for n, m in net.named_modules()
+                     if any(True for _ in m.parameters(recurse=False))]
+            if layer not in names:
+                raise LayerNotFoundError(f"no layer {layer!r} with parameters in "
+                                         f"{type(model).__name__}.{did_you_mean(layer, names)} "
+                                         f"Layers with parameters: {', '.join(names)}")
+            chosen = set(id(p) for p in net.get_submodule(layer).parameters(recurse=False))
+        else:
+            chosen = set(id(p) for p in net.parameters())
+        self.names = [n for n, p in net.named_parameters() if id(p) in chosen]
+        self.params = [p for p in net.parameters() if id(p) in chosen]
+        for p in net.parameters():
+            p.requires_grad_(id(p) in chosen)
+        self.net = net
+        self.layer = layer
+        self.dim = int(sum(p.numel() for p in self.params))
+        self.dtype = dtype
+        self.x = x.to(self.device, dtype)
+        self.y = y.to(self.device)
+        if self.y.is_floating_point():
+            self.y = self.y.to(dtype)
+        self.n = int(x.shape[0])
+        if self.n == 0:
+            raise UsageError("no samples to compute the Hessian on")
+        self.batch_size = int(batch_size)
+        self.loss_sum = loss_function(loss, "sum")
+        self.n_hvp = 0
+
+    def _unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
+        out, offset = [], 0
+        for p in self.params:
+            out.append(v[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+        return out
+
+    def loss_and_grad(self) -> tuple[float, torch.Tensor]:
+        """Mean loss and its gradient (flat) at the model's weights."""
+        total = 0.0
+        grads = [torch.zeros_like(p) for p in self.params]
+        for i in range(0, self.n, self.batch_size):
+            loss = self.loss_sum(self.net(self.x[i:i + self.batch_size]),
+                                 self.y[i:i + self.batch_size]) / self.n
+            g = torch.autograd.grad(loss, self.params)
+            total += float(loss.detach())
+            for acc, gi in zip(grads, g, strict=True):
+                acc += gi
+        return total, torch.cat([g.reshape(-1) for g in grads])
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``H·v`` for a flat ``(dim,)`` vector (one counted product)."""
+        vs = self._unflatten(v.to(self.device, self.dtype))
+        out = [torch.zeros_like(p) for p in self.params]
+        for i in range(0, self.n, self.batch_size):
+            loss = self.loss_sum(self.net(self.x[i:i + self.batch_size]),
+                                 self.y[i:i + self.batch_size]) / self.n
+            g = torch.autograd.grad(loss, self.params, create_graph=True)
+            dot = torch.stack([(gi * vi).sum() for gi, vi in zip(g, vs, strict=True)]).sum()
+            hv = torch.autograd.grad(dot, self.params, allow_unused=True)
+            for acc, h in zip(out, hv, strict=True):
+                if h is not None:
+                    acc += h.detach()
+        self.n_hvp += 1
+        return torch.cat([h.reshape(-1) for h in out])
+
+    __call__ = matvec
+
+
+@dataclass(frozen=True)
+class Eigenpairs:
+    """Eigenvalues (descending) with optional eigenvectors ``(k, dim)`` and the HVP cost."""
+
+    values: np.ndarray
+    n_hvp: int
+    method: str
+    converged: bool
+    vectors: torch.Tensor | None = field(default=None, repr=False)
+    history: list[list[float]] = field(default_factory=list, repr=False)
+
+
+def _rand_unit(dim: int, gen: torch.Generator, device: torch.device,
+               dtype: torch.dtype) -> torch.Tensor:
+    v = torch.randn(dim, generator=gen, dtype=torch.float64).to(device, dtype)
+    return v / v.norm()
+
+
+def _device_dtype(matvec: MatVec, dim: int) -> tuple[torch.device, torch.dtype]:
+    if isinstance(matvec, HessianOperator):
+        return matvec.device, matvec.dtype
+    return torch.device("cpu"), torch.float64
+
+
+def _lanczos_steps(matvec: MatVec, v0: torch.Tensor, m: int,
+                   stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Run up to ``m`` Lanczos steps from ``v0``; return alphas, betas and the basis."""
+    basis = [v0 / v0.norm()]
+    alphas: list[float] = []
+    betas: list[float] = []
+    for j in range(m):
+        w = matvec(basis[j])
+        alpha = float(torch.dot(w.double(), basis[j].double()))
+        alphas.append(alpha)
+        w = w - alpha * basis[j]
+        if j > 0:
+            w = w - betas[-1] * basis[j - 1]
+        V = torch.stack(basis)
+        for _ in range(2):  # full re-orthogonalisation, twice is enough
+            w = w - V.T @ (V @ w)
+        beta = float(w.norm())
+        if stop is not None and stop(np.array(alphas), np.array(betas), beta):
+            break
+        if beta < 1e-10 * max(1.0, abs(alpha)) or j == m - 1:
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    return np.array(alphas), np.array(betas[:len(alphas) - 1]), torch.stack(basis[:len(alphas)])
+
+
+def _tridiag(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    T = np.diag(alphas)
+    if len(betas):
+        T += np.diag(betas, 1) + np.diag(betas, -1)
+    return T
+
+
+def lanczos_top(matvec: MatVec, dim: int, k: int = 1, *, tol: float = 1e-3,
+                max_iter: int = 100, seed: int = 0, which: str = "LA",
+                return_vectors: bool = False) -> Eigenpairs:
+    """Top-``k`` eigenvalues of a symmetric operator by Lanczos (full re-orthogonalisation).
+
+    Stops when each of the ``k`` wanted Ritz values has residual ``|β·s_last| ≤ tol·|θ|``
+    (the Ritz pair is then an eigenpair of a matrix within that relative distance).
+    ``which='LA'``: largest algebraic; ``'LM'``: largest magnitude.
+    """
+    if k < 1:
+        raise UsageError(f"k must be at least 1, got {k}")
+    if which not in ("LA", "LM"):
+        raise UsageError(f"which must be 'LA' or 'LM', got {which!r}")
+    k = min(k, dim)
+    device, dtype = _device_dtype(matvec, dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    v0 = _rand_unit(dim, gen, device, dtype)
+    before = getattr(matvec, "n_hvp", 0)
+    calls = [0]
+    history: list[list[float]] = []
+
+    def counted(v: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return matvec(v)
+
+    state: dict[str, Any] = {"converged": False}
+
+    def pick(evals: np.ndarray) -> np.ndarray:
+        key = evals if which == "LA" else np.abs(evals)
+        return np.argsort(key)[::-1][:k]
+
+    def stop(alphas: np.ndarray, betas: np.ndarray, beta: float) -> bool:
+        if len(alphas) < k:
+            return False
+        evals, evecs = np.linalg.eigh(_tridiag(alphas, betas))
+        idx = pick(evals)
+        history.append(evals[idx].tolist())
+        resid = np.abs(beta * evecs[-1, idx])
+        ok = bool(np.all(resid <= tol * np.maximum(np.abs(evals[idx]), 1e-12)))
+        state["converged"] = ok
+        return ok
+
+    alphas, betas, basis = _lanczos_steps(counted, v0, min(max_iter, dim), stop)
+    if len(alphas) == dim:
+        state["converged"] = True
+    evals, evecs = np.linalg.eigh(_tridiag(alphas, betas))
+    idx = pick(evals)
+    vectors = None
+    if return_vectors:
+        s = torch.as_tensor(evecs[:, idx].T, dtype=basis.dtype, device=basis.device)
+        vectors = s @ basis
+    n_hvp = getattr(matvec, "n_hvp", before + calls[0]) - before
+    return Eigenpairs(values=evals[idx], n_hvp=int(n_hvp), method="lanczos",
+                      converged=bool(state["converged"]), vectors=vectors, history=history)
+
+
+def power_iteration_top(matvec: MatVec, dim: int, k: int = 1, *, tol: float = 1e-3,
+                        max_iter: int = 100, seed: int = 0) -> Eigenpairs:
+    """Top-``k`` eigenvalues by power iteration with deflation (PyHessian's method).
+
+    Each eigenvalue: iterate ``v ← H v / ‖H v‖`` keeping ``v`` orthogonal to those found,
+    until the Rayleigh quotient changes by less than ``tol`` (relative).
+    """
+    device, dtype = _device_dtype(matvec, dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    found: list[torch.Tensor] = []
+    values: list[float] = []
+    calls = 0
+    converged = True
+    for _ in range(min(k, dim)):
+        v = _rand_unit(dim, gen, device, dtype)
+        eig: float | None = None
+        ok = False
+        for _ in range(max_iter):
+            for u in found:
+                v = v - torch.dot(u, v) * u
+            v = v / v.norm()
+            hv = matvec(v)
+            calls += 1
+            new = float(torch.dot(hv.double(), v.double()))
+            v = hv / (hv.norm() + 1e-30)
+            if eig is not None and abs(eig - new) / (abs(eig) + 1e-6) < tol:
+                eig = new
+                ok = True
+                break
+            eig = new
+        converged &= ok
+        found.append(v)
+        values.append(float(eig if eig is not None else math.nan))
+    return Eigenpairs(values=np.array(values), n_hvp=calls, method="power+deflation",
+                      converged=converged, vectors=torch.stack(found))
+
+
+@dataclass(frozen=True)
+class TraceEstimate:
+    """Hutchinson trace estimate with its standard error and 95 % confidence interval."""
+
+    mean: float
+    stderr: float
+    ci95: tuple[float, float]
+    n_samples: int
+    samples: np.ndarray = field(repr=False)
+
+
+def hutchinson_trace(matvec: MatVec, dim: int, *, n_samples: int = 100, seed: int = 0
+                     ) -> TraceEstimate:
+    """tr(H) ≈ mean of zᵀHz over ``n_samples`` Rademacher vectors, with a 95 % CI.
+
+    The interval is mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (Student t; the samples are i.i.d.).
+    """
+    if n_samples < 2:
+        raise UsageError(f"n_samples must be at least 2 for a confidence interval, "
+                         f"got {n_samples}")
+    from scipy import stats
+
+    device, dtype = _device_dtype(matvec, dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    vals = np.empty(n_samples)
+    for i in range(n_samples):
+        z = (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).to(device, dtype)
+        vals[i] = float(torch.dot(matvec(z).double(), z.double()))
+    mean = float(vals.mean())
+    se = float(vals.std(ddof=1) / math.sqrt(n_samples))
+    half = float(stats.t.ppf(0.975, n_samples - 1)) * se
+    return TraceEstimate(mean, se, (mean - half, mean + half), n_samples, vals)
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """SLQ eigenvalue density: quadrature ``nodes``/``weights`` ``(n_runs, m)`` and a
+    smoothed ``density`` on ``grid`` (integrates to 1)."""
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    grid: np.ndarray
+    density: np.ndarray
+    sigma: float
+    n_hvp: int
+
+
+def slq_density(matvec: MatVec, dim: int, *, n_runs: int = 3, n_steps: int = 40,
+                n_grid: int = 400, sigma: float | None = None, seed: int = 0
+                ) -> SpectralDensity:
+    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
+
+    Each run starts Lanczos from a Rademacher vector; the eigenvalues of its tridiagonal
+    matrix are quadrature nodes weighted by the squared first components of its
+    eigenvectors. The density is the average of Gaussians of width ``sigma`` (default 1 %
+    of the spectrum's span) on those nodes.
+    """
+    device, dtype = _device_dtype(matvec, dim)
+    gen = torch.Generator().manual_seed(int(seed))
+    nodes, weights = [], []
+    calls = [0]
+
+    def counted(v: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return matvec(v)
+
+    m = min(n_steps, dim)
+    for _ in range(n_runs):
+        z = (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).to(device, dtype)
+        alphas, betas, _ = _lanczos_steps(counted, z, m)
+        evals, evecs = np.linalg.eigh(_tridiag(alphas, betas))
+        pad = m - len(evals)
+        nodes.append(np.pad(evals, (0, pad), constant_values=np.nan))
+        weights.append(np.pad(evecs[0, :] ** 2, (0, pad)))
+    node_arr, weight_arr = np.array(nodes), np.array(weights)
+    finite = node_arr[np.isfinite(node_arr)]
+    lo, hi = float(finite.min()), float(finite.max())
+    span = max(hi - lo, 1e-12)
+    sigma = float(sigma) if sigma is not None else 0.01 * span
+    grid = np.linspace(lo - 5 * sigma - 0.02 * span, hi + 5 * sigma + 0.02 * span, n_grid)
+    dens = np.zeros_like(grid)
+    for nd, wt in zip(node_arr, weight_arr, strict=True):
+        ok = np.isfinite(nd)
+        dens += (wt[ok, None] * np.exp(-0.5 * ((grid[None, :] - nd[ok, None]) / sigma) ** 2)
+                 ).sum(axis=0) / (sigma * math.sqrt(2 * math.pi))
+    dens /= n_runs
+    area = float(np.sum((dens[1:] + dens[:-1]) * np.diff(grid)) / 2)  # trapezoid rule
+    if area > 0:
+        dens /= area
+    return SpectralDensity(node_arr, weight_arr, grid, dens, sigma, calls[0])
+
+
+def layers_with_parameters(model: nn.Module) -> list[str]:
+    """Names of modules that own parameters directly (the per-layer Hessian blocks)."""
+    return [n for n, m in model.named_modules()
+            if n and any(True for _ in m.parameters(recurse=False))]
+
+
+@dataclass(frozen=True)
+class SharpnessReport:
+    """Top eigenvalues, trace and density for a model (and per layer)."""
+
+    top: Eigenpairs
+    trace: TraceEstimate | None
+    density: SpectralDensity | None
+    per_layer: dict[str, dict[str, Any]]
+    loss: float
+    n_params: int
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "n_params": self.n_params, "loss": self.loss,
+            "top_eigenvalues": self.top.values.tolist(), "top_method": self.top.method,
+            "top_n_hvp": self.top.n_hvp, "top_converged": self.top.converged,
+            "per_layer": self.per_layer}
+        if self.trace is not None:
+            out["trace"] = {"mean": self.trace.mean, "stderr": self.trace.stderr,
+                            "ci95": list(self.trace.ci95), "n_samples": self.trace.n_samples}
+        if self.density is not None:
+            out["density"] = {"n_runs": int(self.density.nodes.shape[0]),
+                              "n_steps": int(self.density.nodes.shape[1]),
+                              "sigma": self.density.sigma, "n_hvp": self.density.n_hvp}
+        return out
+
+
+def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+              top_k: int = 5, trace: bool = True, density: bool = False,
+              layers: Sequence[str] | None = (), trace_samples: int = 50,
+              density_runs: int = 3, density_steps: int = 40, tol: float = 1e-3,
+              seed: int = 0, device: str | torch.device = "cpu", batch_size: int = 512,
+              dtype: torch.dtype = torch.float32,
+              progress: Callable[[str], None] | None = None) -> SharpnessReport:
+    """Top-k eigenvalues (Lanczos), Hutchinson trace and SLQ density of the loss Hessian.
+
+    ``layers``: module names for per-layer blocks (top eigenvalue and trace of each);
+    ``None`` means every layer with parameters, ``()`` none.
+    """
+    op = HessianOperator(model, x, y, loss=loss, batch_size=batch_size, device=device,
+                         dtype=dtype)
+    loss_value, _ = op.loss_and_grad()
+    if progress:
+        progress("top eigenvalues")
+    top = lanczos_top(op, op.dim, top_k, tol=tol, seed=seed)
+    tr = None
+    if trace:
+        if progress:
+            progress("trace")
+        tr = hutchinson_trace(op, op.dim, n_samples=trace_samples, seed=seed)
+    dens = None
+    if density:
+        if progress:
+            progress("density")
+        dens = slq_density(op, op.dim, n_runs=density_runs, n_steps=density_steps, seed=seed)
+    per_layer: dict[str, dict[str, Any]] = {}
+    names = layers_with_parameters(model) if layers is None else list(layers)
+    for name in names:
+        if progress:
+            progress(f"layer {name}")
+        lop = HessianOperator(model, x, y, loss=loss, layer=name, batch_size=batch_size,
+                              device=device, dtype=dtype)
+        ltop = lanczos_top(lop, lop.dim, 1, tol=tol, seed=seed)
+        entry: dict[str, Any] = {"n_params": lop.dim, "top_eigenvalue": float(ltop.values[0]),
+                                 "n_hvp": ltop.n_hvp}
+        if trace:
+            lt = hutchinson_trace(lop, lop.dim, n_samples=max(2, trace_samples // 2),
+                                  seed=seed)
+            entry["trace"] = {"mean": lt.mean, "stderr": lt.stderr, "ci95": list(lt.ci95),
+                              "n_samples": lt.n_samples}
+        per_layer[name] = entry
+    return SharpnessReport(top, tr, dens, per_layer, loss_value, op.dim)
+
+
+def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+                   tol: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
+                   batch_size: int = 512) -> Eigenpairs:
+    """The largest Hessian eigenvalue of the loss at the model's weights (Lanczos)."""
+    op = HessianOperator(model, x, y, loss=loss, batch_size=batch_size, device=device)
+    return lanczos_top(op, op.dim, 1, tol=tol, seed=seed)

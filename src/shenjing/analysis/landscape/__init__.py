@@ -1,0 +1,58 @@
+"""Loss landscapes: directions, the evaluation engine, grids with resumable storage.
+
+>>> import torch
+>>> from torch import nn
+>>> from shenjing.analysis.landscape import plane
+>>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+>>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+>>> ls = plane(net, x, y, loss="cross_entropy", steps=5, range_=(-1, 1), device="cpu")
+>>> ls.shape, ls.complete
+((5, 5), True)
+"""
+
+from shenjing.analysis.landscape.core import (
+    directions_path,
+    evaluate_landscape,
+    line,
+    load_directions,
+    model_sha256,
+    plane,
+    save_directions,
+    tensor_sha256,
+)
+from shenjing.analysis.landscape.directions import (
+    NORMS,
+    Directions,
+    ParamLayout,
+    TrajectoryPCA,
+    flat_params,
+    line_direction,
+    normalize_direction,
+    random_directions,
+    trajectory_pca,
+)
+from shenjing.analysis.landscape.engine import (
+    PATHS,
+    EngineConfig,
+    Evaluator,
+    choose_engine,
+    find_first_layer,
+    resolve_device,
+)
+from shenjing.analysis.landscape.grid import (
+    Landscape,
+    export_vtk,
+    grid_coords,
+    load_landscape,
+    make_axis,
+    merge_previous,
+)
+
+__all__ = [
+    "NORMS", "PATHS", "Directions", "EngineConfig", "Evaluator", "Landscape", "ParamLayout",
+    "TrajectoryPCA", "choose_engine", "directions_path", "evaluate_landscape", "export_vtk",
+    "find_first_layer", "flat_params", "grid_coords", "line", "line_direction",
+    "load_directions", "load_landscape", "make_axis", "merge_previous", "model_sha256",
+    "normalize_direction", "plane", "random_directions", "resolve_device", "save_directions",
+    "tensor_sha256", "trajectory_pca",
+]

@@ -1,0 +1,226 @@
+"""Compute a landscape: choose the engine, reuse stored points, fill the grid, record it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shenjing import _io
+from shenjing.analysis.landscape.directions import (
+    Directions,
+    ParamLayout,
+    flat_params,
+    line_direction,
+    random_directions,
+)
+from shenjing.analysis.landscape.engine import EngineConfig, Evaluator, choose_engine
+from shenjing.analysis.landscape.grid import (
+    Landscape,
+    empty_landscape,
+    fill_landscape,
+    load_landscape,
+    make_axis,
+    merge_previous,
+)
+from shenjing.analysis.losses import loss_task
+from shenjing.errors import UsageError
+
+
+def tensor_sha256(*tensors: torch.Tensor) -> str:
+    """sha256 over the CPU bytes of the given tensors (provenance of weights and data)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        arr = t.detach().to("cpu").contiguous()
+        h.update(str(arr.dtype).encode())
+        h.update(arr.numpy().tobytes() if arr.dtype != torch.bfloat16 else
+                 arr.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_sha256(model: nn.Module) -> str:
+    """sha256 of a model's state dict (parameters and buffers, sorted by name)."""
+    state = model.state_dict()
+    return tensor_sha256(*[state[k] for k in sorted(state)])
+
+
+def directions_path(path: str | os.PathLike[str]) -> Path:
+    """Where a landscape file's directions are kept: ``<stem>.directions.npz`` beside it."""
+    path = Path(path)
+    return path.with_name(path.stem + ".directions.npz")
+
+
+def save_directions(path: str | os.PathLike[str], directions: Directions,
+                    center: torch.Tensor | None = None) -> Path:
+    """Write directions (``vectors`` (k, n) float32, optional flat ``center``) + layout JSON."""
+    arrays: dict[str, Any] = {
+        "vectors": directions.vectors.detach().to("cpu", torch.float32).numpy(),
+        "layout": directions.layout.to_json(), "info": directions.info}
+    if center is not None:
+        arrays["center"] = center.detach().to("cpu", torch.float32).numpy()
+    return _io.save_npz(path, **arrays)
+
+
+def load_directions(path: str | os.PathLike[str]) -> tuple[Directions, np.ndarray | None]:
+    """Read directions written by :func:`save_directions` (and the centre if stored)."""
+    with np.load(path, allow_pickle=False) as z:
+        layout = ParamLayout.from_json(json.loads(str(z["layout"])))
+        info = json.loads(str(z["info"]))
+        center = z["center"] if "center" in z.files else None
+        return Directions(torch.from_numpy(z["vectors"].copy()), layout, info), center
+
+
+def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.ndarray, ...],
+                       x: torch.Tensor, y: torch.Tensor, *, loss: str, kind: str = "plane",
+                       center: torch.Tensor | None = None, origin: tuple[float, ...] | None = None,
+                       path: str | os.PathLike[str] | None = None, device: str = "auto",
+                       engine: str = "auto", dtype: str = "float32",
+                       batch_size: int | None = None, channels_last: bool | None = None,
+                       compile: bool = False, bn: str = "eval",
+                       bn_data: torch.Tensor | None = None,
+                       sample_indices: np.ndarray | None = None,
+                       provenance: Mapping[str, Any] | None = None,
+                       extra_arrays: Mapping[str, np.ndarray] | None = None,
+                       progress: Callable[[int, int], None] | None = None,
+                       save_every: float = 2.0) -> Landscape:
+    """Loss/accuracy of ``model`` at ``center + Σ (coordₖ − originₖ)·dₖ`` over a grid.
+
+    ``center`` defaults to the model's own parameters; ``axes`` are 1 or 2 coordinate
+    arrays (build them with :func:`make_axis`). With ``path``, points are written there as
+    they are computed and points already there (same weights, directions, samples, loss,
+    BN policy and dtype) are reused, also from a coarser or narrower earlier grid; the
+    engine settings recorded in the file are reused so a resumed surface is identical.
+    """
+    classification = loss_task(loss) == "classification"
+    dev_model = next(model.parameters()).device
+    center_t = flat_params(model) if center is None else center.to(dev_model)
+    dirs = directions.vectors.to(dev_model)
+    k = dirs.shape[0]
+    if len(axes) != k:
+        raise UsageError(f"{len(axes)} axes given for {k} directions; pass one axis per "
+                         "direction")
+    origin_arr = np.zeros(k) if origin is None else np.asarray(origin, dtype=np.float64)
+    key = hashlib.sha256(json.dumps({
+        "center": tensor_sha256(center_t.float()),
+        "buffers": tensor_sha256(*[b for _, b in sorted(model.named_buffers())]),
+        "directions": directions.sha256(), "data": tensor_sha256(x, y), "loss": loss,
+        "bn": bn, "dtype": dtype, "origin": origin_arr.tolist(), "kind": kind,
+    }, sort_keys=True).encode()).hexdigest()
+    meta: dict[str, Any] = {
+        "kind": kind, "key": key, "loss_name": loss,
+        "task": "classification" if classification else "regression",
+        "directions": dict(directions.info, sha256=directions.sha256()),
+        "bn_policy": ("eval-mode running statistics (stored at θ*)" if bn == "eval" else
+                      "BatchNorm statistics re-estimated on training samples at each point"),
+        "dropout": "off (eval mode)", "n_samples": int(x.shape[0]),
+        "data_sha256": tensor_sha256(x, y),
+        "center_sha256": tensor_sha256(center_t.float()),
+        "provenance": dict(provenance or {}),
+    }
+    fresh = empty_landscape(kind, axes, origin_arr, meta)
+    if sample_indices is not None:
+        fresh = replace(fresh, sample_indices=np.asarray(sample_indices))
+    if extra_arrays:
+        fresh = replace(fresh, **dict(extra_arrays))  # type: ignore[arg-type]
+    previous_engine: dict[str, Any] | None = None
+    if path is not None:
+        path = Path(path)
+        if path.exists():
+            try:
+                old = load_landscape(path)
+            except Exception:  # an unreadable file is recomputed, not trusted
+                old = None
+            if old is not None and old.meta.get("key") == key:
+                fresh = merge_previous(fresh, old)
+                previous_engine = old.meta.get("engine")
+            elif old is not None:
+                fresh.meta["replaced_stale_file"] = ("an earlier file with different weights, "
+                                                     "directions, samples or settings was "
+                                                     "replaced")
+        dpath = directions_path(path)
+        if not dpath.exists() or load_directions(dpath)[0].sha256() != directions.sha256():
+            save_directions(dpath, directions, center_t)
+        fresh.meta["directions"]["file"] = dpath.name
+    n_todo = int((~fresh.done).sum())
+    fresh.meta["n_computed_now"] = n_todo
+    same_engine = previous_engine is not None and (
+        n_todo == 0 or (engine in ("auto", previous_engine.get("path"))
+                        and batch_size in (None, previous_engine.get("batch_size"))))
+    if previous_engine and same_engine and previous_engine.get("bn") == bn:
+        # the settings that computed the stored points: a resumed surface is bit-identical
+        cfg = EngineConfig(**{k2: v for k2, v in previous_engine.items()
+                              if k2 in EngineConfig.__dataclass_fields__})
+        if device != "auto" and str(device) != cfg.device:
+            cfg = replace(cfg, device=str(device))
+    elif n_todo == 0:
+        cfg = EngineConfig(path="none", device=str(dev_model), bn=bn,
+                           reason="every point was already computed")
+    else:
+        cfg = choose_engine(model, center_t, dirs, x, y, loss=loss,
+                            classification=classification, device=device, dtype=dtype,
+                            path=engine, batch_size=batch_size, channels_last=channels_last,
+                            compile=compile, bn=bn, n_points=n_todo)
+    fresh.meta["engine"] = cfg.to_json()
+    if n_todo == 0:
+        return replace(fresh, path=path)
+    evaluator = Evaluator(model, center_t, dirs, x, y, loss=loss,
+                          classification=classification, config=cfg, bn_data=bn_data)
+    import time
+
+    t0 = time.perf_counter()
+    result = fill_landscape(fresh, evaluator.evaluate, path=path, chunk=max(1, cfg.chunk),
+                            save_every=save_every, progress=progress)
+    seconds = time.perf_counter() - t0
+    meta = dict(result.meta)
+    meta["seconds"] = round(seconds, 3)
+    meta["ms_per_point"] = round(1e3 * seconds / max(n_todo, 1), 3)
+    result = replace(result, meta=meta)
+    if path is not None:
+        result.save(path)
+    return result
+
+
+def plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+          steps: int = 21, range_: tuple[float, float] = (-1.0, 1.0), seed: int = 0,
+          norm: str = "filter", ignore_1d: bool = True,
+          directions: Directions | None = None, **kwargs: Any) -> Landscape:
+    """2-D surface around the model's weights θ* along two random directions.
+
+    Filter-normalized Gaussian directions by default (Li et al. 2018); the grid is
+    ``steps × steps`` over ``range_`` on both axes and always contains θ* (0, 0).
+    Keyword arguments go to :func:`evaluate_landscape` (``path``, ``device``, ``engine``…).
+    """
+    lo, hi = range_
+    axis = make_axis(lo, hi, steps, anchors=(0.0,))
+    dirs = directions if directions is not None else random_directions(
+        model, 2, seed=seed, norm=norm, ignore_1d=ignore_1d)  # type: ignore[arg-type]
+    return evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=loss,
+                              kind="plane", **kwargs)
+
+
+def line(start: nn.Module | Mapping[str, torch.Tensor], end: nn.Module, x: torch.Tensor,
+         y: torch.Tensor, *, loss: str, steps: int = 51,
+         range_: tuple[float, float] = (-0.5, 1.5), **kwargs: Any) -> Landscape:
+    """1-D loss along θ(α) = (1−α)·start + α·end; α = 0 and 1 are always on the axis.
+
+    ``end`` is the model evaluated (its buffers, e.g. BatchNorm statistics, are used at
+    every α); ``start`` a model or state dict of the same architecture.
+    """
+    lo, hi = range_
+    axis = make_axis(lo, hi, steps, anchors=(0.0, 1.0))
+    if not isinstance(start, nn.Module):
+        layout = ParamLayout.of(end)
+        start = {n: t for n, t in start.items()}
+        center, dirs = line_direction(start, dict(end.named_parameters()), layout=layout)
+    else:
+        center, dirs = line_direction(start, end)
+    return evaluate_landscape(end, dirs, (axis,), x, y, loss=loss, kind="line",
+                              center=center, origin=(1.0,), **kwargs)

@@ -1,0 +1,314 @@
+"""Hook-level capture: turn a layer's output into named per-sample tensors.
+
+Everything here goes through :func:`shenjing.hooks.forward_hooks`, so hooks only observe
+(a layer's output is never replaced) and are removed even when forward raises.
+
+Naming of recorded tensors (keys):
+
+- a tensor output is recorded under the layer name: ``fc1``;
+- a tuple/list output under ``name.i`` (``lstm.0`` = the sequence output, ``lstm.1.0`` =
+  ``h_n``), a dict output under ``name.key``; non-floating tensors (indices, masks) and
+  non-tensors are skipped;
+- a module called k > 1 times in one forward (shared weights) under ``name#0`` …
+  ``name#{k-1}``, e.g. ``block#1`` or ``lstm#1.0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shenjing.errors import LayerNotFoundError, ShapeMismatchError, UsageError
+from shenjing.hooks import forward_hooks
+
+Pool = Literal["none", "mean", "max"] | int
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``'float16'`` → ``torch.float16``; None keeps each tensor's own dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise UsageError(f"dtype {dtype!r} is not supported for capture; use one of "
+                         f"{', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def check_pool(pool: Pool | str) -> Pool:
+    """Validate a pooling option: ``'none'``, ``'mean'``, ``'max'`` or an int k ≥ 1 (k×k)."""
+    if isinstance(pool, str) and pool.isdigit():
+        pool = int(pool)
+    if isinstance(pool, bool) or not (pool in ("none", "mean", "max") or
+                                      (isinstance(pool, int) and pool >= 1)):
+        raise UsageError(f"pool={pool!r} is not a pooling option; use 'none', 'mean', 'max' "
+                         "or an integer k for adaptive average pooling to k×k")
+    return pool  # type: ignore[return-value]
+
+
+def resolve_device(device: str | torch.device | None, model: nn.Module | None = None
+                   ) -> torch.device:
+    """``'auto'`` → CUDA when available; None → the model's own device (CPU for no params)."""
+    if device is None:
+        if model is not None:
+            for p in model.parameters():
+                return p.device
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def flatten_output(key: str, out: Any) -> list[tuple[str, torch.Tensor]]:
+    """The floating-point tensors inside a layer output, each with its key (see module doc)."""
+    if isinstance(out, torch.Tensor):
+        return [(key, out)] if out.is_floating_point() else []
+    found: list[tuple[str, torch.Tensor]] = []
+    if isinstance(out, Mapping):
+        for k, v in out.items():
+            found.extend(flatten_output(f"{key}.{k}", v))
+    elif isinstance(out, (tuple, list)):
+        for i, v in enumerate(out):
+            found.extend(flatten_output(f"{key}.{i}", v))
+    return found
+
+
+class NoBatchDimError(UsageError):
+    """A recorded tensor has no dimension the size of the batch."""
+
+
+def prepare(t: torch.Tensor, *, batch_size: int | None, pool: Pool,
+            dtype: torch.dtype | None, key: str = "") -> torch.Tensor:
+    """One recorded tensor made per-sample: batch dimension first, pooled, cast (not copied).
+
+    The batch dimension is the first dimension whose size equals ``batch_size`` (so an
+    ``nn.LSTM``'s ``h_n`` of shape (layers, batch, hidden) becomes (batch, layers, hidden)).
+    Pooling applies to 4-D and 5-D maps (batch, channels, *spatial): ``'mean'``/``'max'``
+    over the spatial dimensions, or an int k for adaptive average pooling to k×k.
+    """
+    t = t.detach()
+    if batch_size is not None and (t.ndim == 0 or t.shape[0] != batch_size):
+        dims = [d for d in range(t.ndim) if t.shape[d] == batch_size]
+        if not dims:
+            raise NoBatchDimError(
+                f"output {key!r} has shape {tuple(t.shape)}, with no dimension of the batch "
+                f"size {batch_size}; it is not per-sample and cannot be captured. Choose "
+                "another layer")
+        t = t.movedim(dims[0], 0)
+    if pool != "none" and t.ndim in (4, 5):
+        spatial = tuple(range(2, t.ndim))
+        if pool == "mean":
+            t = t.mean(dim=spatial)
+        elif pool == "max":
+            t = t.amax(dim=spatial)
+        else:
+            k = int(pool)
+            fn = F.adaptive_avg_pool2d if t.ndim == 4 else F.adaptive_avg_pool3d
+            t = fn(t, k)
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    return t
+
+
+def _batch_size_of(args: tuple[Any, ...]) -> int | None:
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.ndim > 0:
+            return int(a.shape[0])
+        if isinstance(a, (tuple, list)):
+            found = _batch_size_of(tuple(a))
+            if found is not None:
+                return found
+        if isinstance(a, Mapping):
+            found = _batch_size_of(tuple(a.values()))
+            if found is not None:
+                return found
+    return None
+
+
+def call_key(name: str, call: int, n_calls: int) -> str:
+    """``name`` for a layer called once per forward, ``name#call`` otherwise."""
+    return name if n_calls == 1 else f"{name}#{call}"
+
+
+def run_model(model: nn.Module, x: Any) -> Any:
+    """Call ``model`` on one batch: a tensor, a tuple of positional inputs, or a dict of kwargs."""
+    if isinstance(x, Mapping):
+        return model(**x)
+    if isinstance(x, tuple):
+        return model(*x)
+    return model(x)
+
+
+def expected_input(model: nn.Module) -> str:
+    """What the model's first weighted layer takes, in words (for shape-mismatch errors)."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            return (f"its first weighted layer {name!r} (Linear) takes {mod.in_features} "
+                    f"features per sample, e.g. input shape (N, {mod.in_features})")
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            dims = {nn.Conv1d: "L", nn.Conv2d: "H, W", nn.Conv3d: "D, H, W"}[type(mod)]
+            return (f"its first weighted layer {name!r} ({type(mod).__name__}) takes "
+                    f"{mod.in_channels} channels, input shape (N, {mod.in_channels}, {dims})")
+        if isinstance(mod, (nn.RNNBase,)):
+            return (f"its first weighted layer {name!r} ({type(mod).__name__}) takes "
+                    f"{mod.input_size} features per step")
+        if isinstance(mod, nn.Embedding):
+            return f"its first layer {name!r} (Embedding) takes integer token ids"
+    return "see the model's forward()"
+
+
+def shape_of(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return str(tuple(x.shape))
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(shape_of(v) for v in x) + ")"
+    if isinstance(x, Mapping):
+        return "{" + ", ".join(f"{k}: {shape_of(v)}" for k, v in x.items()) + "}"
+    return type(x).__name__
+
+
+def forward_or_explain(model: nn.Module, x: Any) -> Any:
+    """Run one batch; a shape error from torch becomes a :class:`ShapeMismatchError`."""
+    try:
+        return run_model(model, x)
+    except RuntimeError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        markers = ("shape", "size", "dimension", "expected", "mat1", "channels")
+        if any(m in text for m in markers):
+            raise ShapeMismatchError(
+                f"data of shape {shape_of(x)} does not fit {type(model).__name__}: "
+                f"{expected_input(model)}; received {shape_of(x)} (torch: {text})"
+            ) from None
+        raise
+
+
+def _structure_pass(model: nn.Module, names: Iterable[str], example: Any
+                    ) -> tuple[dict[str, dict[str, tuple[int, ...]]], dict[str, int]]:
+    """Dry run: for each layer, the keys and shapes it records, and its calls per forward."""
+    names = list(names)
+    seen: dict[str, list[list[tuple[str, tuple[int, ...]]]]] = {n: [] for n in names}
+
+    def make(name: str):
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            seen[name].append([(k, tuple(t.shape)) for k, t in flatten_output(name, out)])
+        return hook
+
+    was_training = model.training
+    model.eval()
+    try:
+        with forward_hooks(model, {n: make(n) for n in names}), torch.inference_mode():
+            forward_or_explain(model, example)
+    finally:
+        model.train(was_training)
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    calls = {n: len(v) for n, v in seen.items()}
+    for name, per_call in seen.items():
+        shapes[name] = {}
+        for c, outs in enumerate(per_call):
+            prefix = call_key(name, c, len(per_call))
+            for k, shape in outs:
+                shapes[name][prefix + k[len(name):]] = shape
+    return shapes, calls
+
+
+class Captured(Mapping[str, torch.Tensor]):
+    """What :func:`capture` recorded: key → tensor of shape (samples, *features), on the CPU.
+
+    Values recorded over several forward calls are concatenated along the sample axis on
+    first access. ``layers`` maps each key to the layer that produced it.
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[torch.Tensor]] = {}
+        self._joined: dict[str, torch.Tensor] = {}
+        self.layers: dict[str, str] = {}
+
+    def _add(self, key: str, layer: str, t: torch.Tensor) -> None:
+        self._parts.setdefault(key, []).append(t)
+        self._joined.pop(key, None)
+        self.layers[key] = layer
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._parts:
+            from shenjing.errors import did_you_mean
+
+            raise LayerNotFoundError(
+                f"nothing recorded under {key!r}.{did_you_mean(key, self._parts)} "
+                f"Recorded: {', '.join(self._parts) or 'nothing (did forward run?)'}")
+        if key not in self._joined:
+            parts = self._parts[key]
+            self._joined[key] = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self._joined[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}: {tuple(self[k].shape)}" for k in self._parts)
+        return f"Captured({inner})"
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, layers: Any, *, pool: Pool | str = "none",
+            dtype: str | torch.dtype | None = None) -> Iterator[Captured]:
+    """Record the outputs of ``layers`` during every forward call inside the block.
+
+    ``layers`` takes names, globs (``"fc?"``) or module types (see :func:`resolve_layers`).
+    Outputs are detached, copied to the CPU and stored per call; the model's own outputs
+    are untouched. Hooks are removed when the block exits, also on an exception.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    >>> with capture(net, ["1"]) as acts:
+    ...     _ = net(torch.ones(4, 3))
+    >>> acts["1"].shape
+    torch.Size([4, 2])
+    """
+    from shenjing.capture.layers import resolve_layers
+
+    names = resolve_layers(model, layers)
+    pool = check_pool(pool)
+    torch_dtype = resolve_dtype(dtype)
+    result = Captured()
+    # outputs of the forward in progress, per layer and call: finalised at the root hook,
+    # once the number of calls per forward (and so the ``#i`` suffix) is known
+    pending: dict[str, list[list[tuple[str, torch.Tensor]]]] = {n: [] for n in names}
+
+    def make(name: str):
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            pending[name].append([(k, t.detach().clone()) for k, t in flatten_output(name, out)])
+        return hook
+
+    def flush(batch_size: int | None) -> None:
+        for name, per_call in pending.items():
+            for c, outs in enumerate(per_call):
+                prefix = call_key(name, c, len(per_call))
+                for k, t in outs:
+                    key = prefix + k[len(name):]
+                    t = prepare(t, batch_size=batch_size, pool=pool, dtype=torch_dtype, key=key)
+                    result._add(key, name, t.to("cpu"))
+            per_call.clear()
+
+    def root_done(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+        flush(_batch_size_of(args))
+
+    hooks = {n: make(n) for n in names}
+    if "" not in hooks:
+        hooks[""] = root_done
+    with forward_hooks(model, hooks):
+        yield result
+    flush(None)  # calls of submodules made directly, outside a root forward
+
+
+def n_elements(shape: Iterable[int]) -> int:
+    return math.prod(int(s) for s in shape)

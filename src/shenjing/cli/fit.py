@@ -1,0 +1,127 @@
+"""``shenjing fit`` (a net vs polynomials on a function of x) and ``shenjing warp`` (how each
+layer bends 2-D space)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shenjing.cli._common import parse_list, parse_range
+
+out = Console(emoji=False)
+
+
+def _num(v: float | None) -> str:
+    return "inf" if v is None else f"{v:.4g}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``fit`` and ``warp`` to the app."""
+
+    @app.command()
+    def fit(
+        run: Path = typer.Option(Path("runs/fit"), "--run", "-r",
+                                 help="Run folder (trained here unless it already is)."),
+        function: str = typer.Option(None, "--function", "-f",
+                                     help="y as an expression in x, e.g. 'sin(2*x) + 0.1*x**3', "
+                                          "or module:function (default: seed 001's function)."),
+        hidden: int = typer.Option(64, "--hidden", help="Hidden units per layer."),
+        depth: int = typer.Option(1, "--depth", help="Hidden layers."),
+        epochs: int = typer.Option(None, "--epochs", "-e", help="Recorded epochs [20]."),
+        passes: int = typer.Option(None, "--passes", help="Full-batch steps per epoch [250]."),
+        lr: float = typer.Option(None, "--lr", help="Adam learning rate [1e-3]."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the net's initialisation."),
+        poly: str = typer.Option("lagrange,chebyshev", "--poly",
+                                 help="Polynomial baselines: lagrange, chebyshev, each "
+                                      "optionally with :DEGREE (e.g. chebyshev:15)."),
+        degree: int = typer.Option(None, "--degree",
+                                   help="Degree for baselines without one (default: points − 1)."),
+        points: int = typer.Option(100, "--points", help="Training points."),
+        train_range: str = typer.Option("-5:5", "--range", help="Training range MIN:MAX."),
+        extrapolate: str = typer.Option(None, "--extrapolate",
+                                        help="Range studied MIN:MAX (default: the range "
+                                             "widened by 20% each side)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+        retrain: bool = typer.Option(False, "--retrain", help="Train the run again."),
+        gif: bool = typer.Option(True, "--gif/--no-gif", help="Write the epochs animation."),
+    ) -> None:
+        """Fit a function with curve_mlp; compare it in and beyond the range with polynomials;
+        decompose it into its ReLU units and linear regions."""
+        from shenjing.stages.fit import fit as fit_stage
+
+        result = fit_stage(run, function=function, hidden=hidden, depth=depth, epochs=epochs,
+                           passes_per_epoch=passes, lr=lr, seed=seed,
+                           polynomials=parse_list(poly) or ["lagrange"], degree=degree,
+                           n_points=points, train_range=parse_range(train_range),
+                           extrapolation=parse_range(extrapolate) if extrapolate else None,
+                           device=device, retrain=retrain, gif=gif)
+        s = result.summary
+        lo, hi = s["train_range"]
+        elo, ehi = s["extrapolation"]
+        out.print(f"y = {s['function']}")
+        table = Table(title=f"error vs the true function: in = [{lo:g}, {hi:g}], out = the "
+                            f"rest of [{elo:g}, {ehi:g}]")
+        for col in ("approximation", "RMSE in", "max in", "RMSE out", "max out"):
+            table.add_column(col, no_wrap=True)
+        for name, e in result.errors.items():
+            table.add_row(name, _num(e["rmse_in"]), _num(e["max_in"]), _num(e["rmse_out"]),
+                          _num(e["max_out"]))
+        out.print(table)
+        dec = s.get("decomposition")
+        if dec:
+            out.print(f"decomposition: {dec['n_active']} of {dec['n_units']} units active, "
+                      f"{dec['n_kinks_in_range']} kinks in range; sum − net: "
+                      f"{dec['max_abs_diff_float64']:.2g} (float64), "
+                      f"{dec['max_abs_diff_float32']:.2g} (float32 net)")
+        out.print(f"linear regions: {s['regions']['n_regions']} on [{elo:g}, {ehi:g}], "
+                  f"{s['regions']['n_in_range']} in the training range")
+        out.print(f"run: {result.run.path}  (fit/summary.json, figures/fit-*.png)")
+
+    @app.command()
+    def warp(
+        run: Path = typer.Option(Path("runs/warp"), "--run", "-r",
+                                 help="Run folder (trained here unless it already is)."),
+        data: str = typer.Option("spirals", "--data", "-d",
+                                 help="moons, spirals, or an .npz (x, y) / .csv (x1,x2,label) "
+                                      "of 2-D points."),
+        hidden: str = typer.Option("32,32", "--hidden", help="Hidden widths, e.g. 32,32."),
+        epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs [50]."),
+        lr: float = typer.Option(None, "--lr", help="Adam learning rate [1e-2]."),
+        batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size [32]."),
+        seed: int = typer.Option(0, "--seed", help="Seed for data, split and init."),
+        epoch: str = typer.Option("final", "--epoch", help="Epoch to study (number, init, "
+                                                            "final)."),
+        layers: str = typer.Option(None, "--layers",
+                                   help="Layers to show (default: every linear and "
+                                        "activation layer)."),
+        lines: int = typer.Option(17, "--lines", help="Grid lines per direction."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+        retrain: bool = typer.Option(False, "--retrain", help="Train the run again."),
+    ) -> None:
+        """Show how each layer warps a grid and the data of a 2-D set, with the linear-probe
+        accuracy per layer and the decision boundary."""
+        from shenjing.stages.warp import warp as warp_stage
+
+        widths = [int(w) for w in parse_list(hidden)] if hidden else None
+        result = warp_stage(run, data=data, hidden=widths, epochs=epochs, lr=lr,
+                            batch_size=batch_size, seed=seed,
+                            epoch=int(epoch) if epoch.lstrip("-").isdigit() else epoch,
+                            layers=parse_list(layers) or None, n_lines=lines, device=device,
+                            retrain=retrain)
+        table = Table(title=f"linear separability per layer (epoch {result.epoch}, chance "
+                            f"{result.chance:.3f})")
+        for col in ("layer", "kind", "features", "2-D view", "probe test", "probe train"):
+            table.add_column(col)
+        for row in result.probes:
+            view = row["projection"]
+            if row["explained_variance"]:
+                view += f" ({100 * sum(row['explained_variance']):.0f}%)"
+            table.add_row(row["layer"], row["kind"], str(row["features"]), view,
+                          f"{row['probe_test_accuracy']:.3f}",
+                          f"{row['probe_train_accuracy']:.3f}")
+        out.print(table)
+        out.print(f"run: {result.run.path}  (warp/warp-e{result.epoch:03d}.json, "
+                  "figures/warp-*.png)")

@@ -1,0 +1,105 @@
+"""``shenjing inspect``: the full analysis of a user's own model, weights and data."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from shenjing.cli._common import parse_list
+
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _print(text: str) -> None:
+    for line in text.splitlines():
+        style = "yellow" if line.lstrip().startswith("WARNING") else None
+        out.print(line, style=style, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inspect`` to the app."""
+
+    @app.command()
+    def inspect(
+        model: str = typer.Option(..., "--model", "-m", help="pkg.module:Factory, "
+                                  "path/to/file.py:Factory (a class or function returning "
+                                  "an nn.Module) or a zoo name (simple_cnn)."),
+        weights: Path = typer.Option(..., "--weights", "-w", help="Trained weights: "
+                                     ".safetensors, or .pt/.pth/.bin read with "
+                                     "torch.load(weights_only=True); TorchScript and "
+                                     "torch.export archives give their weights too."),
+        data: str = typer.Option("digits", "--data", "-d", help="A built-in dataset, a .npz "
+                                 "(x, y), x.npy (+ y.npy), a folder of images per class, "
+                                 "or pkg.module:make_dataset."),
+        out_dir: Path = typer.Option(None, "--out", "-o", help="Run folder to create "
+                                     "(default: runs/inspect-WEIGHTS_STEM); nothing is written "
+                                     "elsewhere."),
+        model_arg: list[str] = typer.Option(None, "--model-arg", "-a", help="key=value "
+                                            "passed to the factory (repeatable); values are "
+                                            "Python literals: 10, 0.5, [64, 32], 'text'."),
+        init_weights: Path = typer.Option(None, "--init-weights", help="Weights for the "
+                                          "'untrained' side (epoch 0) (default: a fresh init "
+                                          "with --seed)."),
+        trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a full "
+                                          "unpickle of weights files that need it: this runs "
+                                          "code from the file; only for files you trust."),
+        strict: bool = typer.Option(True, "--strict/--no-strict", help="Require every "
+                                    "tensor of the model to be in the file with its shape."),
+        output: str = typer.Option(None, "--output", help="Prediction in a tuple/list/dict "
+                                   "output: key, index or dotted path (default: the "
+                                   "'logits' entry, else the first tensor)."),
+        loss: str = typer.Option(None, "--loss", help="cross_entropy, nll, mse or "
+                                 "module:function (default: cross_entropy; nll for "
+                                 "log-probability outputs; mse for regression data)."),
+        data_dir: Path = typer.Option(None, "--data-dir", help="Folder with IDX files "
+                                      "(mnist, fashion-mnist)."),
+        layers: str = typer.Option(None, "--layers", "-l", help="Layers to study, comma "
+                                   "separated; names, globs or types (default: the "
+                                   "last weighted layers + the penultimate layer)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for the fresh init and the split."),
+        samples: int = typer.Option(1000, "--samples", help="Test samples for landscapes."),
+        embed_samples: int = typer.Option(2000, "--embed-samples", help="Samples per map."),
+        method: str = typer.Option("tsne", "--method", help="Embedding: tsne, pca or umap."),
+        line_steps: int = typer.Option(31, "--line-steps", help="Points on the init→trained "
+                                       "line."),
+        plane_steps: int = typer.Option(15, "--plane-steps", help="Grid size of the 2-D "
+                                        "landscape (steps × steps)."),
+        analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="Run the "
+                                      "analysis and report after creating the run."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+        force: bool = typer.Option(False, "--force", help="Replace an existing run at --out."),
+    ) -> None:
+        """Create a run from your own model + weights + data, then every view and the report.
+
+        Epoch 0 is --init-weights or a seeded fresh initialisation; epoch 1 is --weights.
+        """
+        from shenjing.models.spec import parse_model_args
+        from shenjing.models.weights import TrustPickleWarning
+        from shenjing.stages.inspect import inspect_model
+
+        target = out_dir or Path("runs") / f"inspect-{weights.stem}"
+        kwargs = parse_model_args(model_arg)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TrustPickleWarning)
+            result = inspect_model(
+                model, weights, out=target, data=data, data_dir=data_dir,
+                model_args=kwargs, init_weights=init_weights, trust_pickle=trust_pickle,
+                strict=strict, output=output, loss=loss,
+                layers=parse_list(layers) or None, seed=seed, analysis=analysis,
+                line_steps=line_steps, plane_steps=plane_steps, samples=samples,
+                embed_method=method, embed_samples=embed_samples, force=force,
+                device=device,
+                on_step=lambda s: out.print(f"  {s.name}: {s.status} ({s.seconds:.1f} s)",
+                                            style="yellow" if s.status == "failed" else None,
+                                            markup=False))
+        for w in caught:
+            if issubclass(w.category, TrustPickleWarning):
+                out.print(f"WARNING {w.message}", style="yellow", markup=False)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        _print(result.summary())
+        if result.failed:
+            raise typer.Exit(1)

@@ -1,0 +1,148 @@
+"""``shenjing landscape`` (line, plane, trajectory) and ``shenjing hessian``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from shenjing.cli._common import parse_list, parse_range
+from shenjing.errors import UsageError
+
+out = Console(emoji=False)
+
+
+def _parse_line(text: str) -> tuple[str, str]:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise UsageError(f"--line {text!r} must look like START:END, e.g. 0:final or "
+                         "init:final")
+    return parts[0].strip(), parts[1].strip()
+
+
+def _epoch(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``landscape`` and ``hessian`` to the app."""
+
+    @app.command()
+    def landscape(
+        run: Path = typer.Argument(..., help="Run folder (from `shenjing train`)."),
+        line: str = typer.Option(None, "--line", help="1-D line START:END between epochs, "
+                                 "e.g. 0:final (init → trained)."),
+        plane: bool = typer.Option(False, "--plane", help="2-D plane around θ* along two "
+                                   "random directions."),
+        trajectory: bool = typer.Option(False, "--trajectory", help="2-D plane of the "
+                                        "training trajectory's PCA directions."),
+        steps: int = typer.Option(None, "--steps", help="Points per axis [line 51, plane 21]."),
+        range_: str = typer.Option(None, "--range", help="MIN:MAX of each axis "
+                                   "[line -0.5:1.5, plane -1:1]."),
+        epoch: str = typer.Option("final", "--epoch", help="Centre of a plane."),
+        norm: str = typer.Option("filter", "--norm", help="Direction normalization: filter, "
+                                 "layer or none."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random directions."),
+        include_1d: bool = typer.Option(False, "--include-1d", help="Also perturb biases and "
+                                        "BatchNorm γ/β (default: held at θ*)."),
+        bn: str = typer.Option("eval", "--bn", help="eval (running statistics) or recompute "
+                               "(re-estimate BatchNorm statistics at each point)."),
+        samples: int = typer.Option(None, "--samples", help="Evaluate on a fixed subset of N "
+                                    "samples [all test samples]."),
+        start_run: Path = typer.Option(None, "--start-run", help="Take the line's start from "
+                                       "another run of the same architecture."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
+        engine: str = typer.Option("auto", "--engine", help="auto (measure), loop, linear, "
+                                   "vmap."),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Sample batch size "
+                                       "[measured]."),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the loop path."),
+        no_figures: bool = typer.Option(False, "--no-figures", help="Write data only."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Loss landscape of a run: --line A:B, --plane, or --trajectory (resumable)."""
+        from shenjing.runs import open_run
+        from shenjing.stages import landscape as stage
+
+        chosen = sum([line is not None, plane, trajectory])
+        if chosen != 1:
+            raise UsageError("choose exactly one of --line START:END, --plane, --trajectory")
+        r = open_run(run)
+        common: dict[str, Any] = dict(samples=samples, device=device, engine=engine, dtype=dtype,
+                      batch_size=batch_size, figures=not no_figures, progress=not quiet)
+        if line is not None:
+            a, b = _parse_line(line)
+            res = stage.landscape_line(
+                r, start=_epoch(a), end=_epoch(b), steps=51 if steps is None else steps,
+                range_=parse_range(range_ or "-0.5:1.5"), compile=compile_,
+                start_run=open_run(start_run) if start_run else None, **common)
+        elif plane:
+            res = stage.landscape_plane(
+                r, epoch=_epoch(epoch), steps=21 if steps is None else steps,
+                range_=parse_range(range_ or "-1:1"),
+                norm=norm, seed=seed, include_1d=include_1d, bn=bn, compile=compile_,
+                **common)
+        else:
+            res = stage.landscape_trajectory(r, steps=21 if steps is None else steps, **common)
+        ls = res.landscape
+        (coords, mval) = ls.minimum()
+        eng = ls.meta.get("engine", {})
+        out.print(f"{ls.kind}: {'×'.join(map(str, ls.shape))} points, "
+                  f"{ls.n_done} computed, engine {eng.get('path')} "
+                  f"(batch {eng.get('batch_size')}; {eng.get('reason', '')})")
+        out.print(f"loss at centre {float(ls.loss[ls.center_index]):.5g}; minimum "
+                  f"{mval:.5g} at {tuple(round(c, 4) for c in coords)}")
+        if ls.n_nonfinite:
+            out.print(f"[yellow]{ls.n_nonfinite} points have a NaN/Inf loss (recorded as "
+                      "such, masked in figures)[/yellow]")
+        out.print(f"wrote {res.path}")
+        for fig in res.figures:
+            if fig.suffix == ".png":
+                out.print(f"figure {fig}")
+
+    @app.command()
+    def hessian(
+        run: Path = typer.Argument(..., help="Run folder (from `shenjing train`)."),
+        epoch: str = typer.Option("final", "--epoch", help="Checkpoint to analyse."),
+        top: int = typer.Option(5, "--top", help="Number of top eigenvalues (Lanczos)."),
+        trace: bool = typer.Option(True, "--trace/--no-trace", help="Hutchinson trace with "
+                                   "a 95 % confidence interval."),
+        density: bool = typer.Option(False, "--density", help="Eigenvalue density (SLQ)."),
+        layers: str = typer.Option(None, "--layers", help="Layers for per-layer blocks, "
+                                   "e.g. conv1,fc1 [all layers with parameters]."),
+        no_layers: bool = typer.Option(False, "--no-layers", help="Skip per-layer blocks."),
+        epochs: bool = typer.Option(False, "--epochs", help="Also λ_max at every epoch "
+                                    "checkpoint (sharpness across training)."),
+        samples: int = typer.Option(1000, "--samples", help="Fixed subset of test samples."),
+        trace_samples: int = typer.Option(50, "--trace-samples", help="Hutchinson probes."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random probe vectors."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+    ) -> None:
+        """Sharpness: top Hessian eigenvalues, trace ± CI, density, per layer and per epoch."""
+        from shenjing.runs import open_run
+        from shenjing.stages import landscape as stage
+
+        if top < 1:
+            raise UsageError(f"--top must be at least 1, got {top}")
+        r = open_run(run)
+        res = stage.hessian(r, epoch=_epoch(epoch), top_k=top, trace=trace, density=density,
+                            layers=parse_list(layers) or None, per_layer=not no_layers,
+                            across_epochs=epochs, samples=samples, trace_samples=trace_samples,
+                            seed=seed, device=device, progress=not quiet)
+        s = res.summary
+        vals = ", ".join(f"{v:.5g}" for v in s["top_eigenvalues"])
+        out.print(f"epoch {s['epoch']}: top {len(s['top_eigenvalues'])} eigenvalues {vals} "
+                  f"({s['top_n_hvp']} Hessian-vector products)")
+        if "trace" in s:
+            t = s["trace"]
+            out.print(f"trace {t['mean']:.5g} ± {t['stderr']:.3g} (95 % CI "
+                      f"{t['ci95'][0]:.5g} … {t['ci95'][1]:.5g}, {t['n_samples']} probes)")
+        for name, entry in s.get("per_layer", {}).items():
+            out.print(f"  {name}: λ_max {entry['top_eigenvalue']:.5g}"
+                      + (f", trace {entry['trace']['mean']:.5g}" if "trace" in entry else ""))
+        for p in res.paths + [f for f in res.figures if f.suffix == ".png"]:
+            out.print(f"wrote {p}")

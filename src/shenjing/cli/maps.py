@@ -1,0 +1,122 @@
+"""``shenjing maps``, ``filters``, ``weights`` and ``dynamics``: one stage call each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from shenjing.cli._common import parse_epochs, parse_list
+
+out = Console(highlight=False, soft_wrap=True)
+RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `inspect`).")
+
+
+def _print(text: str) -> None:
+    for line in text.splitlines():
+        style = "yellow" if line.startswith("WARNING") else None
+        out.print(line, style=style, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``maps``, ``filters``, ``weights`` and ``dynamics`` to the app."""
+
+    @app.command()
+    def maps(
+        run: Path = RUN_ARG,
+        layer: str = typer.Option(..., "--layer", "-l", help="Layer name, e.g. conv1, "
+                                  "relu1 or features.0 (see `shenjing layers RUN`)."),
+        index: str = typer.Option("0", "--index", "-i", help="Input(s): position in the "
+                                  "split, e.g. 0 or 0,3,7 (one figure each)."),
+        cls: str = typer.Option(None, "--class", help="Input(s): first sample of this class "
+                                "(index or name), e.g. 7 or 3,7; overrides --index."),
+        split: str = typer.Option("test", "--split", help="train or test."),
+        epochs: str = typer.Option("init,final", "--epochs", "-e",
+                                   help="Epochs side by side: 0,5 or init,final or all."),
+        scale: str = typer.Option("shared", "--scale", help="Colour scale: shared (per epoch),"
+                                  " channel (per channel) or global (across epochs)."),
+        order: str = typer.Option("layer", "--order", help="layer, mean or max (sorted by "
+                                  "activation)."),
+        top_k: int = typer.Option(None, "--top-k", "-k", help="Show only the k most active "
+                                  "channels [32 for layers with > 64 channels]."),
+        view: str = typer.Option("auto", "--view", help="grid (channel maps), vector (strip "
+                                 "+ bars) or auto."),
+        gif: bool = typer.Option(False, "--gif", help="Also an epoch strip of the most "
+                                 "changed channels and an animated GIF."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+    ) -> None:
+        """Feature maps of one layer for one input, untrained next to trained."""
+        from shenjing.errors import UsageError
+        from shenjing.runs import open_run
+        from shenjing.stages.maps import maps_stage
+
+        chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
+        the_run = open_run(run)
+        inputs: list[dict[str, object]]
+        if cls is not None:
+            inputs = [{"cls": c, "index": None} for c in parse_list(cls)]
+        else:
+            try:
+                inputs = [{"index": int(i), "cls": None} for i in parse_list(index)]
+            except ValueError:
+                raise UsageError(f"--index {index!r} must be numbers like 0 or 0,3,7"
+                                 ) from None
+        for pick in inputs:
+            result = maps_stage(the_run, layer, split=split, epochs=chosen, scale=scale,
+                                order=order, top_k=top_k, view=view, gif=gif, device=device,
+                                **pick)  # type: ignore[arg-type]
+            _print(result.summary())
+
+    @app.command()
+    def filters(
+        run: Path = RUN_ARG,
+        layer: str = typer.Option(None, "--layer", "-l", help="Layer [the first conv layer; "
+                                  "for an MLP the first linear layer]."),
+        epochs: str = typer.Option("final", "--epochs", "-e",
+                                   help="Epochs: final, 0,5 or all."),
+        max_filters: int = typer.Option(64, "--max-filters", help="Most filters (or units, "
+                                        "or kernel-grid rows) to draw."),
+        max_in: int = typer.Option(16, "--max-in", help="Most input channels in a kernel "
+                                   "grid."),
+        scale: str = typer.Option("filter", "--scale", help="filter (each its own max|w|) or "
+                                  "shared (one scale for the layer)."),
+        gif: bool = typer.Option(False, "--gif", help="Animated GIF across the epochs."),
+    ) -> None:
+        """Filters (kernels) of a conv layer, or an MLP's first-layer units as images."""
+        from shenjing.runs import open_run
+        from shenjing.stages.maps import filters_stage
+
+        chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
+        result = filters_stage(open_run(run), layer, epochs=chosen, max_filters=max_filters,
+                               max_in=max_in, scale=scale, gif=gif)
+        _print(result.summary())
+
+    @app.command()
+    def weights(
+        run: Path = RUN_ARG,
+        epochs: str = typer.Option("all", "--epochs", "-e", help="Epochs: all, or 0,5."),
+        layers: str = typer.Option(None, "--layers", help="Layers, e.g. conv1,fc1 [all]."),
+        bins: int = typer.Option(60, "--bins", help="Histogram bins."),
+    ) -> None:
+        """Weight histograms and statistics of every layer across epochs."""
+        from shenjing.runs import open_run
+        from shenjing.stages.dynamics import weights_stage
+
+        chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
+        result = weights_stage(open_run(run), epochs=chosen,
+                               layers=parse_list(layers) or None, bins=bins)
+        _print(result.summary())
+
+    @app.command()
+    def dynamics(
+        run: Path = RUN_ARG,
+        no_weights: bool = typer.Option(False, "--no-weights", help="Skip the weight "
+                                        "histograms."),
+    ) -> None:
+        """Training dynamics: curves, per-layer update ratios, settled layers, warnings."""
+        from shenjing.runs import open_run
+        from shenjing.stages.dynamics import dynamics_stage
+
+        result = dynamics_stage(open_run(run), weights=not no_weights)
+        _print(result.summary())

@@ -1,0 +1,244 @@
+"""Figures of loss landscapes and sharpness: each function draws results, returns a Figure.
+
+Points not computed, or whose loss is NaN/Inf, are masked (left blank), never drawn as a
+number. Captions state what was evaluated: eval mode (dropout off, BatchNorm running
+statistics), the samples and the normalization of the directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from shenjing.analysis.landscape.grid import Landscape
+
+
+def _masked(ls: Landscape, values: np.ndarray | None = None) -> np.ma.MaskedArray:
+    vals = ls.loss if values is None else values
+    return np.ma.masked_where(~ls.done | ~np.isfinite(vals), vals)
+
+
+def caption(ls: Landscape) -> str:
+    """One line saying what a landscape shows (mode, samples, directions, engine path)."""
+    d = ls.meta.get("directions", {})
+    parts = [f"loss {ls.meta.get('loss_name', '?')} on {ls.meta.get('n_samples', '?')} samples",
+             "eval mode: dropout off, BatchNorm running statistics"
+             if str(ls.meta.get("bn_policy", "eval")).startswith("eval") else
+             "BatchNorm statistics re-estimated per point"]
+    if d.get("kind") == "random":
+        parts.append(f"{d.get('norm')}-normalized Gaussian directions, seed {d.get('seed')}, "
+                     f"1-D tensors {'fixed' if d.get('ignore') == 'biasbn' else 'perturbed'}")
+    elif d.get("kind") == "pca":
+        ev = d.get("explained_variance_ratio", [])
+        parts.append("PCA directions of the trajectory"
+                     + (f" ({ev[0]:.0%} + {ev[1]:.0%} of variance)" if len(ev) == 2 else ""))
+    if ls.n_nonfinite:
+        parts.append(f"{ls.n_nonfinite} points with NaN/Inf loss masked")
+    if not ls.complete:
+        parts.append(f"{ls.n_done}/{ls.done.size} points computed")
+    return "; ".join(parts)
+
+
+def plot_line(ls: Landscape, *, ax: Any = None, log: bool = False,
+              labels: tuple[str, str] = ("θ₀", "θ*"), title: str | None = None) -> Any:
+    """Loss (left axis) and accuracy (right axis) along a line; α = 0 and 1 marked."""
+    import matplotlib.pyplot as plt
+
+    if len(ls.axes) != 1:
+        raise ValueError(f"plot_line needs a 1-D landscape, got {len(ls.axes)} axes")
+    fig, ax = (plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax))
+    alpha = ls.axes[0]
+    loss = _masked(ls)
+    ax.plot(alpha, loss, color="C0", lw=2, label="loss")
+    ax.set_xlabel("α   (θ = (1−α)·θ₀ + α·θ*)")
+    ax.set_ylabel("loss", color="C0")
+    if log:
+        ax.set_yscale("log")
+    for a, lab in zip((0.0, 1.0), labels, strict=True):
+        if alpha.min() <= a <= alpha.max():
+            ax.axvline(a, color="0.5", ls=":", lw=1)
+            i = int(np.argmin(np.abs(alpha - a)))
+            if not np.ma.is_masked(loss[i]):
+                ax.plot([a], [loss[i]], "o", color="C0")
+            ax.annotate(lab, (a, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom")
+    if np.isfinite(ls.accuracy).any():
+        ax2 = ax.twinx()
+        ax2.plot(alpha, _masked(ls, ls.accuracy), color="C1", lw=1.5, ls="--",
+                 label="accuracy")
+        ax2.set_ylabel("accuracy", color="C1")
+        ax2.set_ylim(0, 1.02)
+    ax.set_title(title or "loss along the line θ₀ → θ*", pad=20)
+    fig.text(0.01, -0.02, caption(ls), fontsize=7, ha="left", va="top", wrap=True)
+    return fig
+
+
+def _levels(z: np.ma.MaskedArray, n: int, log: bool) -> np.ndarray:
+    lo, hi = float(z.min()), float(z.max())
+    if hi <= lo:
+        hi = lo + 1e-12
+    if log and lo > 0:
+        return np.geomspace(lo, hi, n)
+    return np.linspace(lo, hi, n)
+
+
+def plot_contour(ls: Landscape, *, ax: Any = None, filled: bool = False, levels: int = 30,
+                 log: bool = False, title: str | None = None,
+                 trajectory: bool = True) -> Any:
+    """Contour (or filled contour) of a 2-D landscape with θ* and the minimum marked.
+
+    ``log=True`` spaces the levels geometrically (losses span decades away from θ*).
+    Trajectory landscapes also get the projected checkpoints, labelled by epoch.
+    """
+    import matplotlib.pyplot as plt
+
+    if len(ls.axes) != 2:
+        raise ValueError(f"plot_contour needs a 2-D landscape, got {len(ls.axes)} axes")
+    if ax is None:
+        # equal units on both axes (same parameter-space scale); size the figure to fit
+        ratio = float(np.ptp(ls.axes[1]) / max(np.ptp(ls.axes[0]), 1e-12))
+        width = 5.6 if ratio <= 1 else max(3.5, 5.0 / ratio)
+        fig, ax = plt.subplots(figsize=(width, max(2.8, min(5.0, width * ratio + 0.6))))
+    else:
+        fig = ax.figure
+    X, Y = np.meshgrid(ls.axes[0], ls.axes[1], indexing="ij")
+    z = _masked(ls)
+    lv = _levels(z, levels, log)
+    if filled:
+        cs = ax.contourf(X, Y, z, levels=lv, cmap="viridis")
+        fig.colorbar(cs, ax=ax, label="loss")
+    else:
+        cs = ax.contour(X, Y, z, levels=lv, cmap="viridis", linewidths=1)
+        ax.clabel(cs, cs.levels[::max(1, len(cs.levels) // 6)], fontsize=7, fmt="%.3g")
+    ax.plot([ls.origin[0]], [ls.origin[1]], marker="*", ms=12, color="red", ls="",
+            label="θ*")
+    (mx, my), mval = ls.minimum()
+    ax.plot([mx], [my], marker="x", ms=9, color="black", ls="", label=f"min {mval:.3g}")
+    if trajectory and ls.trajectory is not None:
+        epochs = None if ls.trajectory_epochs is None else [int(e) for e in ls.trajectory_epochs]
+        plot_trajectory_points(ax, ls.trajectory, epochs)
+    ax.set_xlabel("direction 1")
+    ax.set_ylabel("direction 2")
+    ax.set_aspect("equal", adjustable="box")
+    ax.legend(loc="upper right", fontsize=8)
+    kind = "filled contour" if filled else "contour"
+    ax.set_title(title or f"loss {kind} around θ*")
+    fig.text(0.01, -0.02, caption(ls), fontsize=7, ha="left", va="top", wrap=True)
+    return fig
+
+
+def plot_trajectory_points(ax: Any, coords: np.ndarray, epochs: Sequence[int] | None) -> None:
+    """Draw a projected training trajectory on ``ax`` with each point labelled by epoch."""
+    coords = np.asarray(coords)
+    ax.plot(coords[:, 0], coords[:, 1], "-o", color="tab:red", ms=4, lw=1.5,
+            label="trajectory")
+    labels = epochs if epochs is not None else range(len(coords))
+    for (cx, cy), ep in zip(coords, labels, strict=True):
+        ax.annotate(str(int(ep)), (cx, cy), xytext=(3, 3), textcoords="offset points",
+                    fontsize=8, color="tab:red")
+
+
+def plot_trajectory(ls: Landscape, *, ax: Any = None, levels: int = 25,
+                    log: bool = True) -> Any:
+    """The training trajectory on its PCA plane, over the loss contours of that plane."""
+    if ls.trajectory is None:
+        raise ValueError("this landscape has no trajectory; compute it with "
+                         "`shenjing landscape RUN --trajectory`")
+    return plot_contour(ls, ax=ax, levels=levels, log=log, filled=False,
+                        title="training trajectory on its PCA plane")
+
+
+def plot_surface(ls: Landscape, *, ax: Any = None, log: bool = False,
+                 title: str | None = None) -> Any:
+    """Static 3-D surface of a 2-D landscape (matplotlib)."""
+    import matplotlib.pyplot as plt
+
+    if len(ls.axes) != 2:
+        raise ValueError(f"plot_surface needs a 2-D landscape, got {len(ls.axes)} axes")
+    if ax is None:
+        fig = plt.figure(figsize=(6.4, 5))
+        ax = fig.add_subplot(projection="3d")
+    else:
+        fig = ax.figure
+    X, Y = np.meshgrid(ls.axes[0], ls.axes[1], indexing="ij")
+    z = np.where(ls.done & np.isfinite(ls.loss), ls.loss, np.nan)
+    if log:
+        z = np.log10(np.where(z > 0, z, np.nan))
+    ax.plot_surface(X, Y, z, cmap="viridis", linewidth=0, antialiased=True)
+    ax.set_xlabel("direction 1")
+    ax.set_ylabel("direction 2")
+    ax.set_zlabel("log10 loss" if log else "loss")
+    ax.set_title(title or "loss surface around θ*")
+    return fig
+
+
+def surface_plotly(ls: Landscape, *, log: bool = False, title: str | None = None) -> Any:
+    """Interactive 3-D surface (a plotly ``go.Figure``) for the HTML report."""
+    import plotly.graph_objects as go
+
+    if len(ls.axes) != 2:
+        raise ValueError(f"surface_plotly needs a 2-D landscape, got {len(ls.axes)} axes")
+    z = np.where(ls.done & np.isfinite(ls.loss), ls.loss, np.nan)
+    if log:
+        z = np.log10(np.where(z > 0, z, np.nan))
+    # plotly's surface takes z[row=y, col=x]
+    fig = go.Figure(go.Surface(x=ls.axes[0], y=ls.axes[1], z=z.T, colorscale="Viridis",
+                               colorbar={"title": "log10 loss" if log else "loss"}))
+    if ls.trajectory is not None:
+        traj = np.asarray(ls.trajectory)
+        fig.add_trace(go.Scatter3d(
+            x=traj[:, 0], y=traj[:, 1], z=_surface_at(ls, traj, log), mode="lines+markers",
+            text=[f"epoch {int(e)}" for e in np.asarray(ls.trajectory_epochs)],
+            name="trajectory"))
+    fig.update_layout(title=title or "loss surface around θ*",
+                      scene={"xaxis_title": "direction 1", "yaxis_title": "direction 2",
+                             "zaxis_title": "log10 loss" if log else "loss"},
+                      margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    return fig
+
+
+def _surface_at(ls: Landscape, pts: np.ndarray, log: bool) -> np.ndarray:
+    out = []
+    for px, py in pts:
+        i = int(np.argmin(np.abs(ls.axes[0] - px)))
+        j = int(np.argmin(np.abs(ls.axes[1] - py)))
+        v = ls.loss[i, j]
+        out.append(np.log10(v) if log and v > 0 else v)
+    return np.asarray(out)
+
+
+def plot_hessian_density(grid: np.ndarray, density: np.ndarray, *, ax: Any = None,
+                         top: Sequence[float] | None = None, log: bool = True,
+                         title: str | None = None) -> Any:
+    """Eigenvalue density of the Hessian (SLQ), log-scaled, with top eigenvalues marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(6.4, 4)) if ax is None else (ax.figure, ax))
+    ax.plot(grid, density, color="C0", lw=1.5)
+    if log:
+        ax.set_yscale("log")
+        floor = max(float(np.max(density)) * 1e-8, 1e-30)
+        ax.set_ylim(bottom=floor)
+    for i, v in enumerate(top or ()):
+        ax.axvline(v, color="C3", ls=":", lw=1, label="top eigenvalues" if i == 0 else None)
+    if top:
+        ax.legend(fontsize=8)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    ax.set_title(title or "Hessian eigenvalue density (stochastic Lanczos quadrature)")
+    return fig
+
+
+def plot_sharpness_epochs(epochs: Sequence[int], values: Sequence[float], *,
+                          ax: Any = None) -> Any:
+    """Top Hessian eigenvalue at each epoch checkpoint (sharpness across training)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(5.6, 3.6)) if ax is None else (ax.figure, ax))
+    ax.plot(list(epochs), list(values), "-o", color="C2")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top Hessian eigenvalue λ_max")
+    ax.set_title("sharpness across training")
+    return fig

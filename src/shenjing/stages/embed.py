@@ -1,0 +1,510 @@
+"""Stages ``capture`` and ``embed``: a run's layer features on disk, their maps and numbers.
+
+Files written (``<K>`` = recorded key with characters other than letters, digits, ``._-``
+replaced by ``_``, e.g. ``relu1``, ``block_1`` for ``block#1``; ``NNN`` = epoch, 3 digits;
+``<M>`` = ``tsne``, ``pca`` or ``umap``):
+
+``activations/<key>/epoch-NNN.npy`` (stage ``capture``)
+    (samples, *features) float32/float16, ``np.load(mmap_mode="r")``; beside it
+    ``epoch-NNN.indices.npy`` (samples,) int64 positions in the split,
+    ``epoch-NNN.labels.npy`` (samples,) class ids, and ``epoch-NNN.json``
+    ``{"key", "layer", "type", "shape", "dtype", "pool", "n_samples", "bytes", "epoch",
+    "split", "calls_per_forward", "model"}``.
+``embeddings/<K>-<M>-epoch-NNN.npz`` (stage ``embed``)
+    ``coords`` (n, 2) float32, ``labels`` (n,) int64 (absent for regression), ``indices``
+    (n,) int64 (positions in the split: the same samples in every file of one call),
+    ``metrics`` JSON ``{"trustworthiness", "knn_recall", "n_neighbors", "knn_accuracy_2d",
+    "silhouette_2d", "silhouette_note", "reduction", "probe_accuracy",
+    "probe_train_accuracy", "knn_accuracy", "k", "n_train", "n_test", "n_features"}``,
+    ``params`` JSON ``{"method", "layer", "key", "epoch", "split", "n", "seed",
+    "pca_dims", "perplexity", "aligned", "aligned_to_epoch", …}``.
+``embeddings/input-<M>.npz`` (when ``layers`` includes ``"input"``)
+    the same keys for the raw input pixels (params ``epoch`` null): the baseline map.
+``embeddings/separability.json``
+    ``{"split", "n_test", "n_train", "k", "note", "input": {probe/kNN numbers of the raw
+    input pixels}, "records": [{"layer", "epoch", "probe_accuracy", "probe_train_accuracy",
+    "knn_accuracy", "k", "n_train", "n_test", "n_features", "reduction"}]}``; records of
+    later calls are merged in (same layer and epoch replaced).
+``embeddings/cka-layers-epoch-NNN.npz`` and ``embeddings/cka-epochs-<K>.npz``
+    ``matrix`` (k, k) float64 linear CKA, ``names`` (k,) str (keys, or ``epoch N``),
+    ``reductions`` JSON {name: how a wide layer was pooled/projected or null},
+    ``n_samples`` int.
+``embeddings/cka-runs-<other run>.npz`` (:func:`cka_runs_stage`)
+    the same keys, names ``<run name>:<key>`` for both runs' layers on the same samples.
+``embeddings/projector/`` (with ``projector=True``): TensorBoard Projector files for the
+    last epoch (see :mod:`shenjing.analysis.projector`).
+``figures/embedding-<K>-<M>-epoch-NNN.png|svg``, ``figures/embedding-grid-<M>.png|svg``,
+``figures/embedding-input-<M>.png|svg``,
+``figures/separability-probe.png|svg``, ``figures/separability-knn.png|svg``,
+``figures/cka-layers-epoch-NNN.png|svg``, ``figures/cka-epochs-<K>.png|svg``.
+
+``run.json`` gets ``stages.capture`` / ``stages.embed`` with the last call's settings and the
+list of files. A rerun reuses maps already on disk with the same settings (resume).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shenjing import _io
+from shenjing.errors import UsageError
+from shenjing.runs import Run
+
+SEPARABILITY_FILE = "separability.json"
+
+
+def safe_name(key: str) -> str:
+    """A recorded key usable in a file name: ``relu1`` stays, ``block#1`` → ``block_1``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key) or "model"
+
+
+def _epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
+    if isinstance(epochs, str):
+        epochs = run.epochs if epochs == "all" else [epochs]
+    out = sorted({run.resolve_epoch(e) for e in epochs})
+    if not out:
+        raise UsageError("no epoch given; use e.g. epochs=[0, 5] or 'init,final'")
+    return out
+
+
+def _split(run: Run, split: str) -> Any:
+    if split not in ("train", "test"):
+        raise UsageError(f"split must be 'train' or 'test', got {split!r}")
+    return getattr(run.data, split)
+
+
+def _device(device: str) -> Any:
+    from shenjing.capture.core import resolve_device
+
+    return resolve_device(device)
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    """What :func:`capture_stage` wrote: one ``.npy`` per key."""
+
+    epoch: int
+    split: str
+    n_samples: int
+    paths: dict[str, Path]
+    shapes: dict[str, tuple[int, ...]]
+    nbytes: int
+
+    def summary(self) -> str:
+        from shenjing.capture.activations import format_bytes
+
+        lines = [f"captured {self.n_samples} {self.split} samples at epoch {self.epoch} "
+                 f"({format_bytes(self.nbytes)}):"]
+        for key, path in self.paths.items():
+            lines.append(f"  {key:<20} {self.shapes[key]!s:<20} {path}")
+        return "\n".join(lines)
+
+
+def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "final",
+                  split: str = "test", n: int | None = None, pool: str | int = "none",
+                  dtype: str = "float32", batch_size: int = 256, device: str = "auto",
+                  max_memory: int | None = None, seed: int = 0,
+                  verbose: bool = True) -> CaptureResult:
+    """Stream ``layers`` of the model at ``epoch`` over a split to ``activations/``.
+
+    ``n`` takes a fixed random subset (seeded); ``pool``/``dtype`` reduce conv maps on the
+    fly. Files: ``activations/<key>/epoch-NNN.npy`` (+ ``.indices.npy``, ``.labels.npy``,
+    ``.json``).
+    """
+    from shenjing.capture import capture_dataset
+
+    e = run.resolve_epoch(epoch)
+    data = _split(run, split).subset(n, seed=seed)
+    run.update_stage("capture", "running", epoch=e, layers=list(layers))
+    model = run.model(e, device=_device(device))
+    acts = capture_dataset(model, data, layers, batch_size=batch_size, dtype=dtype, pool=pool,
+                           out_dir=run.activations_dir, stem=f"epoch-{e:03d}",
+                           max_memory=max_memory, input_shape=run.data.input_shape,
+                           meta={"epoch": e, "split": split}, verbose=verbose)
+    result = CaptureResult(epoch=e, split=split, n_samples=acts.n_samples,
+                           paths=dict(acts.paths),
+                           shapes={k: tuple(a.shape) for k, a in acts.items()},
+                           nbytes=acts.nbytes)
+    run.update_stage("capture", "done", epoch=e, split=split, n_samples=acts.n_samples,
+                     keys=list(acts), files=[str(p.relative_to(run.path))
+                                             for p in acts.paths.values()])
+    return result
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed_stage` computed and wrote (maps, numbers, file paths)."""
+
+    method: str
+    epochs: list[int]
+    keys: list[str]
+    embeddings: dict[tuple[str, int], Any] = field(default_factory=dict)
+    separability: dict[str, Any] = field(default_factory=dict)
+    cka: dict[str, Any] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    input_embedding: Any = None
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per (layer, epoch): probe, kNN, trustworthiness, kNN recall."""
+        inp = self.input_embedding.metrics if self.input_embedding is not None else {}
+        rows = [{"layer": "input", "epoch": "-", **{
+            k: self.separability.get("input", {}).get(k, inp.get(k))
+            for k in ("probe_accuracy", "knn_accuracy", "trustworthiness", "knn_recall")}}]
+        for (key, epoch), emb in self.embeddings.items():
+            rows.append({"layer": key, "epoch": epoch, **{
+                k: emb.metrics.get(k) for k in ("probe_accuracy", "knn_accuracy",
+                                                "trustworthiness", "knn_recall")}})
+        return rows
+
+    def summary(self) -> str:
+        def fmt(v: Any) -> str:
+            return f"{v:.3f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+        cols = ("layer", "epoch", "probe_accuracy", "knn_accuracy", "trustworthiness",
+                "knn_recall")
+        heads = ("layer", "epoch", "probe acc", "kNN acc", "trust", "kNN recall")
+        rows = [heads] + [tuple(fmt(r.get(c)) for c in cols) for r in self.table()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+        lines = [f"{self.method} maps of {', '.join(self.keys)} at epochs "
+                 f"{', '.join(map(str, self.epochs))}"]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                  for r in rows]
+        if self.figures:
+            lines.append(f"figures: {len(self.figures)} files, e.g. {self.figures[0]}")
+        return "\n".join(lines)
+
+
+def _load_map(path: Path, params: dict[str, Any]) -> Any | None:
+    """A map saved earlier with the same settings (resume), else None."""
+    from shenjing.analysis.embedding import Embedding
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            old = json.loads(str(z["params"]))
+            if any(old.get(k) != v for k, v in params.items()):
+                return None
+            return Embedding(coords=z["coords"], method=old["method"], params=old,
+                             labels=z.get("labels"),
+                             indices=z["indices"], metrics=json.loads(str(z["metrics"])))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def embed_stage(run: Run, layers: Sequence[str] | str, *,
+                epochs: Sequence[int | str] | str = ("init", "final"), method: str = "tsne",
+                n: int | None = 2000, n_train: int | None = 5000, split: str = "test",
+                seed: int = 0, pca_dims: int | None = 50, perplexity: float = 30.0,
+                align: bool = True, k: int = 5, n_neighbors: int = 10,
+                max_features: int | None = 1024, cka: bool = True, figures: bool = True,
+                projector: bool = False, batch_size: int = 256, device: str = "auto",
+                n_jobs: int = -1) -> EmbedResult:
+    """Maps of ``layers`` at ``epochs`` with their numbers, written into the run.
+
+    For each epoch the model's layers are captured on ``n`` samples of ``split`` (and
+    ``n_train`` training samples for the probe), embedded with ``method`` (each epoch's map
+    aligned to the previous one), and scored: separability in feature space (probe, kNN;
+    raw input pixels as the baseline) and faithfulness of the map (trustworthiness, kNN
+    recall). CKA between layers and between epochs, figures, and optionally the TensorBoard
+    Projector export follow. See the module docstring for every file and key.
+    """
+    from shenjing.analysis.embedding import METHODS, Embedding, _import_umap, embed
+    from shenjing.analysis.separability import map_quality, reduce_features, separability
+    from shenjing.capture import capture_dataset
+
+    if method not in METHODS:
+        from shenjing.errors import unknown_name
+
+        raise unknown_name("embedding method", method, METHODS)
+    if method == "umap":
+        _import_umap()  # the pip line now, not after minutes of capture
+    epoch_list = _epochs(run, epochs)
+    data = run.data
+    classify = run.task == "classification" and data.test.y.ndim == 1
+    test = _split(run, split).subset(n, seed=seed)
+    other = "train" if split == "test" else "test"
+    train: Any = _split(run, other).subset(n_train, seed=seed) if classify else None
+    y_test = test.y.numpy() if classify else None
+    dev = _device(device)
+    emb_dir = run.embeddings_dir
+    result = EmbedResult(method=method, epochs=epoch_list, keys=[])
+    run.update_stage("embed", "running", method=method, epochs=epoch_list)
+
+    sep_path = emb_dir / SEPARABILITY_FILE
+    sep_doc: dict[str, Any] = _io.read_json(sep_path) if sep_path.is_file() else {}
+    if sep_doc.get("split") != split or sep_doc.get("n_test") != len(test):
+        sep_doc = {}
+    records = {(r["layer"], r["epoch"]): r for r in sep_doc.get("records", [])}
+    if classify and "input" not in sep_doc:
+        sep_doc["input"] = separability(train.x.numpy(), train.y.numpy(), test.x.numpy(),
+                                        y_test, k=k, max_features=max_features).to_dict()
+
+    layer_list = [layers] if isinstance(layers, str) else list(layers)
+    if "input" in layer_list:
+        layer_list.remove("input")
+        result.input_embedding = _embed_input(
+            run, test, y_test, sep_doc.get("input"), method=method, seed=seed,
+            pca_dims=pca_dims, perplexity=perplexity, n_neighbors=n_neighbors, k=k,
+            max_features=max_features, n_jobs=n_jobs, split=split)
+        result.files.append(emb_dir / f"input-{method}.npz")
+        if not layer_list:
+            raise UsageError("give at least one model layer besides 'input', e.g. relu1")
+    layers = layer_list
+    prev: dict[str, np.ndarray] = {}
+    notes: dict[str, str | None] = {}
+    feats_by_epoch: dict[int, dict[str, np.ndarray]] = {}
+    for e in epoch_list:
+        model = run.model(e, device=dev)
+        acts = capture_dataset(model, test, layers, batch_size=batch_size, verbose=False,
+                               input_shape=data.input_shape)
+        train_acts: Any = (capture_dataset(model, train, layers, batch_size=batch_size,
+                                      verbose=False) if classify else None)
+        if not result.keys:
+            result.keys = list(acts)
+        # kept for CKA and the projector, already reduced so epochs × wide layers stay small
+        feats_by_epoch[e] = {}
+        for key in acts:
+            feats_by_epoch[e][key], notes[key] = reduce_features(
+                acts[key], max_features, random_state=seed)
+        for key in acts:
+            name = safe_name(key)
+            path = emb_dir / f"{name}-{method}-epoch-{e:03d}.npz"
+            params = {"method": method, "key": key, "layer": acts.info[key]["layer"],
+                      "epoch": e, "split": split, "n": len(test), "seed": seed,
+                      "pca_dims": pca_dims if method != "pca" else None,
+                      "perplexity": perplexity if method == "tsne" else None,
+                      "aligned_to_epoch": (epoch_list[epoch_list.index(e) - 1]
+                                           if align and key in prev else None)}
+            emb = _load_map(path, params)
+            if emb is None:
+                x = acts[key]
+                emb = embed(x, method, pca_dims=pca_dims, random_state=seed,
+                            perplexity=perplexity, init=prev.get(key) if align else None,
+                            n_jobs=n_jobs, labels=y_test, indices=test.indices.numpy())
+                metrics = map_quality(x, emb.coords, y_test, n_neighbors=n_neighbors, k=k,
+                                      max_features=max_features, random_state=seed)
+                if classify:
+                    sep = separability(train_acts[key], train.y.numpy(), x, y_test, k=k,
+                                       max_features=max_features, random_state=seed)
+                    metrics.update(sep.to_dict())
+                    records[(key, e)] = {"layer": key, "epoch": e, **sep.to_dict()}
+                emb = Embedding(coords=emb.coords, method=method,
+                                params={**emb.params, **params}, labels=y_test,
+                                indices=test.indices.numpy(), metrics=metrics)
+                arrays: dict[str, Any] = {"coords": emb.coords, "indices": emb.indices,
+                                          "metrics": emb.metrics, "params": emb.params}
+                if y_test is not None:
+                    arrays["labels"] = y_test
+                _io.save_npz(path, **arrays)
+            elif classify:
+                records[(key, e)] = {"layer": key, "epoch": e, **{
+                    f: emb.metrics.get(f) for f in ("probe_accuracy", "probe_train_accuracy",
+                                                    "knn_accuracy", "k", "n_train", "n_test",
+                                                    "n_features", "reduction")}}
+            prev[key] = emb.coords
+            result.embeddings[(key, e)] = emb
+            result.files.append(path)
+        del acts, train_acts
+
+    if classify:
+        sep_doc.update(split=split, n_test=len(test), n_train=len(train), k=k,
+                       note="probe = logistic regression trained on the other split's "
+                            f"{len(train)} samples, scored on {len(test)} {split} samples; "
+                            "kNN = k-nearest-neighbour vote in the layer's own space; wide "
+                            "layers reduced as each record's 'reduction' says",
+                       records=sorted(records.values(),
+                                      key=lambda r: (str(r["layer"]), r["epoch"])))
+        _io.write_json(sep_path, sep_doc)
+        result.separability = sep_doc
+        result.files.append(sep_path)
+
+    if cka:
+        _cka_files(run, result, feats_by_epoch, notes, epoch_list, seed)
+    if figures:
+        _figures(run, result, classify)
+    if projector:
+        from shenjing.analysis.projector import export_projector
+
+        last = epoch_list[-1]
+        folder = export_projector(
+            emb_dir / "projector",
+            {f"{key}@epoch{last}": feats_by_epoch[last][key].reshape(len(test), -1)
+             for key in result.keys},
+            labels=y_test, indices=test.indices.numpy(), classes=run.classes or None,
+            images=test.x.numpy() if test.x.ndim == 4 else None)
+        result.files.append(folder)
+
+    run.update_stage("embed", "done", method=method, epochs=epoch_list, keys=result.keys,
+                     n=len(test), split=split,
+                     files=[str(Path(p).relative_to(run.path)) for p in result.files],
+                     figures=[str(Path(p).relative_to(run.path)) for p in result.figures])
+    return result
+
+
+def _embed_input(run: Run, test: Any, y_test: Any, input_sep: dict[str, Any] | None, *,
+                 method: str, seed: int, pca_dims: int | None, perplexity: float,
+                 n_neighbors: int, k: int, max_features: int | None, n_jobs: int,
+                 split: str) -> Any:
+    """The map of the raw inputs (the baseline every layer is compared with)."""
+    from shenjing.analysis.embedding import Embedding, embed
+    from shenjing.analysis.separability import map_quality
+
+    path = run.embeddings_dir / f"input-{method}.npz"
+    params = {"method": method, "key": "input", "layer": "input", "epoch": None,
+              "split": split, "n": len(test), "seed": seed,
+              "pca_dims": pca_dims if method != "pca" else None,
+              "perplexity": perplexity if method == "tsne" else None}
+    emb = _load_map(path, params)
+    if emb is not None:
+        return emb
+    x = test.x.numpy().reshape(len(test), -1)
+    emb = embed(x, method, pca_dims=pca_dims, random_state=seed, perplexity=perplexity,
+                n_jobs=n_jobs)
+    metrics = map_quality(x, emb.coords, y_test, n_neighbors=n_neighbors, k=k,
+                          max_features=max_features, random_state=seed)
+    metrics.update(input_sep or {})
+    emb = Embedding(coords=emb.coords, method=method, params={**emb.params, **params},
+                    labels=y_test, indices=test.indices.numpy(), metrics=metrics)
+    arrays: dict[str, Any] = {"coords": emb.coords, "indices": emb.indices,
+                              "metrics": emb.metrics, "params": emb.params}
+    if y_test is not None:
+        arrays["labels"] = y_test
+    _io.save_npz(path, **arrays)
+    return emb
+
+
+def _cka_files(run: Run, result: EmbedResult, feats: dict[int, dict[str, np.ndarray]],
+               notes: dict[str, str | None], epochs: list[int], seed: int) -> None:
+    from dataclasses import replace
+
+    from shenjing.analysis.cka import cka_matrix
+
+    def matrix(named: dict[str, np.ndarray], note_of: dict[str, str | None]) -> Any:
+        # features arrive already reduced (stated in the reductions), so nothing more here
+        r = cka_matrix(named, max_features=None, random_state=seed)
+        return replace(r, reductions=note_of)
+
+    emb_dir = run.embeddings_dir
+    if len(result.keys) > 1:
+        for e in epochs:
+            r = matrix(feats[e], notes)
+            path = emb_dir / f"cka-layers-epoch-{e:03d}.npz"
+            _io.save_npz(path, matrix=r.matrix, names=np.array(r.names),
+                         reductions=r.reductions, n_samples=r.n_samples)
+            result.cka[f"layers@{e}"] = r
+            result.files.append(path)
+    if len(epochs) > 1:
+        for key in result.keys:
+            r = matrix({f"epoch {e}": feats[e][key] for e in epochs},
+                       {f"epoch {e}": notes[key] for e in epochs})
+            path = emb_dir / f"cka-epochs-{safe_name(key)}.npz"
+            _io.save_npz(path, matrix=r.matrix, names=np.array(r.names),
+                         reductions=r.reductions, n_samples=r.n_samples)
+            result.cka[f"epochs:{key}"] = r
+            result.files.append(path)
+
+
+def _figures(run: Run, result: EmbedResult, classify: bool) -> None:
+    import matplotlib.pyplot as plt
+
+    from shenjing.plot.embedding import (
+        method_name,
+        plot_cka,
+        plot_embedding,
+        plot_embedding_grid,
+        plot_separability,
+    )
+    from shenjing.plot.save import save_figure
+
+    fig_dir = run.figures_dir
+
+    def save(fig: Any, stem: str) -> None:
+        result.figures.extend(save_figure(fig, fig_dir, stem))
+        plt.close(fig)
+
+    classes = run.classes or None
+    mname = method_name(result.method)
+    for (key, e), emb in result.embeddings.items():
+        fig = plot_embedding(emb, classes=classes,
+                             title=f"{mname} of {key} · epoch {e} ({emb.n_samples} samples)")
+        save(fig, f"embedding-{safe_name(key)}-"
+                                      f"{result.method}-epoch-{e:03d}")
+    if result.input_embedding is not None:
+        emb = result.input_embedding
+        fig = plot_embedding(emb, classes=classes,
+                             title=f"{mname} of the input ({emb.n_samples} samples)")
+        save(fig, f"embedding-input-{result.method}")
+    if len(result.embeddings) > 1:
+        fig = plot_embedding_grid(result.embeddings, classes=classes)
+        save(fig, f"embedding-grid-{result.method}")
+    if classify and result.separability.get("records"):
+        recs = [r for r in result.separability["records"] if r["layer"] in result.keys]
+        for metric, stem in (("probe_accuracy", "probe"), ("knn_accuracy", "knn")):
+            fig = plot_separability(recs, baseline=result.separability.get("input"),
+                                    metric=metric)
+            save(fig, f"separability-{stem}")
+    for name, r in result.cka.items():
+        if name.startswith("layers@"):
+            e = int(name.split("@")[1])
+            fig = plot_cka(r, title=f"linear CKA between layers · epoch {e}")
+            stem = f"cka-layers-epoch-{e:03d}"
+        else:
+            key = name.split(":", 1)[1]
+            fig = plot_cka(r, title=f"linear CKA of {key} across epochs")
+            stem = f"cka-epochs-{safe_name(key)}"
+        save(fig, stem)
+
+
+def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
+                   epoch: int | str = "final", other_epoch: int | str = "final",
+                   n: int | None = 2000, split: str = "test", seed: int = 0,
+                   max_features: int | None = 1024, batch_size: int = 256,
+                   device: str = "auto", figures: bool = True) -> Any:
+    """Linear CKA between the layers of two runs on the same samples (this run's data).
+
+    Names in the matrix are ``<run name>:<key>``. Writes
+    ``embeddings/cka-runs-<other run name>.npz`` (keys as the other CKA files) and
+    ``figures/cka-runs-<other run name>.png|svg`` into ``run``.
+    """
+    from dataclasses import replace
+
+    from shenjing.analysis.cka import cka_matrix
+    from shenjing.analysis.separability import reduce_features
+    from shenjing.capture import capture_dataset
+
+    test = _split(run, split).subset(n, seed=seed)
+    dev = _device(device)
+    named: dict[str, np.ndarray] = {}
+    notes: dict[str, str | None] = {}
+    for r, e in ((run, epoch), (other, other_epoch)):
+        model = r.model(r.resolve_epoch(e), device=dev)
+        acts = capture_dataset(model, test, layers, batch_size=batch_size, verbose=False,
+                               input_shape=run.data.input_shape)
+        for key in acts:
+            name = f"{r.name}:{key}"
+            named[name], notes[name] = reduce_features(acts[key], max_features,
+                                                       random_state=seed)
+    result = replace(cka_matrix(named, max_features=None), reductions=notes)
+    stem = f"cka-runs-{safe_name(other.name)}"
+    _io.save_npz(run.embeddings_dir / f"{stem}.npz", matrix=result.matrix,
+                 names=np.array(result.names), reductions=result.reductions,
+                 n_samples=result.n_samples)
+    if figures:
+        import matplotlib.pyplot as plt
+
+        from shenjing.plot.embedding import plot_cka
+        from shenjing.plot.save import save_figure
+
+        fig = plot_cka(result, title=f"linear CKA: {run.name} vs {other.name}")
+        save_figure(fig, run.figures_dir, stem)
+        plt.close(fig)
+    return result

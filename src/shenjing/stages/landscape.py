@@ -1,0 +1,362 @@
+"""Landscape and sharpness stages: read a run's checkpoints and data, write ``landscapes/``.
+
+Files written into ``<run>/landscapes/`` (the HTML report reads only these):
+
+``line-<start>-<end>.npz``            1-D line (see :mod:`shenjing.analysis.landscape.grid`
+                                      for the keys: axis_0, loss, accuracy, done, origin…)
+``plane-<norm>-s<seed>-e<NNN>.npz``   2-D plane around epoch NNN (``-bnrecompute``,
+                                      ``-with1d`` suffixes for the non-default policies)
+``trajectory-e<NNN>.npz``             PCA plane of the trajectory (+ ``trajectory``,
+                                      ``trajectory_epochs`` keys)
+``<stem>.vtk``                        2-D landscapes as a legacy-VTK rectilinear grid (ParaView)
+``<stem>.directions.npz``             the directions (``vectors`` (k, n_params), ``center``,
+                                      ``layout``, ``info`` JSON) so a surface can be extended
+``hessian-e<NNN>.json``               top eigenvalues, trace ± CI, per-layer blocks
+``hessian-e<NNN>.npz``                ``eigenvalues``, ``trace_samples``, and with a density
+                                      ``density_grid``, ``density``, ``slq_nodes``,
+                                      ``slq_weights``
+``sharpness-epochs.json``             ``epochs``, ``top_eigenvalue``, ``n_hvp`` per checkpoint
+
+Figures go to ``<run>/figures/`` as ``landscape-<stem>[-contour|-filled|-surface]`` and
+``hessian-density-e<NNN>``, ``sharpness-epochs`` (PNG + SVG).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shenjing import _io
+from shenjing.analysis.hessian import (
+    HessianOperator,
+    lanczos_top,
+    sharpness,
+)
+from shenjing.analysis.landscape import (
+    Landscape,
+    ParamLayout,
+    evaluate_landscape,
+    export_vtk,
+    line_direction,
+    make_axis,
+    model_sha256,
+    random_directions,
+    resolve_device,
+    trajectory_pca,
+)
+from shenjing.errors import UsageError
+from shenjing.runs import Run, versions
+
+
+@dataclass(frozen=True)
+class LandscapeResult:
+    """What a landscape stage produced: the landscape, its file and its figures."""
+
+    landscape: Landscape
+    path: Path
+    figures: list[Path] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"LandscapeResult({self.path.name}, {self.landscape!r})"
+
+
+@dataclass(frozen=True)
+class HessianResult:
+    """What the hessian stage produced: the summary dict and the files written."""
+
+    summary: dict[str, Any]
+    paths: list[Path]
+    figures: list[Path] = field(default_factory=list)
+
+
+def run_loss(run: Run) -> str:
+    """The loss the run was trained with (its config, else the model's seed default)."""
+    cfg = run.manifest.get("config", {}) or {}
+    if cfg.get("loss"):
+        return str(cfg["loss"])
+    from shenjing.models import train_defaults
+
+    name = run.manifest.get("model", {}).get("name", "")
+    loss = train_defaults(name).loss
+    if run.task != "classification" and loss != "mse":
+        return "mse"
+    return loss
+
+
+def _samples(run: Run, n: int | None, seed: int, split: str
+             ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    if split not in ("test", "train"):
+        raise UsageError(f"split must be 'test' or 'train', got {split!r}")
+    if n is not None and n < 1:
+        raise UsageError(f"--samples must be at least 1, got {n}")
+    data = getattr(run.data, split).subset(n, seed=seed)
+    return data.x, data.y, data.indices.cpu().numpy()
+
+
+def _provenance(run: Run, epochs: dict[str, Any], n: int | None, seed: int, split: str
+                ) -> dict[str, Any]:
+    return {"run": run.name, "run_path": str(run.path), "model": run.manifest.get("model"),
+            "data": run.manifest.get("data"), "split": split,
+            "samples": "all" if n is None else int(n), "sample_seed": seed,
+            "epochs": epochs, "versions": versions()}
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("points"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), transient=False) as prog:
+        task = prog.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _figures(run: Run, ls: Landscape, stem: str) -> list[Path]:
+    from shenjing.plot.landscape import plot_contour, plot_line, plot_surface, plot_trajectory
+    from shenjing.plot.save import save_figure
+
+    folder = run.figures_dir
+    paths: list[Path] = []
+    if len(ls.axes) == 1:
+        paths += save_figure(plot_line(ls), folder, f"landscape-{stem}")
+        return paths
+    if ls.trajectory is not None:
+        paths += save_figure(plot_trajectory(ls), folder, f"landscape-{stem}")
+    log = bool(np.nanmin(np.where(ls.done, ls.loss, np.nan)) > 0)
+    paths += save_figure(plot_contour(ls, log=log), folder, f"landscape-{stem}-contour")
+    paths += save_figure(plot_contour(ls, filled=True, log=log), folder,
+                         f"landscape-{stem}-filled")
+    paths += save_figure(plot_surface(ls), folder, f"landscape-{stem}-surface")
+    return paths
+
+
+def _finish(run: Run, stage: str, ls: Landscape, path: Path, figures: bool
+            ) -> LandscapeResult:
+    figs = _figures(run, ls, path.stem) if figures and ls.n_done else []
+    if len(ls.axes) == 2:
+        export_vtk(ls, path.with_suffix(".vtk"))
+    (cx, mval) = ls.minimum() if ls.n_done else ((), float("nan"))
+    center_loss = float(ls.loss[ls.center_index]) if ls.n_done else float("nan")
+    run.update_stage(stage, "done", file=f"landscapes/{path.name}", shape=list(ls.shape),
+                     n_nonfinite=ls.n_nonfinite, engine=ls.meta.get("engine", {}).get("path"),
+                     seconds=ls.meta.get("seconds"), center_loss=center_loss,
+                     min_loss=mval, min_at=list(cx),
+                     figures=[f"figures/{p.name}" for p in figs if p.suffix == ".png"])
+    return LandscapeResult(ls, path, figs)
+
+
+def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "final",
+                   start_run: Run | None = None, steps: int = 51,
+                   range_: tuple[float, float] = (-0.5, 1.5), samples: int | None = None,
+                   sample_seed: int = 0, split: str = "test", device: str = "auto",
+                   engine: str = "auto", dtype: str = "float32", batch_size: int | None = None,
+                   compile: bool = False, figures: bool = True, progress: bool = True
+                   ) -> LandscapeResult:
+    """Loss along θ(α) = (1−α)·θ_start + α·θ_end (Goodfellow et al. 2015), into landscapes/.
+
+    ``start_run`` takes the start point from another run (same architecture required; the
+    error names the mismatched parameters). α = 0 and 1 are always on the axis.
+    """
+    e_end = run.resolve_epoch(end)
+    src = start_run or run
+    e_start = src.resolve_epoch(start)
+    dev = resolve_device(device)
+    model = run.model(e_end, device=dev)
+    layout = ParamLayout.of(model)
+    start_state = src.state_dict(e_start)
+    center, dirs = line_direction(start_state, dict(model.named_parameters()), layout=layout)
+    axis = make_axis(range_[0], range_[1], steps, anchors=(0.0, 1.0))
+    x, y, idx = _samples(run, samples, sample_seed, split)
+    tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
+    path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}.npz"
+    prov = _provenance(run, {"start": e_start, "end": e_end,
+                             "start_run": str(start_run.path) if start_run else None},
+                       samples, sample_seed, split)
+    prov["model_sha256"] = model_sha256(model)
+    run.update_stage("landscape_line", "running", file=f"landscapes/{path.name}")
+    with _progress(progress, "line") as cb:
+        ls = evaluate_landscape(model, dirs, (axis,), x, y, loss=run_loss(run), kind="line",
+                                center=center, origin=(1.0,), path=path, device=str(dev),
+                                engine=engine, dtype=dtype, batch_size=batch_size,
+                                compile=compile, sample_indices=idx, provenance=prov,
+                                progress=cb)
+    return _finish(run, "landscape_line", ls, path, figures)
+
+
+def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
+                    range_: tuple[float, float] = (-1.0, 1.0), norm: str = "filter",
+                    seed: int = 0, include_1d: bool = False, bn: str = "eval",
+                    samples: int | None = None, sample_seed: int = 0, split: str = "test",
+                    device: str = "auto", engine: str = "auto", dtype: str = "float32",
+                    batch_size: int | None = None, compile: bool = False,
+                    figures: bool = True, progress: bool = True) -> LandscapeResult:
+    """2-D loss surface around θ* of ``epoch`` along two seeded random directions.
+
+    Filter-normalized by default (Li et al. 2018), 1-D tensors (biases, BN γ/β) fixed unless
+    ``include_1d``; ``bn='recompute'`` re-estimates BatchNorm statistics at every point
+    from 2,000 training samples. Rerunning resumes; a finer/wider grid reuses points.
+    """
+    e = run.resolve_epoch(epoch)
+    dev = resolve_device(device)
+    model = run.model(e, device=dev)
+    dirs = random_directions(model, 2, seed=seed, norm=norm,  # type: ignore[arg-type]
+                             ignore_1d=not include_1d)
+    axis = make_axis(range_[0], range_[1], steps, anchors=(0.0,))
+    x, y, idx = _samples(run, samples, sample_seed, split)
+    bn_data = run.data.train.subset(2000, seed=sample_seed).x if bn == "recompute" else None
+    suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "")
+    path = run.landscapes_dir / f"plane-{norm}-s{seed}-e{e:03d}{suffix}.npz"
+    prov = _provenance(run, {"center": e}, samples, sample_seed, split)
+    prov["model_sha256"] = model_sha256(model)
+    run.update_stage("landscape_plane", "running", file=f"landscapes/{path.name}")
+    with _progress(progress, "plane") as cb:
+        ls = evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=run_loss(run),
+                                kind="plane", path=path, device=str(dev), engine=engine,
+                                dtype=dtype, batch_size=batch_size, compile=compile, bn=bn,
+                                bn_data=bn_data, sample_indices=idx, provenance=prov,
+                                progress=cb)
+    return _finish(run, "landscape_plane", ls, path, figures)
+
+
+def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
+                         samples: int | None = None, sample_seed: int = 0,
+                         split: str = "test", device: str = "auto", engine: str = "auto",
+                         dtype: str = "float32", batch_size: int | None = None,
+                         figures: bool = True, progress: bool = True) -> LandscapeResult:
+    """Loss on the plane of the trajectory's two main PCA directions, with the trajectory.
+
+    Every epoch checkpoint (0 = init … final) is projected on the plane; the grid covers
+    the projected points with ``margin`` to spare on each side and contains θ* (0, 0).
+    """
+    epochs = run.epochs
+    if len(epochs) < 3:
+        raise UsageError(f"run {run.name!r} has {len(epochs)} checkpoints; a trajectory "
+                         "plane needs at least 3 (train for 2+ epochs)")
+    dev = resolve_device(device)
+    model = run.model("final", device=dev)
+    layout = ParamLayout.of(model)
+    pca = trajectory_pca([run.state_dict(e) for e in epochs], epochs, layout)
+    dirs = pca.directions.to(dev)
+    axes = []
+    for d in range(2):
+        r = float(np.abs(pca.coords[:, d]).max()) * (1 + margin) or 1.0
+        axes.append(make_axis(-r, r, steps, anchors=(0.0,)))
+    x, y, idx = _samples(run, samples, sample_seed, split)
+    path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}.npz"
+    prov = _provenance(run, {"center": epochs[-1], "trajectory": epochs}, samples,
+                       sample_seed, split)
+    prov["model_sha256"] = model_sha256(model)
+    prov["pca_residual"] = pca.residual.tolist()
+    run.update_stage("landscape_trajectory", "running", file=f"landscapes/{path.name}")
+    with _progress(progress, "trajectory") as cb:
+        ls = evaluate_landscape(model, dirs, tuple(axes), x, y, loss=run_loss(run),
+                                kind="trajectory", path=path, device=str(dev), engine=engine,
+                                dtype=dtype, batch_size=batch_size, sample_indices=idx,
+                                provenance=prov, progress=cb,
+                                extra_arrays={"trajectory": pca.coords,
+                                              "trajectory_epochs": np.asarray(epochs)})
+    return _finish(run, "landscape_trajectory", ls, path, figures)
+
+
+def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool = True,
+            density: bool = False, layers: list[str] | None = None, per_layer: bool = True,
+            across_epochs: bool = False, trace_samples: int = 50, density_runs: int = 3,
+            density_steps: int = 40, samples: int | None = 1000, sample_seed: int = 0,
+            split: str = "test", seed: int = 0, device: str = "auto", tol: float = 1e-3,
+            figures: bool = True, progress: bool = True) -> HessianResult:
+    """Sharpness of the loss at ``epoch``: top-k eigenvalues (Lanczos), Hutchinson trace
+    with a 95 % CI, SLQ density, the same per layer, and optionally λ_max at every epoch.
+
+    Uses a fixed subset of ``samples`` (1,000 by default; None = the whole split).
+    """
+    dev = resolve_device(device)
+    e = run.resolve_epoch(epoch)
+    x, y, idx = _samples(run, samples, sample_seed, split)
+    loss = run_loss(run)
+    model = run.model(e, device=dev)
+    folder = run.landscapes_dir
+    run.update_stage("hessian", "running", epoch=e)
+    status = None
+    if progress:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        status = console.status("hessian: starting")
+        status.start()
+
+    def note(msg: str) -> None:
+        if status is not None:
+            status.update(f"hessian epoch {e}: {msg}")
+
+    try:
+        rep = sharpness(model, x, y, loss=loss, top_k=top_k, trace=trace, density=density,
+                        layers=layers if per_layer else (), trace_samples=trace_samples,
+                        density_runs=density_runs, density_steps=density_steps, tol=tol,
+                        seed=seed, device=dev, progress=note)
+        summary = rep.to_json()
+        summary.update(epoch=e, loss_name=loss, samples=len(idx), sample_seed=sample_seed,
+                       seed=seed, split=split, model_sha256=model_sha256(model),
+                       versions=versions(), mode="eval (dropout off, BN running statistics)")
+        arrays: dict[str, Any] = {"eigenvalues": rep.top.values, "sample_indices": idx}
+        if rep.trace is not None:
+            arrays["trace_samples"] = rep.trace.samples
+        if rep.density is not None:
+            arrays.update(density_grid=rep.density.grid, density=rep.density.density,
+                          slq_nodes=rep.density.nodes, slq_weights=rep.density.weights)
+        paths = [_io.write_json(folder / f"hessian-e{e:03d}.json", summary),
+                 _io.save_npz(folder / f"hessian-e{e:03d}.npz", **arrays)]
+        curve: dict[str, Any] | None = None
+        if across_epochs:
+            eps, vals, hvps = [], [], []
+            for ep in run.epochs:
+                note(f"λ_max at epoch {ep}")
+                op = HessianOperator(run.model(ep, device=dev), x, y, loss=loss, device=dev)
+                top = lanczos_top(op, op.dim, 1, tol=tol, seed=seed)
+                eps.append(ep)
+                vals.append(float(top.values[0]))
+                hvps.append(top.n_hvp)
+            curve = {"epochs": eps, "top_eigenvalue": vals, "n_hvp": hvps,
+                     "samples": len(idx), "loss_name": loss}
+            paths.append(_io.write_json(folder / "sharpness-epochs.json", curve))
+    finally:
+        if status is not None:
+            status.stop()
+    figs: list[Path] = []
+    if figures:
+        from shenjing.plot.landscape import plot_hessian_density, plot_sharpness_epochs
+        from shenjing.plot.save import save_figure
+
+        if rep.density is not None:
+            figs += save_figure(plot_hessian_density(rep.density.grid, rep.density.density,
+                                                     top=rep.top.values.tolist()),
+                                run.figures_dir, f"hessian-density-e{e:03d}")
+        if curve is not None:
+            figs += save_figure(plot_sharpness_epochs(curve["epochs"], curve["top_eigenvalue"]),
+                                run.figures_dir, "sharpness-epochs")
+    info: dict[str, Any] = {"epoch": e, "top_eigenvalues": summary["top_eigenvalues"],
+                            "file": f"landscapes/hessian-e{e:03d}.json"}
+    if "trace" in summary:
+        info["trace"] = summary["trace"]["mean"]
+    run.update_stage("hessian", "done", **info)
+    return HessianResult(summary, paths, figs)

@@ -1,0 +1,313 @@
+"""The evaluation engine: every path gives the same numbers, checked against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shenjing.analysis.landscape import (
+    Directions,
+    EngineConfig,
+    Evaluator,
+    ParamLayout,
+    choose_engine,
+    evaluate_landscape,
+    find_first_layer,
+    flat_params,
+    make_axis,
+    plane,
+    random_directions,
+)
+from shenjing.errors import UsageError
+from shenjing.hooks import count_hooks
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids oversubscription on a shared CPU (10x faster)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+def _bn_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(64, 1, 8, 8))  # non-trivial running statistics
+    return net.eval()
+
+
+def _data(n: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+COEFFS = np.array([[0.0, 0.0], [0.3, -0.2], [-1.0, 1.0], [0.05, 0.7]])
+
+
+def _evaluate(net, path, bs, dtype="float32", coeffs=COEFFS, cl=False):
+    x, y = _data()
+    d = random_directions(net, 2, seed=4)
+    cfg = EngineConfig(path=path, batch_size=bs, dtype=dtype, chunk=3, channels_last=cl)
+    ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                   classification=True, config=cfg)
+    return ev.evaluate(coeffs)
+
+
+@pytest.mark.parametrize("make", [_mlp, _bn_cnn])
+def test_all_paths_and_batch_sizes_agree(make):
+    net = make()
+    ref_loss, ref_acc = _evaluate(net, "loop", 90, dtype="float64")
+    for path in ("loop", "linear", "linear-vmap", "vmap"):
+        for bs in (7, 32, 90):
+            loss, acc = _evaluate(net, path, bs)
+            rel = np.max(np.abs(loss - ref_loss) / np.abs(ref_loss))
+            assert rel <= 1e-5, (path, bs, rel)
+            np.testing.assert_array_equal(acc, ref_acc)
+    loss64, _ = _evaluate(net, "linear", 32, dtype="float64")
+    np.testing.assert_allclose(loss64, ref_loss, rtol=1e-12)
+
+
+def test_channels_last_gives_the_same_numbers():
+    net = _bn_cnn()
+    a, _ = _evaluate(net, "loop", 32)
+    b, _ = _evaluate(net, "loop", 32, cl=True)
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def test_centre_point_is_the_models_own_loss_and_model_is_untouched():
+    net = _bn_cnn()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = _data()
+    loss, acc = _evaluate(net, "linear", 32)
+    with torch.no_grad():
+        out = net(x)
+    assert loss[0] == pytest.approx(float(nn.functional.cross_entropy(out, y)), rel=1e-6)
+    assert acc[0] == pytest.approx(float((out.argmax(1) == y).float().mean()))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert count_hooks(net) == 0
+    assert not net.training
+
+
+def _quadratic(n=50, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    net = nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        net.weight.copy_(torch.randn(1, d, generator=g, dtype=torch.float64))
+    return net, x, y
+
+
+@pytest.mark.parametrize("path", ["loop", "linear", "linear-vmap", "vmap"])
+def test_quadratic_model_matches_closed_form(path):
+    """MSE of a linear model is quadratic in w: L(a,b) known exactly from moments."""
+    net, x, y = _quadratic()
+    layout = ParamLayout.of(net)
+    g = torch.Generator().manual_seed(3)
+    dirs = torch.randn(2, layout.size, generator=g, dtype=torch.float64)
+    directions = Directions(dirs, layout, {"kind": "test"})
+    axis = make_axis(-2, 2, 9)
+    ls = evaluate_landscape(net, directions, (axis, axis), x, y, loss="mse", device="cpu",
+                            engine=path, dtype="float64", batch_size=16)
+    X = x.numpy()
+    r = X @ net.weight.detach().numpy().ravel() - y.numpy().ravel()
+    u, v = X @ dirs[0].numpy(), X @ dirs[1].numpy()
+    A, B = np.meshgrid(axis, axis, indexing="ij")
+    expected = (np.mean(r * r) + 2 * A * np.mean(r * u) + 2 * B * np.mean(r * v)
+                + A * A * np.mean(u * u) + 2 * A * B * np.mean(u * v) + B * B * np.mean(v * v))
+    np.testing.assert_allclose(ls.loss, expected, rtol=1e-10)
+    assert np.isnan(ls.accuracy).all()  # regression: no accuracy
+    ls32 = evaluate_landscape(net.float(), directions, (axis, axis), x.float(), y.float(),
+                              loss="mse", device="cpu", engine=path, batch_size=16)
+    np.testing.assert_allclose(ls32.loss, expected, rtol=1e-5)
+
+
+class _SqrtNet(nn.Module):
+    """out = x · sqrt(w): NaN once w < 0, so some grid points have a NaN loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ torch.sqrt(self.w)
+
+
+def test_nan_losses_are_recorded_as_computed_and_counted():
+    net = _SqrtNet()
+    x, y = torch.randn(20, 1), torch.randn(20, 1)
+    layout = ParamLayout.of(net)
+    d = Directions(torch.tensor([[1.0]]), layout, {"kind": "test"})
+    axis = make_axis(-3, 1, 9)  # w = 1 + a < 0 for a < -1
+    ls = evaluate_landscape(net, d, (axis,), x, y, loss="mse", device="cpu", engine="loop")
+    assert ls.done.all()
+    bad = axis < -1
+    assert np.isnan(ls.loss[bad]).all() and np.isfinite(ls.loss[~bad]).all()
+    assert ls.n_nonfinite == int(bad.sum()) == ls.meta["n_nonfinite"]
+    assert ls.minimum()[1] == pytest.approx(np.nanmin(ls.loss))
+
+
+def test_linear_path_refuses_models_it_does_not_fit():
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x * self.scale)
+
+    x = torch.randn(5, 4)
+    first, why = find_first_layer(Scaled(), x)
+    assert first is None and "not Linear/Conv" in why
+    shared = nn.Linear(4, 4)
+    twice = nn.Sequential(shared, nn.ReLU(), shared)
+    first, why = find_first_layer(twice, x)
+    assert first is None and "runs 2 times" in why
+    net = Scaled()
+    with pytest.raises(UsageError, match="linear path does not apply"):
+        Evaluator(net, flat_params(net), torch.zeros(1, 11), x, torch.zeros(5, dtype=torch.long),
+                  loss="cross_entropy", classification=True,
+                  config=EngineConfig(path="linear"))
+
+
+def test_bn_recompute_policy_re_estimates_statistics():
+    net = _bn_cnn()
+    x, y = _data()
+    d = random_directions(net, 2, seed=4)
+    cfg = EngineConfig(path="loop", batch_size=32, bn="recompute")
+    ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                   classification=True, config=cfg, bn_data=x)
+    loss, _ = ev.evaluate(np.zeros((1, 2)))
+    # reference: statistics of x itself (one cumulative pass), then eval
+    ref = _bn_cnn()
+    bn = ref[1]
+    bn.reset_running_stats()
+    bn.momentum = None
+    ref.train()
+    with torch.no_grad():
+        for i in range(0, 90, 32):
+            ref(x[i:i + 32])
+    ref.eval()
+    with torch.no_grad():
+        expected = float(nn.functional.cross_entropy(ref(x), y))
+    assert loss[0] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(UsageError, match="needs the loop path"):
+        Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                  classification=True, config=EngineConfig(path="linear", bn="recompute"))
+
+
+def test_choose_engine_measures_and_records():
+    net = _mlp()
+    x, y = _data(200)
+    d = random_directions(net, 2, seed=0)
+    cfg = choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                        classification=True, device="cpu", n_points=100)
+    assert cfg.path in ("loop", "linear", "linear-vmap")
+    assert any(k.startswith("forward bs=") for k in cfg.measurements)
+    assert any(k.startswith("path linear") for k in cfg.measurements)
+    assert "fastest measured" in cfg.reason
+    with pytest.raises(UsageError, match="unknown evaluation path 'fast'"):
+        choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                      classification=True, path="fast")
+
+
+def test_plane_records_provenance_and_symmetric_grid():
+    net = _mlp()
+    x, y = _data()
+    ls = plane(net, x, y, loss="cross_entropy", steps=6, range_=(-1, 1), device="cpu",
+               provenance={"note": "test"})
+    assert ls.axes[0][0] == -1 and ls.axes[0][-1] == 1 and 0.0 in ls.axes[0]
+    np.testing.assert_allclose(ls.axes[0], -ls.axes[0][::-1], atol=1e-15)
+    i, j = ls.center_index
+    with torch.no_grad():
+        assert ls.loss[i, j] == pytest.approx(float(nn.functional.cross_entropy(net(x), y)),
+                                              rel=1e-6)
+    for key in ("engine", "directions", "bn_policy", "data_sha256", "center_sha256",
+                "provenance", "loss_name"):
+        assert key in ls.meta
+    assert ls.meta["directions"]["seed"] == 0 and ls.meta["directions"]["norm"] == "filter"
+    assert ls.meta["engine"]["path"] in ("loop", "linear")
+
+
+def test_device_auto_and_bad_device():
+    from shenjing.analysis.landscape import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_gpu_paths_agree_with_cpu():
+    net = _bn_cnn()
+    x, y = _data()
+    d = random_directions(net, 2, seed=4)
+    ref, _ = _evaluate(net, "loop", 90, dtype="float64")
+    for path in ("loop", "linear", "vmap"):
+        cfg = EngineConfig(path=path, batch_size=32, device="cuda", chunk=3)
+        ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                       classification=True, config=cfg)
+        loss, _ = ev.evaluate(COEFFS)
+        np.testing.assert_allclose(loss, ref, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_loop_agrees():
+    net = _bn_cnn()
+    ref, _ = _evaluate(net, "loop", 32)
+    x, y = _data()
+    d = random_directions(net, 2, seed=4)
+    cfg = EngineConfig(path="loop", batch_size=32, compile=True)
+    ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                   classification=True, config=cfg)
+    loss, _ = ev.evaluate(COEFFS)
+    np.testing.assert_allclose(loss, ref, rtol=1e-5)
+
+
+def test_linear_path_without_the_first_layer_cache_agrees():
+    net = _bn_cnn()
+    x, y = _data()
+    d = random_directions(net, 2, seed=4)
+    results = []
+    for budget in (512 * 2**20, 0):
+        ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                       classification=True, config=EngineConfig(path="linear", batch_size=32,
+                                                                 chunk=3))
+        ev.cache_bytes = budget
+        results.append(ev.evaluate(COEFFS)[0])
+        assert (ev._cache is not None) == (budget > 0)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+
+
+def test_loss_function_sums_match_means_and_bad_names():
+    from shenjing.analysis.losses import loss_function, loss_task
+    from shenjing.errors import UnknownNameError
+
+    out, tgt = torch.randn(10, 3), torch.randn(10, 3)
+    total = loss_function("mse", "sum")(out[:4], tgt[:4]) + loss_function("mse", "sum")(
+        out[4:], tgt[4:])
+    assert float(total) / 10 == pytest.approx(float(nn.functional.mse_loss(out, tgt)))
+    assert loss_function("mse", "none")(out, tgt).shape == (10,)
+    logits, labels = torch.randn(10, 4), torch.randint(0, 4, (10,))
+    assert float(loss_function("cross_entropy")(logits, labels)) == pytest.approx(
+        float(nn.functional.cross_entropy(logits, labels)))
+    assert loss_task("nll") == "classification" and loss_task("mse") == "regression"
+    with pytest.raises(UnknownNameError, match="unknown loss 'crossentropy'.*cross_entropy"):
+        loss_function("crossentropy")
+    with pytest.raises(UsageError, match="reduction must be"):
+        loss_function("mse", "avg")  # type: ignore[arg-type]

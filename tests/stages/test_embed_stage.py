@@ -1,0 +1,117 @@
+"""Stages ``capture`` and ``embed`` on a small trained digits run: the files and their keys."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from shenjing.capture import Activations
+from shenjing.errors import EpochNotFoundError, LayerNotFoundError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from shenjing.training import train
+
+    return train("mlp", "digits", epochs=2, run=tmp_path_factory.mktemp("r") / "mlp",
+                 progress=False)
+
+
+def test_capture_stage_writes_mmap_npy_with_indices_and_labels(run):
+    from shenjing.stages.embed import capture_stage
+
+    res = capture_stage(run, ["relu1", "fc2"], epoch=2, n=100, verbose=False)
+    path = run.path / "activations" / "relu1" / "epoch-002.npy"
+    assert res.paths["relu1"] == path
+    arr = np.load(path, mmap_mode="r")
+    assert arr.shape == (100, 128) and (arr >= 0).all()
+    acts = Activations.load(run.activations_dir, "epoch-002")
+    assert sorted(acts) == ["fc2", "relu1"]
+    assert acts.info["relu1"]["epoch"] == 2 and acts.info["relu1"]["type"] == "ReLU"
+    sub = run.data.test.subset(100, seed=0)
+    np.testing.assert_array_equal(acts.indices, sub.indices.numpy())
+    np.testing.assert_array_equal(acts.labels, sub.y.numpy())
+    assert run.stage("capture")["status"] == "done"
+    assert "activations/relu1/epoch-002.npy" in run.stage("capture")["files"]
+
+
+def test_capture_stage_errors(run):
+    from shenjing.stages.embed import capture_stage
+
+    with pytest.raises(EpochNotFoundError, match="no checkpoint for epoch 9"):
+        capture_stage(run, ["relu1"], epoch=9, verbose=False)
+    with pytest.raises(LayerNotFoundError, match="Did you mean 'relu1'"):
+        capture_stage(run, ["relu"], epoch=2, verbose=False)
+
+
+def test_embed_stage_files_numbers_and_resume(run):
+    from shenjing.stages.embed import embed_stage
+
+    res = embed_stage(run, ["input", "relu1", "fc2"], epochs=[0, 2], method="pca", n=200,
+                      n_train=600)
+    emb_dir = run.path / "embeddings"
+    with np.load(emb_dir / "input-pca.npz") as z:
+        inp = json.loads(str(z["metrics"]))
+        assert z["coords"].shape == (200, 2)
+    assert inp["trustworthiness"] > 0.5 and "probe_accuracy" in inp
+    assert (run.path / "figures" / "embedding-input-pca.png").is_file()
+    path = emb_dir / "relu1-pca-epoch-002.npz"
+    with np.load(path) as z:
+        assert set(z.files) == {"coords", "labels", "indices", "metrics", "params"}
+        assert z["coords"].shape == (200, 2)
+        metrics = json.loads(str(z["metrics"]))
+        params = json.loads(str(z["params"]))
+    assert {"trustworthiness", "knn_recall", "probe_accuracy", "knn_accuracy",
+            "silhouette_2d", "silhouette_note"} <= set(metrics)
+    assert params["aligned_to_epoch"] == 0 and params["epoch"] == 2
+    sep = json.loads((emb_dir / "separability.json").read_text())
+    rec = {(r["layer"], r["epoch"]): r for r in sep["records"]}
+    # training makes the hidden features more linearly separable than the untrained net's
+    assert rec[("relu1", 2)]["probe_accuracy"] > 0.9
+    assert rec[("fc2", 2)]["probe_accuracy"] > rec[("fc2", 0)]["probe_accuracy"]
+    assert 0.5 < sep["input"]["probe_accuracy"] <= 1.0
+    with np.load(emb_dir / "cka-layers-epoch-002.npz") as z:
+        assert list(z["names"]) == ["relu1", "fc2"]
+        assert z["matrix"].shape == (2, 2) and z["matrix"][0, 0] == pytest.approx(1.0)
+    with np.load(emb_dir / "cka-epochs-relu1.npz") as z:
+        assert list(z["names"]) == ["epoch 0", "epoch 2"]
+    for stem in ("embedding-relu1-pca-epoch-000", "embedding-grid-pca", "separability-probe",
+                 "cka-layers-epoch-002", "cka-epochs-fc2"):
+        assert (run.path / "figures" / f"{stem}.png").is_file(), stem
+    assert run.stage("embed")["status"] == "done"
+    assert "separability.json" in " ".join(run.stage("embed")["files"])
+    assert "relu1" in res.summary() and "input" in res.summary()
+
+    before = os.stat(path).st_mtime_ns
+    again = embed_stage(run, ["relu1", "fc2"], epochs=[0, 2], method="pca", n=200,
+                        n_train=600, figures=False, cka=False)
+    assert os.stat(path).st_mtime_ns == before  # reused from disk
+    assert again.embeddings[("relu1", 2)].metrics == pytest.approx(metrics)
+
+
+def test_embed_stage_tsne_with_projector(run):
+    from shenjing.stages.embed import embed_stage
+
+    res = embed_stage(run, ["relu1"], epochs="final", method="tsne", n=150, n_train=300,
+                      figures=False, projector=True, n_jobs=1)
+    emb = res.embeddings[("relu1", 2)]
+    assert emb.metrics["trustworthiness"] > 0.8
+    proj = run.path / "embeddings" / "projector"
+    assert (proj / "projector_config.pbtxt").read_text().count("embeddings {") == 1
+    assert (proj / "sprite.png").is_file()
+    assert len((proj / "metadata.tsv").read_text().splitlines()) == 151
+
+
+def test_cka_between_two_runs(run, tmp_path):
+    from shenjing.stages.embed import cka_runs_stage
+    from shenjing.training import train
+
+    other = train("mlp", "digits", epochs=1, run=tmp_path / "other", seed=1, progress=False)
+    res = cka_runs_stage(run, other, ["relu1"], n=150, figures=False)
+    assert res.names == [f"{run.name}:relu1", "other:relu1"]
+    assert 0.0 < res.matrix[0, 1] < 1.0
+    with np.load(run.path / "embeddings" / "cka-runs-other.npz") as z:
+        np.testing.assert_allclose(z["matrix"], res.matrix)
