@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# as the CLI does (see shenjing/cli/app.py): spinning OpenMP threads slow small ops ~10x
+# whenever the cores are shared
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("SHENJING_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))

@@ -68,3 +68,11 @@ def test_import_shenjing_is_cheap(heavy):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def test_every_public_name_resolves():
+    import shenjing
+
+    missing = [n for n in shenjing.__all__ if not hasattr(shenjing, n)]
+    assert missing == []
+    assert callable(shenjing.train) and shenjing.train.__module__ == "shenjing.training.trainer"

@@ -132,9 +132,11 @@ def _classifier_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
         steps.append(Step("landscape-trajectory", lambda r: ls.landscape_trajectory(
             r, steps=plan.grid, device=device, progress=False), {"steps": plan.grid}))
     if model in ("mlp", "dropout_cnn"):
+        # the spectral density costs ~120 Hessian-vector products: only for the small mlp
+        density = model == "mlp"
         steps.append(Step("hessian", lambda r: ls.hessian(
-            r, top_k=plan.hessian_k, trace=True, density=True, device=device,
-            progress=False), {"k": plan.hessian_k}))
+            r, top_k=plan.hessian_k, trace=True, density=density, per_layer=density,
+            device=device, progress=False), {"k": plan.hessian_k, "density": density}))
     return steps
 
 
@@ -183,21 +185,30 @@ def _demo(folder: Path, data: str, data_dir: str | os.PathLike[str] | None, fast
         run = _train(model, dataset, folder, plan, force=force, device=device, timings=timings)
         _run_steps(run, _classifier_steps(model, plan, device), force=force, timings=timings,
                    label=model)
+        t0 = time.perf_counter()
         reports[model] = build_report(run).path
+        timings[f"{model}:report"] = time.perf_counter() - t0
+        console.print(f"{model}:report: {timings[f'{model}:report']:.1f} s")
         acc = run.metrics()[-1]["test_accuracy"]
         entries.append({"href": f"{model}/report.html", "name": model, "model": model,
                         "data": data, "shows": _SHOWS[model],
                         "number": f"test accuracy {acc:.3f}"})
+    t0 = time.perf_counter()
     fit_run = fit_stage.fit(folder / "curve_fit", retrain=force, progress=False,
                             **({"epochs": 8} if fast else {}))
     reports["curve_fit"] = build_report(fit_run.run).path
+    timings["curve_fit"] = time.perf_counter() - t0
+    console.print(f"curve_fit: {timings['curve_fit']:.1f} s")
     net = fit_run.errors.get("net", {})
     entries.append({"href": "curve_fit/report.html", "name": "curve_fit", "model": "curve_mlp",
                     "data": "curve", "shows": _SHOWS["curve_fit"],
                     "number": f"RMSE in range {net.get('rmse_in', float('nan')):.3g}, "
                               f"beyond {net.get('rmse_out', float('nan')):.3g}"})
+    t0 = time.perf_counter()
     warp_run = warp_stage.warp(folder / "spirals_warp", retrain=force, progress=False)
     reports["spirals_warp"] = build_report(warp_run.run).path
+    timings["spirals_warp"] = time.perf_counter() - t0
+    console.print(f"spirals_warp: {timings['spirals_warp']:.1f} s")
     entries.append({"href": "spirals_warp/report.html", "name": "spirals_warp",
                     "model": "mlp", "data": "spirals", "shows": _SHOWS["spirals_warp"],
                     "number": "probe accuracy by layer: " + ", ".join(
