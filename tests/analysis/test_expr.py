@@ -112,7 +112,8 @@ def test_module_reference_from_file(tmp_path):
 
 @pytest.mark.parametrize(("text", "match"), [
     ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
-    ("numpy:sinn", "has no function 'sinn'. Did you mean 'sin'"),
+    ("numpy:sinn",
+     "has no attribute 'sinn' \\(from --function 'numpy:sinn'\\). Did you mean 'sin'"),
     ("numpy:_private", "private attribute"),
     ("numpy:pi", "is a float, not a function"),
     ("missing/file.py:f", "function file missing/file.py does not exist"),

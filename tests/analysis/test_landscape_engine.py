@@ -24,15 +24,6 @@ from shenjing.errors import UsageError
 from shenjing.hooks import count_hooks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared CPU (10x faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
@@ -295,8 +286,8 @@ def test_linear_path_without_the_first_layer_cache_agrees():
 
 
 def test_loss_function_sums_match_means_and_bad_names():
-    from shenjing.analysis.losses import loss_function, loss_task
     from shenjing.errors import UnknownNameError
+    from shenjing.training.losses import loss_function, loss_task
 
     out, tgt = torch.randn(10, 3), torch.randn(10, 3)
     total = loss_function("mse", "sum")(out[:4], tgt[:4]) + loss_function("mse", "sum")(

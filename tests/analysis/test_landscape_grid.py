@@ -26,15 +26,6 @@ from shenjing.analysis.landscape import (
 )
 from shenjing.errors import UsageError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared CPU (10x faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 SCRIPT = textwrap.dedent("""
     import sys, time, torch
     from torch import nn

@@ -226,7 +226,8 @@ def test_factory_errors(factory_file):
     with pytest.raises(UsageError, match=r"data factory .*make_raises' raised OSError: "
                        r"dataset server unreachable"):
         load_data(f"{factory_file}:make_raises")
-    with pytest.raises(UsageError, match=r"has no 'make_nothing'; it defines .*make_dataset"):
+    with pytest.raises(UsageError, match=r"has no attribute .make_nothing. \(from --data "
+                       r".*It defines: .*make_dataset"):
         load_data(f"{factory_file}:make_nothing")
 
 

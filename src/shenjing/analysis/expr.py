@@ -142,35 +142,13 @@ def _looks_like_reference(text: str) -> bool:
 
 
 def _from_reference(text: str) -> TargetFunction:
-    import importlib
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from shenjing._imports import import_reference
 
-    module_ref, _, attr = text.rpartition(":")
+    attr = text.rpartition(":")[2]
     if attr.startswith("_"):
         raise UsageError(f"function reference {text!r} names a private attribute {attr!r}; "
                          "name a public function")
-    if module_ref.endswith(".py"):
-        path = Path(module_ref)
-        if not path.is_file():
-            raise UsageError(f"function file {path} does not exist (from {text!r})")
-        name = f"_shenjing_function_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_ref)
-        except ImportError as exc:
-            raise UsageError(f"cannot import module {module_ref!r} for function {text!r}: "
-                             f"{exc}. Is it installed, or its folder on PYTHONPATH?") from None
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise UsageError(f"module {module_ref!r} has no function {attr!r}."
-                         f"{_suggest(attr, [n for n in dir(module) if not n.startswith('_')])}")
+    fn = import_reference(text, kind="function", option="--function")
     if not callable(fn):
         raise UsageError(f"{text!r} is a {type(fn).__name__}, not a function of x")
     return TargetFunction(source=text, kind="module", _fn=fn)

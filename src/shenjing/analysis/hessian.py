@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from shenjing.analysis.losses import loss_function
 from shenjing.errors import LayerNotFoundError, UsageError, did_you_mean
+from shenjing.training.losses import loss_function
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 

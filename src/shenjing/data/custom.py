@@ -24,10 +24,7 @@ rebuilds it, so a run made by ``shenjing inspect`` reopens its data.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -358,35 +355,10 @@ def _is_color(im: Any) -> bool:
 
 # ---- factories ------------------------------------------------------------------------------
 def _import_object(ref: str) -> Any:
-    module_ref, _, attr = ref.rpartition(":")
-    if not module_ref or not attr:
-        raise UsageError(f"--data {ref!r} must look like 'pkg.module:make_dataset' or "
-                         "'path/to/file.py:make_dataset'")
-    try:
-        if module_ref.endswith(".py"):
-            path = Path(module_ref)
-            if not path.is_file():
-                raise UsageError(f"--data: {path} does not exist")
-            name = f"_shenjing_data_{abs(hash(str(path.resolve())))}"
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        else:
-            if str(Path.cwd()) not in sys.path:
-                sys.path.append(str(Path.cwd()))
-            module = importlib.import_module(module_ref)
-    except UsageError:
-        raise
-    except Exception as exc:
-        raise UsageError(f"--data {ref!r}: importing {module_ref!r} raised "
-                         f"{type(exc).__name__}: {exc}") from None
-    if not hasattr(module, attr):
-        public = sorted(n for n in dir(module) if not n.startswith("_"))
-        raise UsageError(f"--data {ref!r}: {module_ref!r} has no {attr!r}; it defines "
-                         f"{', '.join(public[:20])}")
-    return getattr(module, attr)
+    """The dataset factory ``pkg.module:make_dataset`` or ``file.py:make_dataset`` names."""
+    from shenjing._imports import import_reference
+
+    return import_reference(ref, kind="data factory", option="--data")
 
 
 def _to_numpy(value: Any) -> np.ndarray:

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import ast
-import contextlib
-import hashlib
-import importlib
-import importlib.util
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from shenjing.errors import UsageError, did_you_mean
+from shenjing._imports import import_reference, where
+from shenjing.errors import UsageError
 from shenjing.models.zoo import MODELS, build_model
 
 
@@ -112,77 +107,12 @@ def parse_model_args(items: list[str] | tuple[str, ...] | None) -> dict[str, Any
     return out
 
 
-@contextlib.contextmanager
-def no_bytecode() -> Iterator[None]:
-    """Import a user's code without writing ``__pycache__`` next to it (no surprise writes
-    outside ``--out``)."""
-    before = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
-    try:
-        yield
-    finally:
-        sys.dont_write_bytecode = before
 
 
-def _load_file_module(path: Path, ref: str) -> Any:
-    """Execute a ``.py`` file as a module once per (path, modification time)."""
-    resolved = path.resolve()
-    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
-    mod_name = f"_shenjing_user_{resolved.stem}_{digest}"
-    mtime = resolved.stat().st_mtime_ns
-    cached = sys.modules.get(mod_name)
-    if cached is not None and getattr(cached, "__shenjing_mtime__", None) == mtime:
-        return cached
-    spec = importlib.util.spec_from_file_location(mod_name, resolved)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot load {path} as Python (from --model {ref!r})")
-    module = importlib.util.module_from_spec(spec)
-    module.__shenjing_mtime__ = mtime  # type: ignore[attr-defined]
-    sys.modules[mod_name] = module
-    try:
-        with no_bytecode():
-            spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(mod_name, None)
-        raise UsageError(f"model file {path} failed while being imported: "
-                         f"{type(exc).__name__}: {exc}{_where(exc)}. Fix the file, or check "
-                         f"that it runs with `python {path}`") from None
-    return module
 
 
-def _import(module_ref: str, ref: str) -> Any:
-    """Import a module by name; a module in the current folder is found too."""
-    try:
-        with no_bytecode():
-            return importlib.import_module(module_ref)
-    except ModuleNotFoundError as exc:
-        top = module_ref.split(".")[0]
-        cwd = str(Path.cwd())
-        if exc.name == top and cwd not in sys.path:
-            # like `python -m`, let a module in the working folder be found
-            sys.path.append(cwd)
-            try:
-                with no_bytecode():
-                    return importlib.import_module(module_ref)
-            except ModuleNotFoundError:
-                pass
-        raise UsageError(f"cannot import module {module_ref!r} for --model {ref!r} "
-                         f"({exc}). Is the package installed, or its folder on PYTHONPATH? "
-                         "A single file can be named as path/to/file.py:Factory") from None
-    except Exception as exc:
-        raise UsageError(f"importing {module_ref!r} for --model {ref!r} raised "
-                         f"{type(exc).__name__}: {exc}{_where(exc)}") from None
 
 
-def _where(exc: BaseException) -> str:
-    """`` (at file.py:12)``: the innermost frame of a user's exception, for error messages."""
-    import traceback
-
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return ""
-    last = frames[-1]
-    return f" (at {Path(last.filename).name}:{last.lineno})"
 
 
 def resolve_factory(ref: str) -> Any:
@@ -194,24 +124,7 @@ def resolve_factory(ref: str) -> Any:
         raise UsageError(f"model reference {ref!r} needs the form 'pkg.module:Factory' or "
                          "'path/to/file.py:Factory' (or a zoo name: "
                          f"{', '.join(MODELS)})")
-    module_ref, _, attr = ref.rpartition(":")
-    if module_ref.endswith(".py"):
-        path = Path(module_ref)
-        if not path.is_file():
-            raise UsageError(f"model file {path} does not exist (from --model {ref!r})")
-        module = _load_file_module(path, ref)
-    else:
-        module = _import(module_ref, ref)
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            public = sorted(n for n in dir(obj) if not n.startswith("_"))
-            raise UsageError(
-                f"{module_ref!r} has no attribute {attr!r} (from --model {ref!r})."
-                f"{did_you_mean(part, public)} It defines: {', '.join(public[:30])}"
-            ) from None
+    obj = import_reference(ref, kind="model", option="--model")
     if not callable(obj):
         raise UsageError(f"--model {ref!r} names a {type(obj).__name__}, not a class or "
                          "function returning an nn.Module")
@@ -226,7 +139,7 @@ def nn_from_factory(ref: str, kwargs: dict[str, Any]) -> nn.Module:
     except Exception as exc:
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
         raise UsageError(f"model factory {ref!r} raised {type(exc).__name__}: {exc}"
-                         f"{_where(exc)} when called with {args}. Fix the factory or the "
+                         f"{where(exc)} when called with {args}. Fix the factory or the "
                          "--model-arg values it receives") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"model factory {ref!r} returned {type(model).__name__}, "

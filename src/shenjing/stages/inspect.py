@@ -41,10 +41,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from shenjing._imports import no_bytecode as _no_bytecode
 from shenjing.data.types import Dataset
 from shenjing.errors import RunError, ShapeMismatchError, UsageError
 from shenjing.hooks import forward_hooks
-from shenjing.models.spec import no_bytecode as _no_bytecode
 from shenjing.runs import Run
 
 CLASSIFICATION_LOSSES = ("cross_entropy", "nll")

@@ -31,8 +31,8 @@ from shenjing.analysis.landscape.grid import (
     make_axis,
     merge_previous,
 )
-from shenjing.analysis.losses import loss_task
 from shenjing.errors import UsageError
+from shenjing.training.losses import loss_task
 
 
 def tensor_sha256(*tensors: torch.Tensor) -> str:

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shenjing.analysis.losses import loss_function
 from shenjing.errors import UsageError
+from shenjing.training.losses import loss_function
 
 PATHS: tuple[str, ...] = ("loop", "linear", "linear-vmap", "vmap")
 BN_POLICIES: tuple[str, ...] = ("eval", "recompute")
