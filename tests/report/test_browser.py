@@ -29,8 +29,11 @@ def browser():
 @pytest.fixture(scope="module")
 def report_with_surface(tiny_run):
     from shenjing.report import build_report
+    from shenjing.stages.embed import embed_stage
     from shenjing.stages.landscape import landscape_line, landscape_plane
 
+    embed_stage(tiny_run, ["relu1"], epochs=("final",), method="pca", n=100, n_train=200,
+                cka=False)
     landscape_line(tiny_run, steps=9, progress=False)
     landscape_plane(tiny_run, steps=7, progress=False)
     return build_report(tiny_run).path
@@ -73,6 +76,21 @@ def test_report_renders_without_errors_and_surface_rotates(browser, report_with_
         "id => JSON.stringify(document.getElementById(id)._fullLayout.scene.camera.eye)",
         surface.get_attribute("id"))
     assert eye_after != eye_before
+    # hovering an embedding point shows its class, its sample index and its input image
+    emb = page.locator(".sj-plotly[data-kind='embedding']").first
+    emb.scroll_into_view_if_needed()
+    x, y = page.evaluate("""id => { const el = document.getElementById(id);
+        const fl = el._fullLayout, t = el._fullData[0], r = el.getBoundingClientRect();
+        return [r.left + fl.xaxis._offset + fl.xaxis.l2p(t.x[0]),
+                r.top + fl.yaxis._offset + fl.yaxis.l2p(t.y[0])]; }""", emb.get_attribute("id"))
+    page.mouse.move(x - 15, y - 15)
+    page.mouse.move(x, y, steps=5)
+    page.wait_for_timeout(400)
+    hover = page.evaluate("""() => { const b = document.getElementById('sj-hover');
+        return [b.style.display, b.querySelector('.txt').textContent,
+                b.querySelector('.img').style.backgroundImage.slice(0, 22)]; }""")
+    assert hover[0] == "block" and hover[1].startswith("class ")
+    assert hover[2].startswith('url("data:image/png;b')
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert errors == []
