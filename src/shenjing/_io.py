@@ -96,7 +96,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 def save_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
     """Atomically write a compressed ``.npz``; values that are not arrays are stored as JSON."""
     buf = io.BytesIO()
-    packed = {}
+    packed: dict[str, Any] = {}
     for key, value in arrays.items():
         if isinstance(value, (dict, list, str)) and not isinstance(value, np.ndarray):
             packed[key] = np.array(json.dumps(to_jsonable(value)))

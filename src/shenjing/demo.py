@@ -195,7 +195,7 @@ def _demo(folder: Path, data: str, data_dir: str | os.PathLike[str] | None, fast
                         "number": f"test accuracy {acc:.3f}"})
     t0 = time.perf_counter()
     fit_run = fit_stage.fit(folder / "curve_fit", retrain=force, progress=False,
-                            **({"epochs": 8} if fast else {}))
+                            epochs=8 if fast else None)
     reports["curve_fit"] = build_report(fit_run.run).path
     timings["curve_fit"] = time.perf_counter() - t0
     console.print(f"curve_fit: {timings['curve_fit']:.1f} s")

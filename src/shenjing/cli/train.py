@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         """Train a zoo model and record checkpoints and metrics into a run directory."""
         from shenjing.training import train as train_fn
 
-        kwargs = {}
+        kwargs: dict[str, object] = {}
         if hidden:
             widths = [int(w) for w in parse_list(hidden)]
             kwargs = {"hidden": widths} if model != "curve_mlp" else {"hidden": widths[0],

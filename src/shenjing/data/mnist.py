@@ -126,6 +126,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, 
             test = _ensure_split(source, folder, "test", download_ok=download_ok,
                                  progress=progress)
         else:
+            assert test_paths[0] is not None and test_paths[1] is not None
             train, test = None, (test_paths[0], test_paths[1])
     except DataError as exc:
         raise DataError(_missing_message(source, folder, reason=str(exc))) from None

@@ -106,7 +106,7 @@ def make_sprite(images: np.ndarray, *, tile: int = 28) -> tuple[bytes, int]:
     lo, hi = float(arr.min()), float(arr.max())
     scaled = ((arr - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
     for k in range(n):
-        thumb = Image.fromarray(scaled[k], mode).resize((tile, tile), Image.NEAREST)
+        thumb = Image.fromarray(scaled[k], mode).resize((tile, tile), Image.Resampling.NEAREST)
         sheet.paste(thumb, ((k % cols) * tile, (k // cols) * tile))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)

@@ -132,12 +132,12 @@ def embedding_section(run: Run) -> Section | None:
                             + str(sep.get("note", ""))))
         blocks.append(_fig(run, "separability-probe", "What this shows: linear-probe accuracy "
                            "by layer and epoch, with the input pixels as the baseline."))
-    for png in sorted(figures.glob("cka-*.png")):
-        blocks.append(image_block(png, "What this shows: linear CKA similarity (1 = the same "
+    for cka_png in sorted(figures.glob("cka-*.png")):
+        blocks.append(image_block(cka_png, "What this shows: linear CKA similarity (1 = the same "
                                   "representation up to rotation and scale) between "
-                                  + ("layers" if "layers" in png.stem else "epochs") + "."))
-    for png in sorted(figures.glob("embedding-grid-*.png")):
-        blocks.append(image_block(png, "What this shows: every layer × epoch map side by side "
+                                  + ("layers" if "layers" in cka_png.stem else "epochs") + "."))
+    for grid_png in sorted(figures.glob("embedding-grid-*.png")):
+        blocks.append(image_block(grid_png, "What this shows: every layer × epoch map side by side "
                                   "(maps aligned across epochs, so clusters can be followed)."))
     return Section("embeddings", "Hidden features: do the classes cluster?",
                    [b for b in blocks if b is not None],

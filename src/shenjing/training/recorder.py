@@ -103,7 +103,8 @@ class Recorder:
         layers = weighted_layers(self.model)
         with torch.no_grad():
             names = [n for n, w in layers.items() if w.grad is not None]
-            norms = torch._foreach_norm([layers[n].grad for n in names]) if names else []
+            grads = [g for n in names if (g := layers[n].grad) is not None]
+            norms = torch._foreach_norm(grads) if grads else []
             for name, norm in zip(names, norms, strict=True):
                 self._grad_sums[name] = self._grad_sums.get(name, 0.0) + float(norm)
         self._n_steps_epoch += 1
