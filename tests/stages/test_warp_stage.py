@@ -112,6 +112,6 @@ def test_spirals_acceptance(tmp_path):
     """Spirals: near-chance input, probe ≥ 0.95 at the last hidden layer of a net that fits."""
     res = warp(tmp_path / "spirals", data="spirals", progress=False)
     probes = {p["layer"]: p["probe_test_accuracy"] for p in res.probes}
-    assert probes["input"] < 0.75
+    assert probes["input"] < 0.6  # chance is 0.5: a line cannot separate 2.5-turn spirals
     assert probes["relu2"] >= 0.95
     assert res.run.metrics()[-1]["test_accuracy"] >= 0.95

@@ -87,9 +87,9 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("spirals", "--data", "-d",
                                  help="moons, spirals, or an .npz (x, y) / .csv (x1,x2,label) "
                                       "of 2-D points."),
-        hidden: str = typer.Option("32,32", "--hidden", help="Hidden widths, e.g. 32,32."),
-        epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs [50]."),
-        lr: float = typer.Option(None, "--lr", help="Adam learning rate [1e-2]."),
+        hidden: str = typer.Option("64,64", "--hidden", help="Hidden widths, e.g. 64,64."),
+        epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs [150]."),
+        lr: float = typer.Option(None, "--lr", help="Adam learning rate [5e-3]."),
         batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size [32]."),
         seed: int = typer.Option(0, "--seed", help="Seed for data, split and init."),
         epoch: str = typer.Option("final", "--epoch", help="Epoch to study (number, init, "

@@ -68,9 +68,13 @@ def load_moons_dataset(*, n_samples: int = 1000, noise: float = 0.1, seed: int =
                          "seed": seed})
 
 
-def load_spirals_dataset(*, n_samples: int = 1000, turns: float = 1.5, noise: float = 0.05,
+def load_spirals_dataset(*, n_samples: int = 1000, turns: float = 2.5, noise: float = 0.025,
                          seed: int = 0, test_fraction: float = 0.25) -> Dataset:
-    """Two interleaved Archimedean spirals (not linearly separable), as (n, 2) float32."""
+    """Two interleaved Archimedean spirals, as (n, 2) float32.
+
+    With 2.5 turns a linear classifier does no better than chance (≈ 0.53), so the
+    space-warping view shows separability being built layer by layer.
+    """
     rng = np.random.default_rng(seed)
     n_per = n_samples // 2
     t = np.sqrt(rng.uniform(0.0, 1.0, n_per)) * turns * 2 * np.pi  # denser toward the centre
