@@ -60,9 +60,9 @@ def resolve_device(device: str | torch.device | None, model: nn.Module | None = 
             for p in model.parameters():
                 return p.device
         return torch.device("cpu")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from shenjing._device import resolve_device as resolve
+
+    return resolve(device)
 
 
 def flatten_output(key: str, out: Any) -> list[tuple[str, torch.Tensor]]:

@@ -43,8 +43,9 @@ from shenjing.analysis.dynamics import (
 )
 from shenjing.analysis.weights import WeightHistory, weight_history
 from shenjing.errors import RunError
+from shenjing.plot.save import save_figure
 from shenjing.runs import Run
-from shenjing.stages.maps import resolve_epochs, save_and_close
+from shenjing.stages.maps import resolve_epochs
 
 
 def _model_order(run: Run) -> list[str] | None:
@@ -88,9 +89,9 @@ def weights_stage(run: Run, *, epochs: Sequence[int | str] | str = "all",
         rank = {n: i for i, n in enumerate(order or ())}
         layers = sorted(names, key=lambda n: (rank.get(n, len(rank)), natural_key(n)))
     history = weight_history(states, layers, bins=bins)
-    figures = save_and_close(plot_weight_histograms(history), run.figures_dir,
+    figures = save_figure(plot_weight_histograms(history), run.figures_dir,
                              "weights-histograms")
-    figures += save_and_close(plot_weight_stats(history), run.figures_dir, "weights-stats")
+    figures += save_figure(plot_weight_stats(history), run.figures_dir, "weights-stats")
     out = run.subdir("dynamics")
     json_path = _io.write_json(out / "weights.json", history.to_dict())
     arrays: dict[str, Any] = {"epochs": np.array(history.epochs)}
@@ -153,10 +154,10 @@ def dynamics_stage(run: Run, *, weights: bool = True, **thresholds: float) -> Dy
                        "`shenjing train`, or record them with sj.Recorder in your own loop")
     dyn = read_dynamics(records, layer_order=_model_order(run))
     status = layer_status(dyn, **thresholds)
-    figures = save_and_close(plot_training_curves(dyn), run.figures_dir, "dynamics-curves")
+    figures = save_figure(plot_training_curves(dyn), run.figures_dir, "dynamics-curves")
     if dyn.layers:
-        figures += save_and_close(plot_layer_dynamics(dyn), run.figures_dir, "dynamics-layers")
-        figures += save_and_close(plot_layer_status(dyn, status), run.figures_dir,
+        figures += save_figure(plot_layer_dynamics(dyn), run.figures_dir, "dynamics-layers")
+        figures += save_figure(plot_layer_status(dyn, status), run.figures_dir,
                                   "dynamics-status")
     out = run.subdir("dynamics")
     json_path = _io.write_json(out / "dynamics.json",

@@ -61,6 +61,7 @@ from shenjing.analysis.approx import (
 from shenjing.analysis.expr import SEED_EXPRESSION, TargetFunction, check_finite, parse_function
 from shenjing.data import Dataset, Split
 from shenjing.errors import RunError, UsageError
+from shenjing.plot.save import save_figure
 from shenjing.runs import Run
 
 SEED_RANGE = (-5.0, 5.0)
@@ -271,10 +272,10 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
     fig = plot_approx.plot_fit(x, y_true, y_net, polynomials=polys,
                                x_train=x_train, y_train=y_train, train_range=train_range,
                                errors=errors, title=f"y = {f.source}")
-    figures += _save(fig, run.figures_dir, "fit-curve")
+    figures += save_figure(fig, run.figures_dir, "fit-curve")
     abs_err = {"net": np.abs(y_net - y_true), **{lab: np.abs(v - y_true)
                                                    for lab, v in polys.items()}}
-    figures += _save(plot_approx.plot_fit_errors(x, abs_err, train_range=train_range),
+    figures += save_figure(plot_approx.plot_fit_errors(x, abs_err, train_range=train_range),
                            run.figures_dir, "fit-errors")
 
     decomposition = None
@@ -298,7 +299,7 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
         }
         _io.save_npz(out / "decomposition.npz", w=dec.w, b=dec.b, v=dec.v, c=np.array(dec.c),
                      kinks=k, order=order, pieces=pieces, partial_sums=sums)
-        figures += _save(plot_approx.plot_decomposition(
+        figures += save_figure(plot_approx.plot_decomposition(
             x, pieces, k, sums, y_net=y_net, y_true=y_true, train_range=train_range),
             run.figures_dir, "fit-decomposition")
 
@@ -307,10 +308,10 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
                  slopes=regions.slopes, intercepts=regions.intercepts, patterns=regions.patterns)
     n_in = int(np.sum((regions.boundaries >= train_range[0])
                       & (regions.boundaries <= train_range[1]))) + 1
-    figures += _save(plot_approx.plot_linear_regions(
+    figures += save_figure(plot_approx.plot_linear_regions(
         x, y_net, regions.boundaries, regions.slopes, regions.edges, y_true=y_true,
         train_range=train_range), run.figures_dir, "fit-regions")
-    figures += _save(plot_approx.plot_fit_epochs(x, y_true, y_epochs, epochs,
+    figures += save_figure(plot_approx.plot_fit_epochs(x, y_true, y_epochs, epochs,
                                                        train_range=train_range, losses=losses),
                            run.figures_dir, "fit-epochs")
     gif_path = None
@@ -333,16 +334,6 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
     return FitResult(run, f.source, errors, summary, figures)
 
 
-def _save(fig: Any, folder: Path, stem: str) -> list[Path]:
-    """Save a figure as PNG + SVG and close it (a stage makes many)."""
-    import matplotlib.pyplot as plt
-
-    from shenjing.plot.save import save_figure
-
-    try:
-        return save_figure(fig, folder, stem)
-    finally:
-        plt.close(fig)
 
 
 def _save_gif(x: np.ndarray, y_true: np.ndarray, y_epochs: np.ndarray, epochs: list[int],

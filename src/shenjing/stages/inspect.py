@@ -456,11 +456,11 @@ def inspect_model(model: str, weights: str | os.PathLike[str], *, out: str | os.
     ``embed_train_samples`` those of the embeddings and their probes (None: all);
     ``line_steps``/``plane_steps`` size the landscapes (the plane is steps × steps).
     """
+    from shenjing._device import resolve_device
     from shenjing.data.custom import load_data
     from shenjing.models.outputs import original_class
     from shenjing.models.weights import load_weights
     from shenjing.training import Recorder
-    from shenjing.training.trainer import resolve_device
 
     out = Path(out)
     if (out / "run.json").exists() and not force:

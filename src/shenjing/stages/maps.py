@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from shenjing import _io
+from shenjing._device import resolve_device
 from shenjing.analysis.featuremaps import (
     FeatureMaps,
     MapChange,
@@ -57,6 +58,7 @@ from shenjing.analysis.filters import (
     unit_images,
 )
 from shenjing.errors import UsageError
+from shenjing.plot.save import save_figure
 from shenjing.runs import Run
 
 AUTO_TOP_K_ABOVE = 64  # layers with more channels show the top 32 unless asked otherwise
@@ -68,11 +70,6 @@ def safe_name(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", layer) or "model"
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` → CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
@@ -173,16 +170,6 @@ class MapsResult:
         return "\n".join(lines)
 
 
-def save_and_close(fig: Any, folder: Path, stem: str) -> list[Path]:
-    """Save ``fig`` as PNG and SVG into ``folder`` and close it (stages make many)."""
-    import matplotlib.pyplot as plt
-
-    from shenjing.plot.save import save_figure
-
-    try:
-        return save_figure(fig, folder, stem)
-    finally:
-        plt.close(fig)
 
 
 def maps_stage(run: Run, layer: str, *, index: int | None = 0, cls: int | str | None = None,
@@ -238,7 +225,7 @@ def maps_stage(run: Run, layer: str, *, index: int | None = 0, cls: int | str | 
                 for m in maps]
         fig = plot_feature_vector(flat, order=order, top_k=top_k, change=change,  # type: ignore[arg-type]
                                   title=f"{layer} activations (a vector) · {where}")
-    figures = save_and_close(fig, run.figures_dir, stem)
+    figures = save_figure(fig, run.figures_dir, stem)
     shown = select_channels(maps[-1].values, order=order, top_k=top_k)  # type: ignore[arg-type]
     strip_path: Path | None = None
     gif_path: Path | None = None
@@ -247,7 +234,7 @@ def maps_stage(run: Run, layer: str, *, index: int | None = 0, cls: int | str | 
         top = list(change.top[:8]) if change is not None else [int(c) for c in shown[:8]]
         strip = plot_feature_map_strip(maps, top, title=f"{layer}: most changed channels "
                                        f"across epochs · {where}")
-        figures += save_and_close(strip, run.figures_dir, f"{base}-strip")
+        figures += save_figure(strip, run.figures_dir, f"{base}-strip")
         strip_path = next(p for p in reversed(figures) if p.suffix == ".png")
         values = np.stack([m.values[shown] for m in maps])
         lo, hi = float(values.min()), float(values.max())
@@ -373,12 +360,12 @@ def filters_stage(run: Run, layer: str | None = None, *,
             from shenjing.plot.animate import figure_to_array
 
             frames.append(figure_to_array(fig))
-        figures += save_and_close(fig, run.figures_dir,
+        figures += save_figure(fig, run.figures_dir,
                                   f"filters-{safe_name(layer)}-e{f.epoch:03d}")
     change = filter_change(history[0], history[-1]) if len(history) > 1 else None
     if len(history) > 1 and kind == "conv":
         fig = plot_filters_over_epochs(history, max_filters=min(max_filters, 16))
-        figures += save_and_close(fig, run.figures_dir, f"filters-{safe_name(layer)}-epochs")
+        figures += save_figure(fig, run.figures_dir, f"filters-{safe_name(layer)}-epochs")
     gif_path = None
     out_dir = run.subdir("maps")
     if frames:

@@ -50,6 +50,7 @@ from shenjing.analysis.warp import (
 )
 from shenjing.data import Dataset, Split
 from shenjing.errors import DataError, ShapeMismatchError, UsageError
+from shenjing.plot.save import save_figure
 from shenjing.runs import Run
 
 #: training settings for the warp study's net (the seeds give none for 2-D sets); with
@@ -249,12 +250,12 @@ def _study(run: Run, dataset: Dataset, epoch: int, layers: Sequence[str] | None,
     last_hidden = hidden[-1]["layer"] if hidden else None
 
     figures: list[Path] = []
-    figures += _save(plot_warp.plot_warp(w), run.figures_dir, f"warp-layers-{tag}")
-    figures += _save(plot_warp.plot_probe_accuracy(
+    figures += save_figure(plot_warp.plot_warp(w), run.figures_dir, f"warp-layers-{tag}")
+    figures += save_figure(plot_warp.plot_probe_accuracy(
         [r["layer"] for r in table], [r["probe_test_accuracy"] for r in table],
         train_accuracy=[r["probe_train_accuracy"] for r in table],
         kinds=[r["kind"] for r in table], chance=chance), run.figures_dir, f"warp-probes-{tag}")
-    figures += _save(plot_warp.plot_decision_boundary(
+    figures += save_figure(plot_warp.plot_decision_boundary(
         dmap.xs, dmap.ys, dmap.proba, points, w.labels,
         title=f"Decision boundary in input space (epoch {epoch})"), run.figures_dir,
         f"warp-boundary-{tag}")
@@ -265,14 +266,3 @@ def _study(run: Run, dataset: Dataset, epoch: int, layers: Sequence[str] | None,
     run.update_stage("warp", "done", epoch=epoch, json=f"warp/warp-{tag}.json", chance=chance,
                      probes={r["layer"]: r["probe_test_accuracy"] for r in table})
     return WarpResult(run, epoch, table, chance, figures)
-
-
-def _save(fig: Any, folder: Path, stem: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    from shenjing.plot.save import save_figure
-
-    try:
-        return save_figure(fig, folder, stem)
-    finally:
-        plt.close(fig)

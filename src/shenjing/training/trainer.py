@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shenjing._device import resolve_device
 from shenjing.data import Dataset, load_dataset
 from shenjing.errors import RunError, UsageError, unknown_name
 from shenjing.models import build_model, model_spec, train_defaults
@@ -64,15 +65,6 @@ class TrainConfig:
         get_loss(self.loss)
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` → CUDA when present, else CPU; anything else as torch understands it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but no CUDA device is available; "
-                         "use --device auto or cpu")
-    return dev
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shenjing._device import resolve_device
 from shenjing.errors import UsageError
 from shenjing.training.losses import loss_function
 
@@ -47,20 +48,6 @@ class _StopForward(Exception):  # noqa: N818 (a signal, not an error)
     """Raised by a pre-hook to stop a forward pass once the wanted input is captured."""
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` → CUDA if available, else CPU; other strings as ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but CUDA is not available here; "
-                         "use --device cpu or auto")
-    return dev
 
 
 @dataclass(frozen=True)
