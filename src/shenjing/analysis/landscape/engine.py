@@ -407,35 +407,46 @@ class Evaluator:
             del layer.forward
         return losses, correct
 
-    def _linear_vmap(self, c: torch.Tensor, callback: Callable[[int], None] | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Linear trick for the first layer, then the rest of the net batched over the
-        chunk's points with ``vmap`` (pays when the rest is small, e.g. an MLP's head)."""
+    def _functional_scorer(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
+                                             tuple[torch.Tensor, torch.Tensor]]:
+        """``score(flat_params, x, y) -> (summed loss, correct)``: the net evaluated at one
+        flat parameter vector with ``functional_call``, ready for ``torch.vmap``."""
         from torch.func import functional_call
 
-        assert self.first is not None
-        layer = self.net.get_submodule(self.first.name)
         names = self._names
         shapes = [p.shape for p in self.net.parameters()]
         sizes = [p.numel() for p in self.net.parameters()]
         buffers = dict(self.net.named_buffers())
-        losses = np.zeros(len(c))
-        correct = np.zeros(len(c))
-        batches = self._batches()
-        classification = self.classification
-        loss_sum = self.loss_sum
-        cache = self._first_cache(batches)
-        current: list[torch.Tensor] = []
+        classification, loss_sum = self.classification, self.loss_sum
 
-        def one(flat: torch.Tensor, combo: torch.Tensor, xb: torch.Tensor,
-                yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            current[:] = [combo]
+        def score(flat: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
             params = {n: t.view(s)
                       for n, t, s in zip(names, flat.split(sizes), shapes, strict=True)}
             out = functional_call(self.net, (params, buffers), (xb,))
             lo = loss_sum(out, yb)
             co = (out.argmax(dim=-1) == yb).sum() if classification else lo * 0
             return lo, co
+
+        return score
+
+    def _linear_vmap(self, c: torch.Tensor, callback: Callable[[int], None] | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Linear trick for the first layer, then the rest of the net batched over the
+        chunk's points with ``vmap`` (pays when the rest is small, e.g. an MLP's head)."""
+        assert self.first is not None
+        layer = self.net.get_submodule(self.first.name)
+        losses = np.zeros(len(c))
+        correct = np.zeros(len(c))
+        batches = self._batches()
+        cache = self._first_cache(batches)
+        current: list[torch.Tensor] = []
+        score = self._functional_scorer()
+
+        def one(flat: torch.Tensor, combo: torch.Tensor, xb: torch.Tensor,
+                yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            current[:] = [combo]
+            return score(flat, xb, yb)
 
         batched = torch.vmap(one, in_dims=(0, 0, None, None))
         chunk = max(1, int(self.config.chunk))
@@ -466,28 +477,10 @@ class Evaluator:
 
     def _vmap(self, c: torch.Tensor, callback: Callable[[int], None] | None
               ) -> tuple[np.ndarray, np.ndarray]:
-        from torch.func import functional_call
-
-        names = self._names
-        shapes = [p.shape for p in self.net.parameters()]
-        sizes = [p.numel() for p in self.net.parameters()]
-        buffers = dict(self.net.named_buffers())
         losses = np.zeros(len(c))
         correct = np.zeros(len(c))
         batches = self._batches()
-        classification = self.classification
-        loss_sum = self.loss_sum
-
-        def one(flat: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-            params = {n: t.view(s)
-                      for n, t, s in zip(names, flat.split(sizes), shapes, strict=True)}
-            out = functional_call(self.net, (params, buffers), (xb,))
-            lo = loss_sum(out, yb)
-            co = (out.argmax(dim=-1) == yb).sum() if classification else lo * 0
-            return lo, co
-
-        batched = torch.vmap(one, in_dims=(0, None, None))
+        batched = torch.vmap(self._functional_scorer(), in_dims=(0, None, None))
         chunk = max(1, int(self.config.chunk))
         for start in range(0, len(c), chunk):
             cc = c[start:start + chunk]
