@@ -6,7 +6,10 @@ Without ``--run`` it trains seed 000's ``mlp`` (784-128-10) for 2 epochs on the 
 split into a temporary folder. Both methods use the same Hessian-vector product operator
 (same model, samples, loss), the same stopping tolerance (relative 1e-3: PyHessian's), and
 seed; we count HVPs (the cost that matters on any device), time them, and compare the
-eigenvalues. Results go to bench/results/hessian.md.
+eigenvalues. Power iteration's own stopping rule leaves it ~1 % off when neighbouring
+eigenvalues are close, so the script also tightens its tolerance until it agrees with
+Lanczos within 0.3 % and counts the HVPs that takes (the comparison at equal accuracy).
+Results go to bench/results/hessian.md.
 """
 
 from __future__ import annotations
@@ -70,6 +73,17 @@ def main() -> None:
     ref = np.sort(tight.values)[::-1]
     rel_l = np.abs(lz_v - ref) / np.abs(ref)
     rel_p = np.abs(pw_v - ref) / np.abs(ref)
+    # matched accuracy: tighten power iteration's tolerance until all k of its eigenvalues
+    # agree with Lanczos's (tolerance args.tol) within 0.3 %, and count its HVPs then
+    matched = []
+    for ptol in (args.tol, args.tol / 3, args.tol / 10, args.tol / 30, args.tol / 100):
+        op.n_hvp = 0
+        pw_t = power_iteration_top(op, op.dim, args.k, tol=ptol, seed=args.seed, max_iter=1000)
+        gap = float(np.max(np.abs(np.sort(pw_t.values)[::-1] - lz_v) / np.abs(lz_v)))
+        matched.append((ptol, pw_t.n_hvp, gap))
+        print(f"power iteration tol {ptol:g}: {pw_t.n_hvp} HVPs, max gap to Lanczos {gap:.2%}")
+        if gap <= 0.003:
+            break
     name = run.manifest["model"].get("name")
     lines = [
         "# Hessian benchmark (bench/hessian.py)\n",
@@ -95,6 +109,14 @@ def main() -> None:
         f"{', '.join(f'{v:.1e}' for v in rel_p)}. Any gap between the two methods is "
         "power iteration's own error: its stopping rule (Rayleigh quotient change < tol) "
         "stops early when neighbouring eigenvalues are close.",
+        "- Matched accuracy: power iteration's tolerance tightened until its eigenvalues agree "
+        "with Lanczos's within 0.3 %: "
+        + "; ".join(f"tol {t:g}: {n} HVPs, max gap {g:.2%}" for t, n, g in matched) + ". "
+        + (f"Agreement within 0.3 % costs power iteration {matched[-1][1]} HVPs against "
+           f"Lanczos's {lz.n_hvp}: **{matched[-1][1] / lz.n_hvp:.1f}× fewer** for Lanczos "
+           "at equal accuracy (target: at most a third, same eigenvalues within 0.3 %)."
+           if matched[-1][2] <= 0.003 else
+           "Power iteration did not reach 0.3 % agreement at any tolerance tried."),
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")

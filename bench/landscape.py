@@ -1,7 +1,8 @@
 """Benchmark: a 2-D loss surface evaluated several ways, checked to agree, in ONE run.
 
     .venv/bin/python bench/landscape.py [--samples 2000] [--grid 51] [--rounds 3]
-                                        [--chunk 4] [--models mlp,simple_cnn] [--compile]
+                                        [--chunk 0] [--round-seconds 8]
+                                        [--models mlp,simple_cnn] [--compile] [--full]
 
 Methods, all on the same points of the same 51×51 grid with the same directions:
 
@@ -11,12 +12,15 @@ Methods, all on the same points of the same 51×51 grid with the same directions
 (b)  the ``loss-landscapes`` library (3.0.6) where it is installed: its ``Loss`` metric per
      point (one unchunked batch) on our points for the agreement check, and its own
      ``random_plane`` timed on a 3×3 grid;
-(c)  shenjing: ``choose_engine`` (measured choice, recorded) + ``Evaluator``; and each of its
-     paths forced (loop, linear when it applies, vmap over 7 points) for reference.
+(c)  shenjing: ``choose_engine`` (measured choice, recorded; on CPU it also times
+     ``torch.compile`` when the grid is long) + ``Evaluator``; and each of its paths forced
+     (loop, linear and chain where they apply, vmap over 7 points) for reference.
 
 Times are medians over ``rounds`` interleaved rounds (each round every method evaluates the
-same ``chunk`` points); ms per point; the full-grid time is extrapolated (× grid²). The
-bare forward pass at its best batch size and layout gives the lower bound per point.
+same points: as many as the naive loop does in ``--round-seconds``, so fast methods are
+timed in steady state, as on a real grid); ms per point; the full-grid time is extrapolated
+(× grid²). The bare forward pass at its best batch size and layout (compiled too, when
+shenjing compiles) gives the lower bound per point.
 Results go to bench/results/landscape.md.
 """
 
@@ -105,25 +109,42 @@ def ll_random_plane_ms(model: nn.Module, x, y, steps: int = 3) -> float:
     return (time.perf_counter() - t0) * 1e3 / steps ** 2
 
 
-def forward_bound(model: nn.Module, x) -> tuple[float, str]:
-    """Fastest full pass over x (ms) over batch sizes and memory layouts."""
+def forward_bound(model: nn.Module, x, compiled: bool = False) -> tuple[float, str]:
+    """Fastest full pass over x (ms) over batch sizes and memory layouts (and, with
+    ``compiled``, under ``torch.compile``)."""
     best, label = math.inf, ""
     net = copy.deepcopy(model).eval()
     with torch.inference_mode():
         for cl in ([False, True] if x.ndim == 4 else [False]):
             n2 = net.to(memory_format=torch.channels_last) if cl else net
+            fwd = torch.compile(n2) if compiled else n2
             xc = x.contiguous(memory_format=torch.channels_last) if cl else x
             for bs in (128, 256, 512, len(x)):
+                for i in range(0, len(x), bs):  # warm-up (and compile for each shape)
+                    fwd(xc[i:i + bs])
                 times = []
                 for _ in range(3):
                     t0 = time.perf_counter()
                     for i in range(0, len(x), bs):
-                        n2(xc[i:i + bs])
+                        fwd(xc[i:i + bs])
                     times.append(time.perf_counter() - t0)
                 t = statistics.median(times) * 1e3
                 if t < best:
-                    best, label = t, f"bs={bs}{' channels_last' if cl else ''}"
+                    best, label = t, (f"bs={bs}{' channels_last' if cl else ''}"
+                                      f"{' compiled' if compiled else ''}")
     return best, label
+
+
+def points_per_round(model: nn.Module, dirs: torch.Tensor, x, y, args) -> int:
+    """``--chunk``, or (0) as many points as the naive loop evaluates in
+    ``--round-seconds``: enough for steady-state timings of the fast methods."""
+    if args.chunk:
+        return args.chunk
+    naive_loop(model, dirs, x, y, np.zeros((1, 2)), 128)
+    t0 = time.perf_counter()
+    naive_loop(model, dirs, x, y, np.zeros((2, 2)), 128)
+    per_point = (time.perf_counter() - t0) / 2
+    return int(min(args.grid ** 2, max(2, args.round_seconds / per_point)))
 
 
 def bench_model(name: str, x, y, args, lines: list[str]) -> None:
@@ -133,14 +154,16 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
     center = flat_params(model)
     axis = make_axis(-1, 1, args.grid)
     rng = np.random.default_rng(0)
-    n_pts = args.rounds * args.chunk
+    per_round = points_per_round(model, dirs, x, y, args)
+    n_pts = args.rounds * per_round
     pts = np.stack([rng.choice(axis, n_pts), rng.choice(axis, n_pts)], axis=1)
     pts[0] = 0.0
     t0 = time.perf_counter()
     cfg = choose_engine(model, center, dirs, x, y, loss="cross_entropy",
                         classification=True, device="cpu", n_points=args.grid ** 2)
     choose_s = time.perf_counter() - t0
-    print(f"[{name}] chose {cfg.path} batch {cfg.batch_size} channels_last "
+    auto_label = f"{cfg.path}{' + torch.compile' if cfg.compile else ''}"
+    print(f"[{name}] chose {auto_label} batch {cfg.batch_size} channels_last "
           f"{cfg.channels_last} in {choose_s:.1f}s: {cfg.reason}")
 
     def shenjing_eval(config):
@@ -149,6 +172,11 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
         return lambda p: ev.evaluate(p)[0]
 
     bound_ms0, bound_label = forward_bound(model, x)
+    if cfg.compile or args.compile:
+        # the bound for a compiled evaluation is the compiled forward pass
+        bound_c, label_c = forward_bound(model, x, compiled=True)
+        if bound_c < bound_ms0:
+            bound_ms0, bound_label = bound_c, label_c
     bound_bs = int(bound_label.split("=")[1].split()[0])
     bound_cl = "channels_last" in bound_label
     bare = copy.deepcopy(model).eval()
@@ -156,6 +184,8 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
     if bound_cl:
         bare = bare.to(memory_format=torch.channels_last)
         xb_bound = x.contiguous(memory_format=torch.channels_last)
+    if "compiled" in bound_label:
+        bare = torch.compile(bare)
 
     def bare_forward(p):
         # the lower bound: one forward pass over the samples per point, nothing else
@@ -178,18 +208,21 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
         have_ll = True
     except ImportError:
         have_ll = False
-    methods[f"(c) shenjing auto → {cfg.path}"] = shenjing_eval(cfg)
+    methods[f"(c) shenjing auto → {auto_label}"] = shenjing_eval(cfg)
     base = dict(batch_size=cfg.batch_size, channels_last=cfg.channels_last)
     methods["(c) shenjing loop"] = shenjing_eval(EngineConfig(path="loop", **base))
     if find_first_layer(model, x)[0] is not None:
         methods["(c) shenjing linear"] = shenjing_eval(EngineConfig(path="linear", chunk=32,
                                                                     **base))
+    if cfg.path != "chain" and "chain" in cfg.reason:
+        methods["(c) shenjing chain"] = shenjing_eval(EngineConfig(path="chain", chunk=8,
+                                                                   batch_size=len(x)))
     if args.full and find_first_layer(model, x)[0] is not None:
         methods["(c) shenjing linear-vmap"] = shenjing_eval(
             EngineConfig(path="linear-vmap", chunk=32, batch_size=len(x)))
     methods["(c) shenjing vmap (7 points/chunk)"] = shenjing_eval(
         EngineConfig(path="vmap", chunk=7, batch_size=cfg.batch_size))
-    if args.compile:
+    if args.compile and not cfg.compile:
         t0 = time.perf_counter()
         comp = shenjing_eval(EngineConfig(path="loop", compile=True, **base))
         comp(pts[:1])
@@ -201,7 +234,7 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
     for fn in methods.values():  # warm-up
         fn(pts[:1])
     for r in range(args.rounds):
-        chunk = pts[r * args.chunk:(r + 1) * args.chunk]
+        chunk = pts[r * per_round:(r + 1) * per_round]
         for m, fn in methods.items():
             t0 = time.perf_counter()
             values[m].append(np.asarray(fn(chunk)))
@@ -209,12 +242,14 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
     ref = np.concatenate(values["(a) naive loop, batches of 128"])
     bound_ms = statistics.median(times[f"bare forward pass ({bound_label}) = lower bound"])
     ll_plane = ll_random_plane_ms(model, x, y) if have_ll else float("nan")
-    shen = statistics.median(times[f"(c) shenjing auto → {cfg.path}"])
+    shen = statistics.median(times[f"(c) shenjing auto → {auto_label}"])
     naive = statistics.median(times["(a) naive loop, batches of 128"])
     lines.append(f"\n### `{name}` ({sum(p.numel() for p in model.parameters()):,} parameters),"
                  f" {len(x)} MNIST test samples, {args.grid}×{args.grid} grid\n")
-    lines.append(f"shenjing's measured choice: **{cfg.path}**, batch {cfg.batch_size}, "
-                 f"channels_last={cfg.channels_last} ({cfg.reason}; measuring took "
+    lines.append(f"{per_round} points per method per round, {args.rounds} rounds.\n")
+    layout = f", channels_last={cfg.channels_last}" if x.ndim == 4 else ""
+    lines.append(f"shenjing's measured choice: **{auto_label}**, batch {cfg.batch_size}"
+                 f"{layout} ({cfg.reason}; measuring took "
                  f"{choose_s:.1f} s)\n")
     lines.append("| method | ms / point (median) | full grid (s, extrapolated) | "
                  "naive(a) ÷ method | max rel. diff vs (a) |")
@@ -245,7 +280,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--grid", type=int, default=51)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="points per method per round [0: what the naive loop does in "
+                         "--round-seconds]")
+    ap.add_argument("--round-seconds", type=float, default=8.0)
     ap.add_argument("--models", default="mlp,simple_cnn")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--full", action="store_true",
@@ -270,9 +308,10 @@ def main() -> None:
              f"quote the ratios, not the absolute times); torch {torch.__version__}; "
              f"loss-landscapes {ll_version}. Run: `.venv/bin/python bench/landscape.py "
              f"--samples {args.samples} --grid {args.grid} --rounds {args.rounds} "
-             f"--chunk {args.chunk} --models {args.models} --threads {args.threads}"
+             f"--chunk {args.chunk} --round-seconds {args.round_seconds:g} "
+             f"--models {args.models} --threads {args.threads}"
              f"{' --compile' if args.compile else ''}`.\n",
-             f"Each round every method evaluates the same {args.chunk} grid points "
+             "Each round every method evaluates the same grid points "
              "(interleaved); medians over rounds. All methods use the same filter-normalized "
              "directions; 'max rel. diff' compares their losses at the same points.\n"]
     for name in args.models.split(","):

@@ -60,7 +60,8 @@ def _evaluate(net, path, bs, dtype="float32", coeffs=COEFFS, cl=False):
 def test_all_paths_and_batch_sizes_agree(make):
     net = make()
     ref_loss, ref_acc = _evaluate(net, "loop", 90, dtype="float64")
-    for path in ("loop", "linear", "linear-vmap", "vmap"):
+    paths = ["loop", "linear", "linear-vmap", "vmap"] + (["chain"] if make is _mlp else [])
+    for path in paths:
         for bs in (7, 32, 90):
             loss, acc = _evaluate(net, path, bs)
             rel = np.max(np.abs(loss - ref_loss) / np.abs(ref_loss))
@@ -102,7 +103,7 @@ def _quadratic(n=50, d=6, seed=0):
     return net, x, y
 
 
-@pytest.mark.parametrize("path", ["loop", "linear", "linear-vmap", "vmap"])
+@pytest.mark.parametrize("path", ["loop", "linear", "linear-vmap", "chain", "vmap"])
 def test_quadratic_model_matches_closed_form(path):
     """MSE of a linear model is quadratic in w: L(a,b) known exactly from moments."""
     net, x, y = _quadratic()
@@ -207,7 +208,7 @@ def test_choose_engine_measures_and_records():
     d = random_directions(net, 2, seed=0)
     cfg = choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
                         classification=True, device="cpu", n_points=100)
-    assert cfg.path in ("loop", "linear", "linear-vmap")
+    assert cfg.path in ("loop", "linear", "linear-vmap", "chain")
     assert any(k.startswith("forward bs=") for k in cfg.measurements)
     assert any(k.startswith("path linear") for k in cfg.measurements)
     assert "fastest measured" in cfg.reason
@@ -231,7 +232,7 @@ def test_plane_records_provenance_and_symmetric_grid():
                 "provenance", "loss_name"):
         assert key in ls.meta
     assert ls.meta["directions"]["seed"] == 0 and ls.meta["directions"]["norm"] == "filter"
-    assert ls.meta["engine"]["path"] in ("loop", "linear")
+    assert ls.meta["engine"]["path"] in ("loop", "linear", "chain")
 
 
 def test_device_auto_and_bad_device():

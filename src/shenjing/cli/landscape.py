@@ -55,11 +55,13 @@ def register(app: typer.Typer) -> None:
                                        "another run of the same architecture."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
         engine: str = typer.Option("auto", "--engine", help="auto (measure), loop, linear, "
-                                   "vmap."),
+                                   "linear-vmap, chain, vmap."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
         batch_size: int = typer.Option(None, "--batch-size", help="Sample batch size "
                                        "[measured]."),
-        compile_: bool = typer.Option(False, "--compile", help="torch.compile the loop path."),
+        compile_: bool = typer.Option(None, "--compile/--no-compile",
+                                      help="torch.compile the loop path [auto: timed when "
+                                           "the grid would take over a minute]."),
         no_figures: bool = typer.Option(False, "--no-figures", help="Write data only."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:

@@ -171,7 +171,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
                    range_: tuple[float, float] = (-0.5, 1.5), samples: int | None = None,
                    sample_seed: int = 0, split: str = "test", device: str = "auto",
                    engine: str = "auto", dtype: str = "float32", batch_size: int | None = None,
-                   compile: bool = False, figures: bool = True, progress: bool = True
+                   compile: bool | None = None, figures: bool = True, progress: bool = True
                    ) -> LandscapeResult:
     """Loss along θ(α) = (1−α)·θ_start + α·θ_end (Goodfellow et al. 2015), into landscapes/.
 
@@ -209,7 +209,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                     seed: int = 0, include_1d: bool = False, bn: str = "eval",
                     samples: int | None = None, sample_seed: int = 0, split: str = "test",
                     device: str = "auto", engine: str = "auto", dtype: str = "float32",
-                    batch_size: int | None = None, compile: bool = False,
+                    batch_size: int | None = None, compile: bool | None = None,
                     figures: bool = True, progress: bool = True) -> LandscapeResult:
     """2-D loss surface around θ* of ``epoch`` along two seeded random directions.
 

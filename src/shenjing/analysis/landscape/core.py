@@ -84,7 +84,7 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                        path: str | os.PathLike[str] | None = None, device: str = "auto",
                        engine: str = "auto", dtype: str = "float32",
                        batch_size: int | None = None, channels_last: bool | None = None,
-                       compile: bool = False, bn: str = "eval",
+                       compile: bool | None = None, bn: str = "eval",
                        bn_data: torch.Tensor | None = None,
                        sample_indices: np.ndarray | None = None,
                        provenance: Mapping[str, Any] | None = None,
