@@ -247,3 +247,57 @@ def test_a_failing_compile_keeps_the_eager_loop(monkeypatch):
     assert cfg.compile is False
     assert "torch.compile failed (RuntimeError), eager kept" in cfg.reason
     assert "torch.compile failed" in cfg.measurements
+
+
+def test_bf16_surface_states_its_error_against_exact_evaluation():
+    from shenjing.analysis.landscape import plane
+
+    torch.manual_seed(0)
+    net = _seq()
+    x, y = _data(200)
+    kwargs = dict(loss="cross_entropy", steps=5, range_=(-1, 1), device="cpu")
+    exact = plane(net, x, y, **kwargs)
+    fast = plane(net, x, y, precision="bf16", **kwargs)
+    assert "precision" not in exact.meta
+    assert fast.meta["engine"]["precision"] == "bf16" and fast.meta["engine"]["path"] == "loop"
+    rel = np.abs(fast.loss - exact.loss) / np.abs(exact.loss)
+    assert 0 < rel.max() < 0.05  # really bf16, and close
+    prec = fast.meta["precision"]
+    assert prec["mode"] == "bf16" and 3 <= len(prec["checked_coords"]) <= 5
+    assert [0.0, 0.0] in prec["checked_coords"]
+    # the recorded error is the error at the checked points, computed independently here
+    axis = list(exact.axes[0])
+    at = [(axis.index(a), axis.index(b)) for a, b in prec["checked_coords"]]
+    expected = max(rel[i, j] for i, j in at)
+    assert prec["max_rel_loss_error"] == pytest.approx(expected, rel=1e-6)
+    from shenjing.plot.landscape import caption
+
+    assert "bf16 arithmetic: loss within" in caption(fast)
+
+
+def test_reduced_precision_refuses_what_it_cannot_do():
+    net = _seq()
+    x, y = _data()
+    d = random_directions(net, 2, seed=0).vectors
+    center = flat_params(net)
+    for config, message in [
+        (EngineConfig(path="loop", precision="tf32"), "needs a CUDA device"),
+        (EngineConfig(path="chain", precision="bf16"), "chain path is exact algebra"),
+        (EngineConfig(path="loop", precision="bf16", dtype="float64"), "starts from float32"),
+        (EngineConfig(path="loop", precision="fp8"), "precision must be one of"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            Evaluator(net, center, d, x, y, loss="cross_entropy", classification=True,
+                      config=config)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_reduced_precision_on_cuda_states_a_small_error(precision):
+    from shenjing.analysis.landscape import plane
+
+    net = _seq()
+    x, y = _data(200)
+    ls = plane(net, x, y, loss="cross_entropy", steps=5, device="cuda", precision=precision)
+    assert ls.meta["precision"]["mode"] == precision
+    assert ls.meta["precision"]["max_rel_loss_error"] < 0.05

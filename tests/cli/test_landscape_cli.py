@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from shenjing.cli import app
@@ -35,6 +36,16 @@ def test_line_and_plane_commands(run_dir):
     assert "plane: 3×3 points, 9 computed" in out and "landscape-plane-filter-s0-e002" in out
 
 
+def test_bf16_plane_reports_its_error(run_dir):
+    res = runner.invoke(app, ["landscape", str(run_dir), "--plane", "--steps", "3",
+                              "--samples", "60", "--precision", "bf16", "--quiet",
+                              "--no-figures"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "bf16: loss within" in out and "of exact evaluation at" in out
+    assert "plane-filter-s0-e002-bf16.npz" in out
+
+
 def test_trajectory_and_hessian_commands(run_dir):
     res = runner.invoke(app, ["landscape", str(run_dir), "--trajectory", "--steps", "3",
                               "--samples", "50", "--quiet", "--no-figures"])
@@ -55,6 +66,10 @@ def test_trajectory_and_hessian_commands(run_dir):
     (["--plane", "--norm", "filters"], "UsageError: unknown normalization 'filters'"),
     (["--plane", "--engine", "fast"], "UsageError: unknown evaluation path 'fast'"),
     (["--line", "0:7"], "EpochNotFoundError: run 'mlp' has no checkpoint for epoch 7"),
+    (["--plane", "--precision", "half"], "UsageError: precision must be one of exact, bf16"),
+    pytest.param(["--plane", "--precision", "tf32"],
+                 "UsageError: precision 'tf32' needs a CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
 ])
 def test_bad_input_is_one_line_exit_2(run_dir, capsys, args, message):
     with pytest.raises(SystemExit) as exc:

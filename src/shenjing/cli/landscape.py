@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("auto", "--engine", help="auto (measure), loop, linear, "
                                    "linear-vmap, chain, vmap."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
+        precision: str = typer.Option("exact", "--precision", help="exact, bf16 (autocast) "
+                                      "or tf32 (CUDA): faster, inexact; the error is "
+                                      "measured at a few points and reported."),
         batch_size: int = typer.Option(None, "--batch-size", help="Sample batch size "
                                        "[measured]."),
         compile_: bool = typer.Option(None, "--compile/--no-compile",
@@ -74,6 +77,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("choose exactly one of --line START:END, --plane, --trajectory")
         r = open_run(run)
         common: dict[str, Any] = dict(samples=samples, device=device, engine=engine, dtype=dtype,
+                      precision=precision,
                       batch_size=batch_size, figures=not no_figures, progress=not quiet)
         if line is not None:
             a, b = _parse_line(line)
@@ -97,6 +101,11 @@ def register(app: typer.Typer) -> None:
                   f"(batch {eng.get('batch_size')}; {eng.get('reason', '')})")
         out.print(f"loss at centre {float(ls.loss[ls.center_index]):.5g}; minimum "
                   f"{mval:.5g} at {tuple(round(c, 4) for c in coords)}")
+        prec = ls.meta.get("precision")
+        if prec:
+            out.print(f"[yellow]{prec['mode']}: loss within {prec['max_rel_loss_error']:.1e} "
+                      f"(relative) of exact evaluation at {len(prec['checked_coords'])} "
+                      "checked points[/yellow]")
         if ls.n_nonfinite:
             out.print(f"[yellow]{ls.n_nonfinite} points have a NaN/Inf loss (recorded as "
                       "such, masked in figures)[/yellow]")

@@ -34,6 +34,11 @@ def caption(ls: Landscape) -> str:
         ev = d.get("explained_variance_ratio", [])
         parts.append("PCA directions of the trajectory"
                      + (f" ({ev[0]:.0%} + {ev[1]:.0%} of variance)" if len(ev) == 2 else ""))
+    prec = ls.meta.get("precision")
+    if prec:
+        parts.append(f"{prec['mode']} arithmetic: loss within "
+                     f"{prec['max_rel_loss_error']:.1e} of exact at "
+                     f"{len(prec['checked_coords'])} checked points")
     if ls.n_nonfinite:
         parts.append(f"{ls.n_nonfinite} points with NaN/Inf loss masked")
     if not ls.complete:

@@ -151,6 +151,11 @@ def _figures(run: Run, ls: Landscape, stem: str) -> list[Path]:
     return paths
 
 
+def _precision_tag(precision: str) -> str:
+    """File-name suffix: a reduced-precision surface never replaces the exact one."""
+    return "" if precision == "exact" else f"-{precision}"
+
+
 def _finish(run: Run, stage: str, ls: Landscape, path: Path, figures: bool
             ) -> LandscapeResult:
     figs = _figures(run, ls, path.stem) if figures and ls.n_done else []
@@ -170,7 +175,8 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
                    start_run: Run | None = None, steps: int = 51,
                    range_: tuple[float, float] = (-0.5, 1.5), samples: int | None = None,
                    sample_seed: int = 0, split: str = "test", device: str = "auto",
-                   engine: str = "auto", dtype: str = "float32", batch_size: int | None = None,
+                   engine: str = "auto", dtype: str = "float32", precision: str = "exact",
+                   batch_size: int | None = None,
                    compile: bool | None = None, figures: bool = True, progress: bool = True
                    ) -> LandscapeResult:
     """Loss along θ(α) = (1−α)·θ_start + α·θ_end (Goodfellow et al. 2015), into landscapes/.
@@ -189,7 +195,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     axis = make_axis(range_[0], range_[1], steps, anchors=(0.0, 1.0))
     x, y, idx = _samples(run, samples, sample_seed, split)
     tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
-    path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}.npz"
+    path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}{_precision_tag(precision)}.npz"
     prov = _provenance(run, {"start": e_start, "end": e_end,
                              "start_run": str(start_run.path) if start_run else None},
                        samples, sample_seed, split)
@@ -198,7 +204,8 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     with _progress(progress, "line") as cb:
         ls = evaluate_landscape(model, dirs, (axis,), x, y, loss=run_loss(run), kind="line",
                                 center=center, origin=(1.0,), path=path, device=str(dev),
-                                engine=engine, dtype=dtype, batch_size=batch_size,
+                                engine=engine, dtype=dtype, precision=precision,
+                                batch_size=batch_size,
                                 compile=compile, sample_indices=idx, provenance=prov,
                                 progress=cb)
     return _finish(run, "landscape_line", ls, path, figures)
@@ -209,7 +216,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                     seed: int = 0, include_1d: bool = False, bn: str = "eval",
                     samples: int | None = None, sample_seed: int = 0, split: str = "test",
                     device: str = "auto", engine: str = "auto", dtype: str = "float32",
-                    batch_size: int | None = None, compile: bool | None = None,
+                    precision: str = "exact", batch_size: int | None = None,
+                    compile: bool | None = None,
                     figures: bool = True, progress: bool = True) -> LandscapeResult:
     """2-D loss surface around θ* of ``epoch`` along two seeded random directions.
 
@@ -225,7 +233,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     axis = make_axis(range_[0], range_[1], steps, anchors=(0.0,))
     x, y, idx = _samples(run, samples, sample_seed, split)
     bn_data = run.data.train.subset(2000, seed=sample_seed).x if bn == "recompute" else None
-    suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "")
+    suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "") \
+        + _precision_tag(precision)
     path = run.landscapes_dir / f"plane-{norm}-s{seed}-e{e:03d}{suffix}.npz"
     prov = _provenance(run, {"center": e}, samples, sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
@@ -233,7 +242,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     with _progress(progress, "plane") as cb:
         ls = evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=run_loss(run),
                                 kind="plane", path=path, device=str(dev), engine=engine,
-                                dtype=dtype, batch_size=batch_size, compile=compile, bn=bn,
+                                dtype=dtype, precision=precision, batch_size=batch_size,
+                                compile=compile, bn=bn,
                                 bn_data=bn_data, sample_indices=idx, provenance=prov,
                                 progress=cb)
     return _finish(run, "landscape_plane", ls, path, figures)
@@ -242,7 +252,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
 def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                          samples: int | None = None, sample_seed: int = 0,
                          split: str = "test", device: str = "auto", engine: str = "auto",
-                         dtype: str = "float32", batch_size: int | None = None,
+                         dtype: str = "float32", precision: str = "exact",
+                         batch_size: int | None = None,
                          figures: bool = True, progress: bool = True) -> LandscapeResult:
     """Loss on the plane of the trajectory's two main PCA directions, with the trajectory.
 
@@ -263,7 +274,7 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
         r = float(np.abs(pca.coords[:, d]).max()) * (1 + margin) or 1.0
         axes.append(make_axis(-r, r, steps, anchors=(0.0,)))
     x, y, idx = _samples(run, samples, sample_seed, split)
-    path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}.npz"
+    path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}{_precision_tag(precision)}.npz"
     prov = _provenance(run, {"center": epochs[-1], "trajectory": epochs}, samples,
                        sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
@@ -272,7 +283,8 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     with _progress(progress, "trajectory") as cb:
         ls = evaluate_landscape(model, dirs, tuple(axes), x, y, loss=run_loss(run),
                                 kind="trajectory", path=path, device=str(dev), engine=engine,
-                                dtype=dtype, batch_size=batch_size, sample_indices=idx,
+                                dtype=dtype, precision=precision, batch_size=batch_size,
+                                sample_indices=idx,
                                 provenance=prov, progress=cb,
                                 extra_arrays={"trajectory": pca.coords,
                                               "trajectory_epochs": np.asarray(epochs)})

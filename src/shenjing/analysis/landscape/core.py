@@ -27,6 +27,7 @@ from shenjing.analysis.landscape.grid import (
     Landscape,
     empty_landscape,
     fill_landscape,
+    grid_coords,
     load_landscape,
     make_axis,
     merge_previous,
@@ -85,6 +86,7 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                        engine: str = "auto", dtype: str = "float32",
                        batch_size: int | None = None, channels_last: bool | None = None,
                        compile: bool | None = None, bn: str = "eval",
+                       precision: str = "exact",
                        bn_data: torch.Tensor | None = None,
                        sample_indices: np.ndarray | None = None,
                        provenance: Mapping[str, Any] | None = None,
@@ -98,6 +100,9 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     they are computed and points already there (same weights, directions, samples, loss,
     BN policy and dtype) are reused, also from a coarser or narrower earlier grid; the
     engine settings recorded in the file are reused so a resumed surface is identical.
+    ``precision='bf16'``/``'tf32'`` trade exactness for speed; the error that causes is
+    measured against exact evaluation at a few computed points and recorded in
+    ``meta['precision']``.
     """
     classification = loss_task(loss) == "classification"
     dev_model = next(model.parameters()).device
@@ -113,6 +118,8 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
         "buffers": tensor_sha256(*[b for _, b in sorted(model.named_buffers())]),
         "directions": directions.sha256(), "data": tensor_sha256(x, y), "loss": loss,
         "bn": bn, "dtype": dtype, "origin": origin_arr.tolist(), "kind": kind,
+        # reduced-precision points never mix with exact ones (absent: exact, as before)
+        **({"precision": precision} if precision != "exact" else {}),
     }, sort_keys=True).encode()).hexdigest()
     meta: dict[str, Any] = {
         "kind": kind, "key": key, "loss_name": loss,
@@ -167,7 +174,7 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
         cfg = choose_engine(model, center_t, dirs, x, y, loss=loss,
                             classification=classification, device=device, dtype=dtype,
                             path=engine, batch_size=batch_size, channels_last=channels_last,
-                            compile=compile, bn=bn, n_points=n_todo)
+                            compile=compile, bn=bn, n_points=n_todo, precision=precision)
     fresh.meta["engine"] = cfg.to_json()
     if n_todo == 0:
         return replace(fresh, path=path)
@@ -182,10 +189,45 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     meta = dict(result.meta)
     meta["seconds"] = round(seconds, 3)
     meta["ms_per_point"] = round(1e3 * seconds / max(n_todo, 1), 3)
+    if cfg.precision != "exact":
+        meta["precision"] = precision_error(result, model, center_t, dirs, x, y, loss=loss,
+                                            classification=classification, config=cfg,
+                                            bn_data=bn_data)
     result = replace(result, meta=meta)
     if path is not None:
         result.save(path)
     return result
+
+
+def precision_error(landscape: Landscape, model: nn.Module, center: torch.Tensor,
+                    directions: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+                    classification: bool, config: EngineConfig,
+                    bn_data: torch.Tensor | None = None, n_check: int = 5) -> dict[str, Any]:
+    """How far a reduced-precision surface is from exact evaluation.
+
+    Re-evaluates the centre and up to ``n_check − 1`` computed points spread over the grid
+    with the exact loop path (same device, dtype, samples) and returns the mode, the
+    checked coordinates and the largest relative loss / absolute accuracy differences.
+    """
+    coords = grid_coords(landscape.axes)
+    done = np.flatnonzero(landscape.done.reshape(-1))
+    centre = int(np.argmin(np.abs(coords - landscape.origin).sum(axis=1)))
+    picked = np.unique(np.concatenate([
+        [centre] if landscape.done.reshape(-1)[centre] else [],
+        done[np.linspace(0, len(done) - 1, max(1, n_check - 1)).round().astype(int)],
+    ]).astype(int))
+    exact = replace(config, precision="exact", path="loop", compile=False, measurements={},
+                    reason="precision check")
+    evaluator = Evaluator(model, center, directions, x, y, loss=loss,
+                          classification=classification, config=exact, bn_data=bn_data)
+    ref_loss, ref_acc = evaluator.evaluate(coords[picked] - landscape.origin)
+    got_loss = landscape.loss.reshape(-1)[picked]
+    got_acc = landscape.accuracy.reshape(-1)[picked]
+    rel = np.abs(got_loss - ref_loss) / np.maximum(np.abs(ref_loss), 1e-12)
+    acc_err = np.abs(got_acc - ref_acc) if classification else np.array([np.nan])
+    return {"mode": config.precision, "checked_coords": coords[picked].tolist(),
+            "max_rel_loss_error": float(np.nanmax(rel)),
+            "max_abs_accuracy_error": float(np.nanmax(acc_err)) if classification else None}
 
 
 def plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
