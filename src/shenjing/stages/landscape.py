@@ -36,6 +36,7 @@ from shenjing import _io
 from shenjing.analysis.hessian import (
     HessianOperator,
     lanczos_top,
+    layers_with_parameters,
     sharpness,
 )
 from shenjing.analysis.landscape import (
@@ -130,6 +131,40 @@ def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] 
             prog.update(task, completed=done, total=total)
 
         yield update
+
+
+class _StepBar:
+    """A progress bar over named steps (steps done of total, elapsed, ETA), on stderr."""
+
+    def __init__(self, label: str, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.label = label
+        self.done = -1
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("steps"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=Console(stderr=True))
+        self.task = self.progress.add_task(label, total=max(1, total))
+        self.progress.start()
+
+    def step(self, message: str) -> None:
+        """A new step starts: the previous one is done."""
+        self.done += 1
+        self.progress.update(self.task, completed=self.done,
+                             description=f"{self.label}: {message}")
+
+    def close(self) -> None:
+        self.progress.update(self.task, completed=self.done + 1)
+        self.progress.stop()
 
 
 def _figures(run: Run, ls: Landscape, stem: str) -> list[Path]:
@@ -309,17 +344,16 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
     model = run.model(e, device=dev)
     folder = run.landscapes_dir
     run.update_stage("hessian", "running", epoch=e)
-    status = None
-    if progress:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        status = console.status("hessian: starting")
-        status.start()
+    names = (layers_with_parameters(model) if layers is None else list(layers)) \
+        if per_layer else []
+    steps = (["top eigenvalues"] + (["trace"] if trace else [])
+             + (["density"] if density else []) + [f"layer {n}" for n in names]
+             + ([f"λ_max at epoch {ep}" for ep in run.epochs] if across_epochs else []))
+    bar = _StepBar(f"hessian epoch {e}", len(steps)) if progress else None
 
     def note(msg: str) -> None:
-        if status is not None:
-            status.update(f"hessian epoch {e}: {msg}")
+        if bar is not None:
+            bar.step(msg)
 
     try:
         rep = sharpness(model, x, y, loss=loss, top_k=top_k, trace=trace, density=density,
@@ -352,8 +386,8 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
                      "samples": len(idx), "loss_name": loss}
             paths.append(_io.write_json(folder / "sharpness-epochs.json", curve))
     finally:
-        if status is not None:
-            status.stop()
+        if bar is not None:
+            bar.close()
     figs: list[Path] = []
     if figures:
         from shenjing.plot.landscape import plot_hessian_density, plot_sharpness_epochs
