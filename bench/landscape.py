@@ -304,7 +304,8 @@ def main() -> None:
         ll_version = "not installed"
     lines = ["# Landscape benchmark (bench/landscape.py)\n",
              f"Machine: {platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads, shared 2-core CPU (other jobs running: "
+             f"{torch.get_num_threads()} torch threads, shared 2-core CPU (absolute times "
+             "vary with its load: "
              f"quote the ratios, not the absolute times); torch {torch.__version__}; "
              f"loss-landscapes {ll_version}. Run: `.venv/bin/python bench/landscape.py "
              f"--samples {args.samples} --grid {args.grid} --rounds {args.rounds} "

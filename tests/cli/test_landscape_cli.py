@@ -43,7 +43,20 @@ def test_bf16_plane_reports_its_error(run_dir):
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
     assert "bf16: loss within" in out and "of exact evaluation at" in out
-    assert "plane-filter-s0-e002-bf16.npz" in out
+    assert "plane-filter-s0-e002-bf16.npz" in res.output.replace("\n", "")
+
+
+def test_train_split_plane_is_its_own_file(run_dir):
+    res = runner.invoke(app, ["landscape", str(run_dir), "--plane", "--steps", "3",
+                              "--samples", "40", "--split", "train", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "plane-filter-s0-e002-train.npz" in res.output.replace("\n", "")
+    from shenjing.analysis.landscape import load_landscape
+    from shenjing.plot.landscape import caption
+
+    ls = load_landscape(run_dir / "landscapes" / "plane-filter-s0-e002-train.npz")
+    assert ls.meta["provenance"]["split"] == "train"
+    assert "on 40 train samples" in caption(ls)
 
 
 def test_trajectory_and_hessian_commands(run_dir):
@@ -67,6 +80,7 @@ def test_trajectory_and_hessian_commands(run_dir):
     (["--plane", "--engine", "fast"], "UsageError: unknown evaluation path 'fast'"),
     (["--line", "0:7"], "EpochNotFoundError: run 'mlp' has no checkpoint for epoch 7"),
     (["--plane", "--precision", "half"], "UsageError: precision must be one of exact, bf16"),
+    (["--plane", "--split", "valid"], "UsageError: split must be 'test' or 'train'"),
     pytest.param(["--plane", "--precision", "tf32"],
                  "UsageError: precision 'tf32' needs a CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),

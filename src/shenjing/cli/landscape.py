@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("auto", "--engine", help="auto (measure), loop, linear, "
                                    "linear-vmap, chain, vmap."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
+        split: str = typer.Option("test", "--split", help="Samples from the test or train "
+                                  "split (the training loss is what was minimised)."),
         precision: str = typer.Option("exact", "--precision", help="exact, bf16 (autocast) "
                                       "or tf32 (CUDA): faster, inexact; the error is "
                                       "measured at a few points and reported."),
@@ -77,7 +79,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("choose exactly one of --line START:END, --plane, --trajectory")
         r = open_run(run)
         common: dict[str, Any] = dict(samples=samples, device=device, engine=engine, dtype=dtype,
-                      precision=precision,
+                      precision=precision, split=split,
                       batch_size=batch_size, figures=not no_figures, progress=not quiet)
         if line is not None:
             a, b = _parse_line(line)

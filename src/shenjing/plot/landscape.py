@@ -23,7 +23,9 @@ def _masked(ls: Landscape, values: np.ndarray | None = None) -> np.ma.MaskedArra
 def caption(ls: Landscape) -> str:
     """One line saying what a landscape shows (mode, samples, directions, engine path)."""
     d = ls.meta.get("directions", {})
-    parts = [f"loss {ls.meta.get('loss_name', '?')} on {ls.meta.get('n_samples', '?')} samples",
+    split = ls.meta.get("provenance", {}).get("split")
+    parts = [f"loss {ls.meta.get('loss_name', '?')} on {ls.meta.get('n_samples', '?')} "
+             f"{split + ' ' if split else ''}samples",
              "eval mode: dropout off, BatchNorm running statistics"
              if str(ls.meta.get("bn_policy", "eval")).startswith("eval") else
              "BatchNorm statistics re-estimated per point"]

@@ -108,11 +108,9 @@ def _provenance(run: Run, epochs: dict[str, Any], n: int | None, seed: int, spli
             "epochs": epochs, "versions": versions()}
 
 
-@contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
+def _counting_bar(unit: str, *, stderr: bool = False) -> Any:
+    """A rich progress bar: description, bar, ``done/total <unit>``, elapsed, ETA."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -122,9 +120,17 @@ def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] 
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("points"), TimeElapsedColumn(), TextColumn("ETA"),
-                  TimeRemainingColumn(), transient=False) as prog:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn(unit), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=Console(stderr=True) if stderr else None)
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    with _counting_bar("points") as prog:
         task = prog.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -137,22 +143,9 @@ class _StepBar:
     """A progress bar over named steps (steps done of total, elapsed, ETA), on stderr."""
 
     def __init__(self, label: str, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         self.label = label
         self.done = -1
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("steps"),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 console=Console(stderr=True))
+        self.progress = _counting_bar("steps", stderr=True)
         self.task = self.progress.add_task(label, total=max(1, total))
         self.progress.start()
 
@@ -186,9 +179,11 @@ def _figures(run: Run, ls: Landscape, stem: str) -> list[Path]:
     return paths
 
 
-def _precision_tag(precision: str) -> str:
-    """File-name suffix: a reduced-precision surface never replaces the exact one."""
-    return "" if precision == "exact" else f"-{precision}"
+def _variant_tag(split: str, precision: str) -> str:
+    """File-name suffix, so that a training-split or reduced-precision surface never
+    replaces the default one (test split, exact)."""
+    return ("" if split == "test" else f"-{split}") + \
+        ("" if precision == "exact" else f"-{precision}")
 
 
 def _finish(run: Run, stage: str, ls: Landscape, path: Path, figures: bool
@@ -230,7 +225,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     axis = make_axis(range_[0], range_[1], steps, anchors=(0.0, 1.0))
     x, y, idx = _samples(run, samples, sample_seed, split)
     tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
-    path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}{_precision_tag(precision)}.npz"
+    path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}{_variant_tag(split, precision)}.npz"
     prov = _provenance(run, {"start": e_start, "end": e_end,
                              "start_run": str(start_run.path) if start_run else None},
                        samples, sample_seed, split)
@@ -269,7 +264,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     x, y, idx = _samples(run, samples, sample_seed, split)
     bn_data = run.data.train.subset(2000, seed=sample_seed).x if bn == "recompute" else None
     suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "") \
-        + _precision_tag(precision)
+        + _variant_tag(split, precision)
     path = run.landscapes_dir / f"plane-{norm}-s{seed}-e{e:03d}{suffix}.npz"
     prov = _provenance(run, {"center": e}, samples, sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
@@ -309,7 +304,7 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
         r = float(np.abs(pca.coords[:, d]).max()) * (1 + margin) or 1.0
         axes.append(make_axis(-r, r, steps, anchors=(0.0,)))
     x, y, idx = _samples(run, samples, sample_seed, split)
-    path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}{_precision_tag(precision)}.npz"
+    path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}{_variant_tag(split, precision)}.npz"
     prov = _provenance(run, {"center": epochs[-1], "trajectory": epochs}, samples,
                        sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
