@@ -182,21 +182,6 @@ def test_choose_engine_measures_the_chain_for_an_mlp():
     assert "chain" in cfg.reason
 
 
-@pytest.mark.gpu
-def test_chain_on_cuda_agrees_with_the_cpu_loop():
-    net = _seq()
-    ref, ref_acc = _evaluate(net, "loop", dtype="float64")
-    x, y = _data()
-    d = random_directions(net, 2, seed=4)
-    for path in ("chain", "linear-vmap", "vmap"):
-        cfg = EngineConfig(path=path, batch_size=90, device="cuda", chunk=4)
-        ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
-                       classification=True, config=cfg)
-        loss, acc = ev.evaluate(COEFFS)
-        np.testing.assert_allclose(loss, ref, rtol=1e-4)
-        np.testing.assert_array_equal(acc, ref_acc)
-
-
 def _cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),

@@ -245,17 +245,22 @@ def test_device_auto_and_bad_device():
 
 
 @pytest.mark.gpu
-def test_gpu_paths_agree_with_cpu():
-    net = _bn_cnn()
+@pytest.mark.parametrize(("make", "paths"), [
+    (_bn_cnn, ("loop", "linear", "vmap")),
+    (_mlp, ("loop", "linear-vmap", "chain", "vmap")),
+])
+def test_gpu_paths_agree_with_cpu(make, paths):
+    net = make()
     x, y = _data()
     d = random_directions(net, 2, seed=4)
-    ref, _ = _evaluate(net, "loop", 90, dtype="float64")
-    for path in ("loop", "linear", "vmap"):
+    ref, ref_acc = _evaluate(net, "loop", 90, dtype="float64")
+    for path in paths:
         cfg = EngineConfig(path=path, batch_size=32, device="cuda", chunk=3)
         ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
                        classification=True, config=cfg)
-        loss, _ = ev.evaluate(COEFFS)
+        loss, acc = ev.evaluate(COEFFS)
         np.testing.assert_allclose(loss, ref, rtol=1e-4)
+        np.testing.assert_array_equal(acc, ref_acc)
 
 
 @pytest.mark.slow
