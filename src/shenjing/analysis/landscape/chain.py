@@ -182,12 +182,11 @@ def trace_chain(net: nn.Module, first: str, loss: str) -> tuple[list[Step] | Non
                                     offsets[bias] if module.bias is not None else None))
         else:
             elementwise, fn = _activation(node, net, current)
+            what = str(getattr(node.target, "__name__", node.target))
             if not elementwise:
-                what = getattr(node.target, "__name__", node.target)
                 return None, f"{node.op} {what} is not a Linear or an elementwise step"
             if fn is not None:
-                steps.append(ActivationStep(str(getattr(node.target, "__name__", node.target)),
-                                            fn))
+                steps.append(ActivationStep(what, fn))
         current = node
     missing = set(offsets) - used
     if missing:
@@ -198,16 +197,18 @@ def trace_chain(net: nn.Module, first: str, loss: str) -> tuple[list[Step] | Non
 class ChainRunner:
     """Loss sums and correct counts at chunks of points on a traced chain.
 
-    ``center``/``directions`` are the flat θ* and ``(k, n)`` directions; ``steps`` come from
-    :func:`trace_chain`. :meth:`score` takes the coefficients ``(K, k)`` of K points and the
-    cached first-layer outputs, one ``(k+1, features, samples)`` tensor per sample block.
+    ``center``/``directions`` are the flat θ* and ``(k, n)`` directions; ``target`` all
+    samples' targets as stored; ``steps`` come from :func:`trace_chain`. :meth:`score` takes
+    the coefficients ``(K, k)`` of K points and the cached first-layer outputs, one
+    ``(k+1, features, samples)`` tensor per sample block, in the order of ``target``.
     Sample blocks are small enough for the activations of K points to stay in the CPU's
     cache; logits of all blocks are gathered and reduced once per chunk of points.
     """
 
     def __init__(self, steps: list[Step], center: torch.Tensor, directions: torch.Tensor,
-                 *, loss: str, classification: bool) -> None:
+                 target: torch.Tensor, *, loss: str, classification: bool) -> None:
         self.steps = steps
+        self.target = target
         self.loss = loss
         self.classification = classification
         basis = torch.cat([center[None], directions])  # (k+1, n)
@@ -218,7 +219,7 @@ class ChainRunner:
             bias = None if b is None else basis[:, b[0]:b[0] + b[1]].contiguous()
             self._stacks.append((basis[:, wo:wo + ws].contiguous(), bias))
         self._buffer: torch.Tensor | None = None
-        self._hide: tuple[tuple, torch.Tensor] | None = None
+        self._hide: torch.Tensor | None = None
 
     def _weights(self, full: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Each later Linear's weight ``(K, out, in)`` and bias ``(K, out, 1)`` at K points."""
@@ -240,13 +241,10 @@ class ChainRunner:
         torch.mm(full, first.view(k1, -1), out=out)
         return out.view(-1, features, m)
 
-    def score(self, coeffs: torch.Tensor, firsts: Iterable[torch.Tensor],
-              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed loss ``(K,)`` and correct count ``(K,)`` over all samples.
-
-        ``firsts`` yields the first-layer outputs block by block, in the order of
-        ``target`` (all samples' targets as stored).
-        """
+    def score(self, coeffs: torch.Tensor, firsts: Iterable[torch.Tensor]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss ``(K,)`` and correct count ``(K,)`` over all samples; ``firsts``
+        yields the first-layer outputs block by block."""
         full = torch.cat([torch.ones_like(coeffs[:, :1]), coeffs], dim=1)
         weights = self._weights(full)
         logits = []
@@ -261,29 +259,28 @@ class ChainRunner:
                     h = step.fn(h)
             logits.append(h if self._linears else h.clone())  # the buffer is reused
         out = logits[0] if len(logits) == 1 else torch.cat(logits, dim=2)
-        return self._reduce(out, target)
+        return self._reduce(out)
 
-    def _hide_from_target(self, target: torch.Tensor, k: int, classes: int,
-                          dtype: torch.dtype) -> torch.Tensor:
+    def _hide_from_target(self, k: int, classes: int, dtype: torch.dtype) -> torch.Tensor:
         """``(≥k, classes, samples)``: 0 for classes before each sample's target, -inf from
         it on. Added to logits, their max over classes is the best logit before the target.
         Built once (the targets never change), repeated for k points: adding a tensor of the
         same shape is several times faster on CPU than broadcasting one."""
-        key = (target.data_ptr(), tuple(target.shape), classes, dtype)
-        if self._hide is None or self._hide[0] != key or self._hide[1].shape[0] < k:
+        if self._hide is None or self._hide.shape[0] < k:
+            target = self.target
             after = torch.arange(classes, device=target.device)[:, None] >= target[None, :]
             hide = torch.zeros(after.shape, dtype=dtype, device=target.device)
             hide.masked_fill_(after, float("-inf"))
-            self._hide = (key, hide.expand(k, *hide.shape).contiguous())
-        return self._hide[1]
+            self._hide = hide.expand(k, *hide.shape).contiguous()
+        return self._hide
 
-    def _reduce(self, out: torch.Tensor, target: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reduce(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-point summed loss and correct count from logits ``(K, outputs, samples)``.
 
         Reductions run over the middle (class) axis, which is vectorised across samples.
         """
         k, classes, m = out.shape
+        target = self.target
         if self.loss == "mse":
             t = target.reshape(m, classes).T.to(out.dtype)
             diff = out - t
@@ -300,7 +297,7 @@ class ChainRunner:
             return loss, torch.zeros_like(loss)
         # argmax == target  ⇔  the target's logit is the maximum and no class before it
         # reaches that maximum (argmax returns the first of tied maxima)
-        hide = self._hide_from_target(target, k, classes, out.dtype)
+        hide = self._hide_from_target(k, classes, out.dtype)
         best_before = out.add(hide[:k]).amax(dim=1)
         correct = ((picked == top[:, 0]) & (best_before < top[:, 0])).sum(dim=1)
         return loss, correct

@@ -236,8 +236,8 @@ class Evaluator:
                 if steps is None:
                     raise UsageError(f"the chain path does not apply to this model: {why}; "
                                      "use path='linear', 'loop' or 'auto'")
-                self._chain = ChainRunner(steps, self.center, self.directions, loss=loss,
-                                          classification=classification)
+                self._chain = ChainRunner(steps, self.center, self.directions, self.y,
+                                          loss=loss, classification=classification)
             # the first layer's own weights never need writing: its output is combined
             prefix = f"{first.name}." if first.name else ""
             skip, offset = [], 0
@@ -461,7 +461,7 @@ class Evaluator:
         chunk = max(1, int(self.config.chunk))
         for start in range(0, len(c), chunk):
             cc = c[start:start + chunk]
-            lo, co = self._chain.score(cc, firsts(), self.y)
+            lo, co = self._chain.score(cc, firsts())
             losses[start:start + len(cc)] = lo.double().cpu().numpy()
             correct[start:start + len(cc)] = co.double().cpu().numpy()
             if callback:
@@ -655,8 +655,7 @@ def _chain_block(device: torch.device, net: nn.Module, n_samples: int, chunk: in
     measured 20 % faster than all 2,000 at once); on CUDA all samples (up to 8,192)."""
     if device.type == "cuda":
         return min(n_samples, 8192)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    block = (2**20) // max(1, chunk * _widest(net) * itemsize)
+    block = (2**20) // max(1, chunk * _widest(net) * dtype.itemsize)
     return int(min(n_samples, max(64, block)))
 
 
@@ -751,7 +750,7 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
     for cand in candidates:
         # the chain path evaluates a chunk of points at once: time it on one full chunk
         n_probe = max(probe_points, chunk_for[cand]) if cand == "chain" else probe_points
-        probe = np.linspace(-0.5, 0.5, n_probe * directions.shape[0]).reshape(n_probe, -1)
+        probe = _probe_points(n_probe, directions.shape[0])
         # the linear path does little per sample once its first-layer outputs are cached:
         # one batch of everything may pay (tried for a Linear first layer, whose cache is
         # small; a conv's outputs would not fit)
@@ -806,8 +805,7 @@ def _compile_if_it_pays(config: EngineConfig, eager_s_per_point: float | None, *
     if config.path != "loop" or config.compile or torch.device(config.device).type != "cpu" \
             or not n_points:
         return config
-    probe = np.linspace(-0.5, 0.5, probe_points * directions.shape[0]).reshape(
-        probe_points, -1)
+    probe = _probe_points(probe_points, directions.shape[0])
     if eager_s_per_point is None:
         ev = Evaluator(model, center, directions, x, y, loss=loss,
                        classification=classification, config=config)
@@ -833,8 +831,7 @@ def _try_compile(config: EngineConfig, model: nn.Module, center: torch.Tensor,
     eager config kept.
     """
     meas = dict(config.measurements)
-    probe = np.linspace(-0.5, 0.5, probe_points * directions.shape[0]).reshape(
-        probe_points, -1)
+    probe = _probe_points(probe_points, directions.shape[0])
     layouts = [config.channels_last] + ([not config.channels_last] if x.ndim == 4 else [])
     best: tuple[float, bool] | None = None
     for channels_last in layouts:
@@ -863,6 +860,11 @@ def _try_compile(config: EngineConfig, model: nn.Module, center: torch.Tensor,
         return replace(config, compile=True, channels_last=channels_last, measurements=meas,
                        reason=f"{config.reason}, {note} (chosen)")
     return replace(config, measurements=meas, reason=f"{config.reason}, {note} (not faster)")
+
+
+def _probe_points(n: int, k: int) -> np.ndarray:
+    """``n`` timing points with ``k`` coordinates spread over [-0.5, 0.5]."""
+    return np.linspace(-0.5, 0.5, n * k).reshape(n, k)
 
 
 def _time(fn: Callable[[], Any], repeat: int = 2) -> float:
