@@ -91,3 +91,17 @@ def test_find_runs_skips_foreign_folders(tmp_path):
     make_run(tmp_path, "b")
     (tmp_path / "c").mkdir()
     assert [r.path.name for r in find_runs(tmp_path)] == ["a", "b"]
+
+
+def test_running_stage_marks_failure_and_a_later_success_clears_it(tmp_path):
+    run = make_run(tmp_path)
+    with pytest.raises(ValueError), run.running_stage("study", epoch=3):
+        assert Run(run.path).stage("study")["status"] == "running"
+        raise ValueError("bad thing")
+    stage = Run(run.path).stage("study")
+    assert stage["status"] == "failed" and stage["error"] == "ValueError: bad thing"
+    assert stage["epoch"] == 3
+    with run.running_stage("study", epoch=4):
+        run.update_stage("study", "done", result=1)
+    stage = Run(run.path).stage("study")
+    assert stage["status"] == "done" and "error" not in stage and stage["result"] == 1

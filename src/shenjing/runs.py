@@ -17,7 +17,8 @@ import datetime as _dt
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,23 @@ class Run:
         """Record a stage's status (``running``, ``done``, ``failed``) and details."""
         manifest = self.manifest
         stage = manifest.setdefault("stages", {}).setdefault(name, {})
+        if status != "failed":
+            stage.pop("error", None)
         stage.update(info)
         stage["status"] = status
         stage["updated"] = _now()
         _io.write_json(self.path / MANIFEST, manifest)
+
+    @contextmanager
+    def running_stage(self, name: str, **info: Any) -> Iterator[None]:
+        """Mark stage ``name`` running for the block; if the block raises, mark it failed
+        with the error and re-raise (the block marks it done itself, with its results)."""
+        self.update_stage(name, "running", **info)
+        try:
+            yield
+        except BaseException as exc:
+            self.update_stage(name, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
 
     # ---- folders ----------------------------------------------------------------------
     def subdir(self, name: str) -> Path:

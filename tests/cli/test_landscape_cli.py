@@ -99,3 +99,20 @@ def test_hessian_bad_top(run_dir, capsys):
         main(["hessian", str(run_dir), "--top", "0"])
     assert exc.value.code == 2
     assert "--top must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--precision", "bf16", "--engine", "chain"],
+                                  ["--precision", "bf16", "--dtype", "float64"]])
+def test_refused_settings_leave_no_file_and_a_failed_stage(run_dir, capsys, args):
+    from shenjing.runs import open_run
+
+    folder = run_dir / "landscapes"
+    before = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    with pytest.raises(SystemExit) as exc:
+        main(["landscape", str(run_dir), "--plane", "--steps", "3", "--samples", "20",
+              "--quiet", "--no-figures", *args])
+    assert exc.value.code == 2
+    after = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    assert after == before  # not even the directions file
+    stage = open_run(run_dir).stage("landscape_plane")
+    assert stage["status"] == "failed" and stage["error"].startswith("UsageError: precision")

@@ -218,13 +218,8 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
                        {"function": f.source, "kind": f.kind, "n_points": n_points,
                         "train_range": [lo, hi], "extrapolation": list(extrapolation),
                         "n_test": len(dataset.test)})
-    trained.update_stage("fit", "running")
-    try:
-        result = _study(trained, f, dataset, poly_specs, extrapolation, n_eval, gif)
-    except BaseException:
-        trained.update_stage("fit", "failed")
-        raise
-    return result
+    with trained.running_stage("fit"):
+        return _study(trained, f, dataset, poly_specs, extrapolation, n_eval, gif)
 
 
 def _study(run: Run, f: TargetFunction, dataset: Dataset,

@@ -230,8 +230,8 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
                              "start_run": str(start_run.path) if start_run else None},
                        samples, sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
-    run.update_stage("landscape_line", "running", file=f"landscapes/{path.name}")
-    with _progress(progress, "line") as cb:
+    with run.running_stage("landscape_line", file=f"landscapes/{path.name}"), \
+            _progress(progress, "line") as cb:
         ls = evaluate_landscape(model, dirs, (axis,), x, y, loss=run_loss(run), kind="line",
                                 center=center, origin=(1.0,), path=path, device=str(dev),
                                 engine=engine, dtype=dtype, precision=precision,
@@ -268,8 +268,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     path = run.landscapes_dir / f"plane-{norm}-s{seed}-e{e:03d}{suffix}.npz"
     prov = _provenance(run, {"center": e}, samples, sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
-    run.update_stage("landscape_plane", "running", file=f"landscapes/{path.name}")
-    with _progress(progress, "plane") as cb:
+    with run.running_stage("landscape_plane", file=f"landscapes/{path.name}"), \
+            _progress(progress, "plane") as cb:
         ls = evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=run_loss(run),
                                 kind="plane", path=path, device=str(dev), engine=engine,
                                 dtype=dtype, precision=precision, batch_size=batch_size,
@@ -309,8 +309,8 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                        sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
     prov["pca_residual"] = pca.residual.tolist()
-    run.update_stage("landscape_trajectory", "running", file=f"landscapes/{path.name}")
-    with _progress(progress, "trajectory") as cb:
+    with run.running_stage("landscape_trajectory", file=f"landscapes/{path.name}"), \
+            _progress(progress, "trajectory") as cb:
         ls = evaluate_landscape(model, dirs, tuple(axes), x, y, loss=run_loss(run),
                                 kind="trajectory", path=path, device=str(dev), engine=engine,
                                 dtype=dtype, precision=precision, batch_size=batch_size,
@@ -338,7 +338,6 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
     loss = run_loss(run)
     model = run.model(e, device=dev)
     folder = run.landscapes_dir
-    run.update_stage("hessian", "running", epoch=e)
     names = (layers_with_parameters(model) if layers is None else list(layers)) \
         if per_layer else []
     steps = (["top eigenvalues"] + (["trace"] if trace else [])
@@ -350,39 +349,40 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
         if bar is not None:
             bar.step(msg)
 
-    try:
-        rep = sharpness(model, x, y, loss=loss, top_k=top_k, trace=trace, density=density,
-                        layers=layers if per_layer else (), trace_samples=trace_samples,
-                        density_runs=density_runs, density_steps=density_steps, tol=tol,
-                        seed=seed, device=dev, progress=note)
-        summary = rep.to_json()
-        summary.update(epoch=e, loss_name=loss, samples=len(idx), sample_seed=sample_seed,
-                       seed=seed, split=split, model_sha256=model_sha256(model),
-                       versions=versions(), mode="eval (dropout off, BN running statistics)")
-        arrays: dict[str, Any] = {"eigenvalues": rep.top.values, "sample_indices": idx}
-        if rep.trace is not None:
-            arrays["trace_samples"] = rep.trace.samples
-        if rep.density is not None:
-            arrays.update(density_grid=rep.density.grid, density=rep.density.density,
-                          slq_nodes=rep.density.nodes, slq_weights=rep.density.weights)
-        paths = [_io.write_json(folder / f"hessian-e{e:03d}.json", summary),
-                 _io.save_npz(folder / f"hessian-e{e:03d}.npz", **arrays)]
-        curve: dict[str, Any] | None = None
-        if across_epochs:
-            eps, vals, hvps = [], [], []
-            for ep in run.epochs:
-                note(f"λ_max at epoch {ep}")
-                op = HessianOperator(run.model(ep, device=dev), x, y, loss=loss, device=dev)
-                top = lanczos_top(op, op.dim, 1, tol=tol, seed=seed)
-                eps.append(ep)
-                vals.append(float(top.values[0]))
-                hvps.append(top.n_hvp)
-            curve = {"epochs": eps, "top_eigenvalue": vals, "n_hvp": hvps,
-                     "samples": len(idx), "loss_name": loss}
-            paths.append(_io.write_json(folder / "sharpness-epochs.json", curve))
-    finally:
-        if bar is not None:
-            bar.close()
+    with run.running_stage("hessian", epoch=e):
+        try:
+            rep = sharpness(model, x, y, loss=loss, top_k=top_k, trace=trace, density=density,
+                            layers=layers if per_layer else (), trace_samples=trace_samples,
+                            density_runs=density_runs, density_steps=density_steps, tol=tol,
+                            seed=seed, device=dev, progress=note)
+            summary = rep.to_json()
+            summary.update(epoch=e, loss_name=loss, samples=len(idx), sample_seed=sample_seed,
+                           seed=seed, split=split, model_sha256=model_sha256(model),
+                           versions=versions(), mode="eval (dropout off, BN running statistics)")
+            arrays: dict[str, Any] = {"eigenvalues": rep.top.values, "sample_indices": idx}
+            if rep.trace is not None:
+                arrays["trace_samples"] = rep.trace.samples
+            if rep.density is not None:
+                arrays.update(density_grid=rep.density.grid, density=rep.density.density,
+                              slq_nodes=rep.density.nodes, slq_weights=rep.density.weights)
+            paths = [_io.write_json(folder / f"hessian-e{e:03d}.json", summary),
+                     _io.save_npz(folder / f"hessian-e{e:03d}.npz", **arrays)]
+            curve: dict[str, Any] | None = None
+            if across_epochs:
+                eps, vals, hvps = [], [], []
+                for ep in run.epochs:
+                    note(f"λ_max at epoch {ep}")
+                    op = HessianOperator(run.model(ep, device=dev), x, y, loss=loss, device=dev)
+                    top = lanczos_top(op, op.dim, 1, tol=tol, seed=seed)
+                    eps.append(ep)
+                    vals.append(float(top.values[0]))
+                    hvps.append(top.n_hvp)
+                curve = {"epochs": eps, "top_eigenvalue": vals, "n_hvp": hvps,
+                         "samples": len(idx), "loss_name": loss}
+                paths.append(_io.write_json(folder / "sharpness-epochs.json", curve))
+        finally:
+            if bar is not None:
+                bar.close()
     figs: list[Path] = []
     if figures:
         from shenjing.plot.landscape import plot_hessian_density, plot_sharpness_epochs

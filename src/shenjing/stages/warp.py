@@ -206,12 +206,8 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
                          x_test=dataset.test.x.numpy(), y_test=dataset.test.y.numpy(),
                          classes=np.array(dataset.classes, dtype=str))
     e = the_run.resolve_epoch(epoch)
-    the_run.update_stage("warp", "running", epoch=e)
-    try:
+    with the_run.running_stage("warp", epoch=e):
         return _study(the_run, dataset, e, layers, n_lines, resolution)
-    except BaseException:
-        the_run.update_stage("warp", "failed", epoch=e)
-        raise
 
 
 def _study(run: Run, dataset: Dataset, epoch: int, layers: Sequence[str] | None,

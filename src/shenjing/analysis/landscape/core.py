@@ -152,10 +152,6 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                 fresh.meta["replaced_stale_file"] = ("an earlier file with different weights, "
                                                      "directions, samples or settings was "
                                                      "replaced")
-        dpath = directions_path(path)
-        if not dpath.exists() or load_directions(dpath)[0].sha256() != directions.sha256():
-            save_directions(dpath, directions, center_t)
-        fresh.meta["directions"]["file"] = dpath.name
     n_todo = int((~fresh.done).sum())
     fresh.meta["n_computed_now"] = n_todo
     same_engine = previous_engine is not None and (
@@ -175,6 +171,12 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                             classification=classification, device=device, dtype=dtype,
                             path=engine, batch_size=batch_size, channels_last=channels_last,
                             compile=compile, bn=bn, n_points=n_todo, precision=precision)
+    if path is not None:
+        # written only once the settings are known to be valid: bad input leaves no file
+        dpath = directions_path(path)
+        if not dpath.exists() or load_directions(dpath)[0].sha256() != directions.sha256():
+            save_directions(dpath, directions, center_t)
+        fresh.meta["directions"]["file"] = dpath.name
     fresh.meta["engine"] = cfg.to_json()
     if n_todo == 0:
         return replace(fresh, path=path)

@@ -163,7 +163,7 @@ class Evaluator:
         self.config = config
         self.device = torch.device(config.device)
         self.dtype = _torch_dtype(config.dtype)
-        _check_precision(config.precision, config.path, self.device, self.dtype)
+        _check_precision(config.precision, config.path, self.device, config.dtype)
         self.classification = classification
         self.loss_sum = loss_function(loss, "sum")
         self.n = int(x.shape[0])
@@ -577,8 +577,7 @@ def chain_steps(net: nn.Module, first: _FirstLayer, loss: str, x: torch.Tensor,
     return trace_chain(net, first.name, loss)
 
 
-def _check_precision(precision: str, path: str, device: torch.device,
-                     dtype: torch.dtype) -> None:
+def _check_precision(precision: str, path: str, device: torch.device, dtype: str) -> None:
     if precision not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "exact":
@@ -586,8 +585,8 @@ def _check_precision(precision: str, path: str, device: torch.device,
     if path not in REDUCED_PRECISION_PATHS:
         raise UsageError(f"precision {precision!r} runs the model's own forward pass: use "
                          f"path 'loop' or 'vmap' (the {path} path is exact algebra)")
-    if dtype != torch.float32:
-        raise UsageError(f"precision {precision!r} starts from float32; drop dtype {dtype}")
+    if dtype != "float32":
+        raise UsageError(f"precision {precision!r} starts from float32; drop --dtype {dtype}")
     if precision == "tf32" and device.type != "cuda":
         raise UsageError("precision 'tf32' needs a CUDA device (TensorFloat-32 is an NVIDIA "
                          "GPU format); on this device use 'bf16' or 'exact'")
@@ -680,7 +679,7 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
     if path not in (*PATHS, "auto"):
         raise UsageError(f"unknown evaluation path {path!r}; choose one of "
                          f"{', '.join(PATHS)} or auto")
-    _check_precision(precision, "loop" if path == "auto" else path, dev, dt)
+    _check_precision(precision, "loop" if path == "auto" else path, dev, dtype)
     n = int(x.shape[0])
     threads_given = threads is not None
     meas: dict[str, float] = {}
