@@ -101,9 +101,12 @@ def test_hessian_bad_top(run_dir, capsys):
     assert "--top must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args", [["--precision", "bf16", "--engine", "chain"],
-                                  ["--precision", "bf16", "--dtype", "float64"]])
-def test_refused_settings_leave_no_file_and_a_failed_stage(run_dir, capsys, args):
+@pytest.mark.parametrize(("args", "error"), [
+    (["--precision", "bf16", "--engine", "chain"], "UsageError: precision 'bf16'"),
+    (["--precision", "bf16", "--dtype", "float64"], "UsageError: precision 'bf16'"),
+    (["--engine", "linear", "--bn", "recompute"], "UsageError: bn='recompute' needs the loop"),
+])
+def test_refused_settings_leave_no_file_and_a_failed_stage(run_dir, capsys, args, error):
     from shenjing.runs import open_run
 
     folder = run_dir / "landscapes"
@@ -115,4 +118,4 @@ def test_refused_settings_leave_no_file_and_a_failed_stage(run_dir, capsys, args
     after = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     assert after == before  # not even the directions file
     stage = open_run(run_dir).stage("landscape_plane")
-    assert stage["status"] == "failed" and stage["error"].startswith("UsageError: precision")
+    assert stage["status"] == "failed" and stage["error"].startswith(error)

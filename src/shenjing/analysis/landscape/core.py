@@ -171,17 +171,18 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                             classification=classification, device=device, dtype=dtype,
                             path=engine, batch_size=batch_size, channels_last=channels_last,
                             compile=compile, bn=bn, n_points=n_todo, precision=precision)
+    fresh.meta["engine"] = cfg.to_json()
+    # the evaluator checks the settings: bad input raises here and leaves no file
+    evaluator = Evaluator(model, center_t, dirs, x, y, loss=loss,
+                          classification=classification, config=cfg,
+                          bn_data=bn_data) if n_todo else None
     if path is not None:
-        # written only once the settings are known to be valid: bad input leaves no file
         dpath = directions_path(path)
         if not dpath.exists() or load_directions(dpath)[0].sha256() != directions.sha256():
             save_directions(dpath, directions, center_t)
         fresh.meta["directions"]["file"] = dpath.name
-    fresh.meta["engine"] = cfg.to_json()
-    if n_todo == 0:
+    if evaluator is None:
         return replace(fresh, path=path)
-    evaluator = Evaluator(model, center_t, dirs, x, y, loss=loss,
-                          classification=classification, config=cfg, bn_data=bn_data)
     import time
 
     t0 = time.perf_counter()
