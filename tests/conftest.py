@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # as the CLI does (see shenjing/cli/app.py): spinning OpenMP threads slow small ops ~10x
 # whenever the cores are shared
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# the tests' own trust list (shenjing.trust), set before any fixture of any scope runs:
+# never the user's ~/.config one. tests/test_trust.py gives each of its tests a fresh one.
+os.environ["SHENJING_TRUST_FILE"] = str(
+    Path(tempfile.mkdtemp(prefix="shenjing-tests-")) / "trusted-code.json")
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("SHENJING_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))

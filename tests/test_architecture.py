@@ -14,15 +14,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "shenjing"
 # lower number = lower layer; a module may import only from its own layer or lower ones
 LAYERS = {
     "errors": 0, "_io": 0, "_optional": 0, "_version": 0, "hooks": 0, "_imports": 0,
-    "_device": 0,
-    "data": 1, "models": 1,
+    "_device": 0, "_checks": 0,
+    "data": 1, "models": 1, "trust": 1,
     "runs": 2,
     "training": 3, "capture": 3,
     "analysis": 4,
     "plot": 5,
-    "stages": 6,
-    "report": 7, "demo": 7,
-    "cli": 8, "__main__": 8,
+    "report": 6,  # built from files alone: needs runs and plot, never a stage
+    "stages": 7,  # a stage may write the report (inspect's last step)
+    "demo": 8,
+    "cli": 9, "__main__": 9,
 }
 
 

@@ -11,8 +11,7 @@ from shenjing.errors import MissingExtraError
 _EXTRAS: dict[str, str] = {
     "umap": "umap",
     "ray": "ray",
-    "torchvision": "vision",
-}
+}  # torchvision has no extra: it must match the installed torch (shenjing.models.zoo)
 
 
 def require(module: str, *, extra: str | None = None, purpose: str = "") -> ModuleType:

@@ -7,6 +7,7 @@ again reuses every finished step; ``force=True`` redoes them all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -69,14 +70,14 @@ def _done(run: Run, step: Step) -> bool:
 
 
 def _run_steps(run: Run, steps: list[Step], *, force: bool, timings: dict[str, float],
-               label: str) -> None:
+               label: str, quiet: bool = False) -> None:
     for step in steps:
         key = f"{label}:{step.name}"
         if not force and _done(run, step):
             console.print(f"[dim]{key}: reused[/dim]")
             continue
         started = time.perf_counter()
-        with console.status(f"{key} …"):
+        with contextlib.nullcontext() if quiet else console.status(f"{key} …"):
             step.fn(run)
         timings[key] = time.perf_counter() - started
         run.update_stage(f"demo:{step.name}", "done", options=step.options,
@@ -85,7 +86,7 @@ def _run_steps(run: Run, steps: list[Step], *, force: bool, timings: dict[str, f
 
 
 def _train(model: str, dataset: Dataset, folder: Path, plan: DemoPlan, *, force: bool,
-           device: str, timings: dict[str, float]) -> Run:
+           device: str, timings: dict[str, float], progress: bool = True) -> Run:
     """Train (or reuse) one zoo model's run."""
     from shenjing.training import train
 
@@ -96,10 +97,12 @@ def _train(model: str, dataset: Dataset, folder: Path, plan: DemoPlan, *, force:
             console.print(f"[dim]{model}:train: reused[/dim]")
             return run
         started = time.perf_counter()
-        run = train(model, dataset, epochs=plan.epochs, run=path, resume=True, device=device)
+        run = train(model, dataset, epochs=plan.epochs, run=path, resume=True, device=device,
+                    progress=progress)
     else:
         started = time.perf_counter()
-        run = train(model, dataset, epochs=plan.epochs, run=path, force=True, device=device)
+        run = train(model, dataset, epochs=plan.epochs, run=path, force=True, device=device,
+                    progress=progress)
     timings[f"{model}:train"] = time.perf_counter() - started
     console.print(f"{model}:train: {timings[f'{model}:train']:.1f} s, test accuracy "
                   f"{run.metrics()[-1]['test_accuracy']:.3f}")
@@ -151,72 +154,169 @@ def _embedding_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
         device=device), {"layer": layer, "n": plan.tsne_n})]
 
 
+@dataclass(frozen=True)
+class DemoTask:
+    """What one study of the demo needs; picklable, so a worker process can run it."""
+
+    study: str  # a zoo classifier name, "curve_fit" or "spirals_warp"
+    folder: Path
+    data: str
+    data_dir: str | None
+    plan: DemoPlan
+    force: bool
+    device: str
+    quiet: bool = False  # no live status line (several processes share the terminal)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """One study's report, its line on the index page, and its seconds per stage."""
+
+    study: str
+    report: Path
+    entry: dict[str, str]
+    timings: dict[str, float]
+
+
+#: the studies, longest first (so two workers finish close together)
+STUDIES = ("dropout_cnn", "mlp", "simple_cnn", "spirals_warp", "curve_fit")
+CLASSIFIERS = ("mlp", "simple_cnn", "dropout_cnn")
+
+
 def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
              data_dir: str | os.PathLike[str] | None = None, fast: bool = False,
-             force: bool = False, device: str = "auto") -> DemoResult:
+             force: bool = False, device: str = "auto", jobs: int | None = None) -> DemoResult:
     """Train the seeds' classifiers (mlp, simple_cnn, dropout_cnn) and the function-fitting
     and space-warping studies, analyse each, write one report per run and ``index.html``.
 
-    Figures are written as PNG only (the report inlines PNGs); each view's own command
-    also writes SVG.
+    The five studies are independent: with ``jobs`` > 1 (default: 2 where there are 2+
+    cores and the device is the CPU) they run in that many worker processes, one torch
+    thread each, so every core is busy. Figures are written as PNG only (the report inlines
+    PNGs); each view's own command also writes SVG. A study that finished before (same
+    options) is reused; ``force`` redoes everything.
     """
     if data not in ("digits", "mnist", "fashion-mnist"):
         raise UsageError(f"demo data must be digits, mnist or fashion-mnist (got {data!r})")
+    from shenjing._checks import positive_int
+    from shenjing._device import resolve_device
+
+    if jobs is None:
+        on_cpu = resolve_device(device).type == "cpu"
+        jobs = min(2, os.cpu_count() or 1) if on_cpu else 1
+    positive_int("--jobs", jobs)
+    started = time.perf_counter()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    plan = _plan(data, fast)
+    tasks = [DemoTask(study, folder, data, str(data_dir) if data_dir else None, plan, force,
+                      device, quiet=jobs > 1) for study in STUDIES]
+    results = [run_study(t) for t in tasks] if jobs == 1 else _in_workers(tasks, jobs)
+    by_study = {r.study: r for r in results}
+    ordered = [by_study[s] for s in (*CLASSIFIERS, "curve_fit", "spirals_warp")]
+    from shenjing.report import build_index
+
+    index = build_index([r.entry for r in ordered], folder / "index.html",
+                        title="shenjing demo",
+                        subtitle=f"the seeds' models on {data}; one report per run")
+    timings = {k: v for r in ordered for k, v in r.timings.items()}
+    return DemoResult(index=index, reports={r.study: r.report for r in ordered},
+                      seconds=time.perf_counter() - started, step_seconds=timings)
+
+
+def _in_workers(tasks: list[DemoTask], jobs: int) -> list[StudyResult]:
+    """Run the studies in ``jobs`` fresh processes (spawned: no forked OpenMP state)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                             initializer=_worker_init) as pool:
+        return list(pool.map(run_study, tasks))
+
+
+def _worker_init() -> None:
+    """One torch thread per worker: the workers share the cores between them."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_study(task: DemoTask) -> StudyResult:
+    """One study of the demo, start to report (reusing what is done)."""
     from shenjing.plot.save import figure_formats
 
-    started = time.perf_counter()
+    timings: dict[str, float] = {}
     with figure_formats("png"):  # the report inlines PNGs; each view's command writes SVG
-        return _demo(Path(out), data, data_dir, fast, force, device, started)
+        if task.study in CLASSIFIERS:
+            return _classifier_study(task, timings)
+        return _function_study(task, timings)
 
 
-def _demo(folder: Path, data: str, data_dir: str | os.PathLike[str] | None, fast: bool,
-          force: bool, device: str, started: float) -> DemoResult:
-    from shenjing.report import build_index, build_report
+def _classifier_study(task: DemoTask, timings: dict[str, float]) -> StudyResult:
+    from shenjing.report import build_report
+
+    model = task.study
+    dataset = load_dataset(task.data, data_dir=task.data_dir)
+    run = _train(model, dataset, task.folder, task.plan, force=task.force,
+                 device=task.device, timings=timings, progress=not task.quiet)
+    _run_steps(run, _classifier_steps(model, task.plan, task.device), force=task.force,
+               timings=timings, label=model, quiet=task.quiet)
+    t0 = time.perf_counter()
+    report = build_report(run).path
+    timings[f"{model}:report"] = time.perf_counter() - t0
+    console.print(f"{model}:report: {timings[f'{model}:report']:.1f} s")
+    acc = run.metrics()[-1]["test_accuracy"]
+    entry = {"href": f"{model}/report.html", "name": model, "model": model,
+             "data": task.data, "shows": _SHOWS[model], "number": f"test accuracy {acc:.3f}"}
+    return StudyResult(model, report, entry, timings)
+
+
+def _function_study(task: DemoTask, timings: dict[str, float]) -> StudyResult:
+    """Seed 001's curve fit or the space-warping net, reused when already done."""
+    from shenjing.report import build_report
     from shenjing.stages import fit as fit_stage
     from shenjing.stages import warp as warp_stage
 
-    folder.mkdir(parents=True, exist_ok=True)
-    plan = _plan(data, fast)
-    dataset = load_dataset(data, data_dir=data_dir)
-    timings: dict[str, float] = {}
-    reports: dict[str, Path] = {}
-    entries: list[dict[str, str]] = []
-    for model in ("mlp", "simple_cnn", "dropout_cnn"):
-        run = _train(model, dataset, folder, plan, force=force, device=device, timings=timings)
-        _run_steps(run, _classifier_steps(model, plan, device), force=force, timings=timings,
-                   label=model)
-        t0 = time.perf_counter()
-        reports[model] = build_report(run).path
-        timings[f"{model}:report"] = time.perf_counter() - t0
-        console.print(f"{model}:report: {timings[f'{model}:report']:.1f} s")
-        acc = run.metrics()[-1]["test_accuracy"]
-        entries.append({"href": f"{model}/report.html", "name": model, "model": model,
-                        "data": data, "shows": _SHOWS[model],
-                        "number": f"test accuracy {acc:.3f}"})
     t0 = time.perf_counter()
-    fit_run = fit_stage.fit(folder / "curve_fit", retrain=force, progress=False,
-                            epochs=8 if fast else None)
-    reports["curve_fit"] = build_report(fit_run.run).path
-    timings["curve_fit"] = time.perf_counter() - t0
-    console.print(f"curve_fit: {timings['curve_fit']:.1f} s")
-    net = fit_run.errors.get("net", {})
-    entries.append({"href": "curve_fit/report.html", "name": "curve_fit", "model": "curve_mlp",
-                    "data": "curve", "shows": _SHOWS["curve_fit"],
-                    "number": f"RMSE in range {net.get('rmse_in', float('nan')):.3g}, "
-                              f"beyond {net.get('rmse_out', float('nan')):.3g}"})
-    t0 = time.perf_counter()
-    warp_run = warp_stage.warp(folder / "spirals_warp", retrain=force, progress=False)
-    reports["spirals_warp"] = build_report(warp_run.run).path
-    timings["spirals_warp"] = time.perf_counter() - t0
-    console.print(f"spirals_warp: {timings['spirals_warp']:.1f} s")
-    entries.append({"href": "spirals_warp/report.html", "name": "spirals_warp",
-                    "model": "mlp", "data": "spirals", "shows": _SHOWS["spirals_warp"],
-                    "number": "probe accuracy by layer: " + ", ".join(
-                        f"{p.get('probe_test_accuracy', 0):.2f}" for p in warp_run.probes)})
-    index = build_index(entries, folder / "index.html", title="shenjing demo",
-                        subtitle=f"the seeds' models on {data}; one report per run")
-    return DemoResult(index=index, reports=reports, seconds=time.perf_counter() - started,
-                      step_seconds=timings)
+    path = task.folder / task.study
+    options = {"fast": task.plan.epochs == 3}
+    if not task.force and _study_done(path, options):
+        console.print(f"[dim]{task.study}: reused[/dim]")
+        run = Run(path)
+        report = path / "report.html"
+        number = run.stage("demo:study").get("number", "")
+    elif task.study == "curve_fit":
+        fitted = fit_stage.fit(path, retrain=task.force, progress=False,
+                               epochs=8 if task.plan.epochs == 3 else None, device=task.device)
+        run = fitted.run
+        net = fitted.errors.get("net", {})
+        number = (f"RMSE in range {net.get('rmse_in', float('nan')):.3g}, beyond "
+                  f"{net.get('rmse_out', float('nan')):.3g}")
+    else:
+        warped = warp_stage.warp(path, retrain=task.force, progress=False, device=task.device)
+        run = warped.run
+        number = "probe accuracy by layer: " + ", ".join(
+            f"{p.get('probe_test_accuracy', 0):.2f}" for p in warped.probes)
+    if run.stage("demo:study").get("status") != "done" or task.force or \
+            not (path / "report.html").is_file() or \
+            run.stage("demo:study").get("options") != options:
+        report = build_report(run).path
+        timings[task.study] = time.perf_counter() - t0
+        run.update_stage("demo:study", "done", options=options, number=number,
+                         seconds=round(timings[task.study], 2))
+        console.print(f"{task.study}: {timings[task.study]:.1f} s")
+    model, data = ("curve_mlp", "curve") if task.study == "curve_fit" else ("mlp", "spirals")
+    entry = {"href": f"{task.study}/report.html", "name": task.study, "model": model,
+             "data": data, "shows": _SHOWS[task.study], "number": number}
+    return StudyResult(task.study, report, entry, timings)
+
+
+def _study_done(path: Path, options: dict[str, Any]) -> bool:
+    if not (path / "run.json").is_file() or not (path / "report.html").is_file():
+        return False
+    rec = Run(path).stage("demo:study")
+    return rec.get("status") == "done" and rec.get("options") == options
 
 
 _SHOWS = {
@@ -227,4 +327,4 @@ _SHOWS = {
     "spirals_warp": "W3 how each layer bends space until the classes separate",
 }
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "DemoTask", "StudyResult", "run_demo", "run_study"]

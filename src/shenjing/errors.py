@@ -6,11 +6,14 @@ Every message says what was expected, what was given, and how to fix it.
     ├── UsageError            bad argument or option (CLI exit code 2); also a ValueError
     │   ├── UnknownNameError      a model, dataset or method name that does not exist
     │   ├── LayerNotFoundError    a layer name or pattern that matches nothing
-    │   └── ShapeMismatchError    data whose shape does not fit the model
+    │   ├── ShapeMismatchError    data whose shape does not fit the model
+    │   └── NotApplicableError    a view that does not apply to this model or layer
+    │                             (filters of an LSTM); stages record it as ``skipped``
     ├── DataError             a dataset file is missing, malformed or fails its checksum
     │   └── ChecksumError
     ├── RunError              a run directory is missing, foreign or of a newer format
-    │   └── EpochNotFoundError    the run has no checkpoint for the asked epoch
+    │   ├── EpochNotFoundError    the run has no checkpoint for the asked epoch
+    │   └── UntrustedCodeError    the run names user code this user has not trusted
     ├── CheckpointError       a weights file is unsafe, or does not match the model
     ├── ResourceError         a job would not fit the memory allowed
     └── MissingExtraError     an optional dependency is not installed; also an ImportError
@@ -45,6 +48,14 @@ class ShapeMismatchError(UsageError):
     """Input data whose shape the model cannot take."""
 
 
+class NotApplicableError(UsageError):
+    """A view asked of a model or layer it does not apply to (the filters of an LSTM).
+
+    Stages let it propagate; :meth:`shenjing.runs.Run.running_stage` records the stage as
+    ``skipped`` with the message as its reason, the same way everywhere.
+    """
+
+
 class DataError(ShenjingError):
     """A dataset file that is missing, malformed or corrupt."""
 
@@ -59,6 +70,15 @@ class RunError(ShenjingError):
 
 class EpochNotFoundError(RunError, UsageError):
     """A run has no checkpoint for the epoch asked for."""
+
+
+class UntrustedCodeError(RunError, UsageError):
+    """A run folder names user code (a model factory file or module, a data factory, a loss)
+    that this user did not create the run with on this machine, or that changed since.
+
+    A run folder is data: its code runs only with consent (``--trust-code`` /
+    ``trust_code=True``), as with Hugging Face's ``trust_remote_code``.
+    """
 
 
 class CheckpointError(ShenjingError):

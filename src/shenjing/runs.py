@@ -28,7 +28,7 @@ from torch import nn
 
 from shenjing import _io
 from shenjing._version import __version__
-from shenjing.errors import CheckpointError, EpochNotFoundError, RunError
+from shenjing.errors import CheckpointError, EpochNotFoundError, NotApplicableError, RunError
 
 FORMAT_VERSION = 1
 MANIFEST = "run.json"
@@ -62,8 +62,10 @@ class Run:
     []
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, trust_code: bool = False) -> None:
         self.path = Path(path)
+        #: consent to run the user code the run names (see :mod:`shenjing.trust`)
+        self.trust_code = trust_code
         manifest = self.path / MANIFEST
         if not self.path.is_dir():
             raise RunError(f"no run directory at {self.path}; create one with "
@@ -113,6 +115,10 @@ class Run:
             "versions": versions(),
             "stages": {},
         }
+        from shenjing import trust
+
+        # the user is creating this run with this code: record its hashes, and trust them
+        manifest["code"] = trust.record(manifest, path)
         _io.write_json(path / MANIFEST, manifest)
         return cls(path)
 
@@ -144,11 +150,17 @@ class Run:
         return dict(self.manifest.get("stages", {}).get(name, {}))
 
     def update_stage(self, name: str, status: str, **info: Any) -> None:
-        """Record a stage's status (``running``, ``done``, ``failed``) and details."""
+        """Record a stage's status and details.
+
+        ``status`` is ``running``, ``done``, ``failed`` (with ``error``: what went wrong) or
+        ``skipped`` (with ``reason``: why the view does not apply to this model).
+        """
         manifest = self.manifest
         stage = manifest.setdefault("stages", {}).setdefault(name, {})
         if status != "failed":
             stage.pop("error", None)
+        if status != "skipped":
+            stage.pop("reason", None)
         stage.update(info)
         stage["status"] = status
         stage["updated"] = _now()
@@ -157,10 +169,17 @@ class Run:
     @contextmanager
     def running_stage(self, name: str, **info: Any) -> Iterator[None]:
         """Mark stage ``name`` running for the block; if the block raises, mark it failed
-        with the error and re-raise (the block marks it done itself, with its results)."""
+        with the error and re-raise (the block marks it done itself, with its results).
+
+        A :class:`~shenjing.errors.NotApplicableError` marks it ``skipped`` with the
+        message as the reason instead (and is re-raised too).
+        """
         self.update_stage(name, "running", **info)
         try:
             yield
+        except NotApplicableError as exc:
+            self.update_stage(name, "skipped", reason=str(exc))
+            raise
         except BaseException as exc:
             self.update_stage(name, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -255,11 +274,62 @@ class Run:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from None
 
+    def saved_layer_table(self) -> dict[str, Any] | None:
+        """The layer table saved when the run was made (``layers.json``), or None.
+
+        Reading it runs no code: the report and ``shenjing layers`` show the model from it.
+        """
+        path = self.path / "layers.json"
+        if not path.is_file():
+            return None
+        try:
+            data = _io.read_json(path)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    # ---- code the run names ------------------------------------------------------------
+    def require_trust(self) -> None:
+        """Refuse (:class:`~shenjing.errors.UntrustedCodeError`) if the run names user code
+        this user has not trusted, unless the run was opened with ``trust_code=True``.
+
+        Called before anything that could import the run's code: building its model, loading
+        a data factory, a user loss or target function. A zoo model needs no consent.
+        """
+        from shenjing import trust
+
+        trust.require(self.manifest, self.path, trust_code=self.trust_code)
+
+    def record_code(self) -> None:
+        """Record (and trust) the user code the run names now: for a stage that adds code to
+        a run this user is making (``fit`` writes its target function after training)."""
+        from shenjing import trust
+
+        self.update_manifest(code=trust.record(self.manifest, self.path))
+
+    @property
+    def data_is_code(self) -> bool:
+        """Whether loading the run's data would run user code (a ``pkg.mod:make`` factory)."""
+        return self.manifest.get("data", {}).get("name") == "factory"
+
     def build_model(self) -> nn.Module:
-        """A freshly initialised model of the run's architecture."""
+        """A freshly initialised model of the run's architecture (its code trusted first)."""
         from shenjing.models import build_from_spec
 
-        return build_from_spec(self.manifest["model"])
+        spec = self.manifest["model"]
+        rebuildable = "factory" in spec or (
+            spec.get("rebuildable") is not False and "input_shape" in spec)
+        if not rebuildable:
+            cls = spec.get("class") or spec.get("name") or "the model"
+            raise RunError(
+                f"run {self.name!r} cannot rebuild its network: it was recorded without a "
+                f"model spec ({cls} {spec.get('why') or 'is not a zoo model or a factory'}). "
+                "Its checkpoints and metrics are there (dynamics, weights and report work); "
+                "for the other views record it with Recorder(..., model_spec='pkg.mod:Net', "
+                "model_kwargs={...}), or load the weights yourself: "
+                "net.load_state_dict(run.state_dict(epoch))")
+        self.require_trust()
+        return build_from_spec(spec)
 
     def model(self, epoch: int | str = "final", *,
               device: str | torch.device = "cpu") -> nn.Module:
@@ -278,6 +348,8 @@ class Run:
         """The run's dataset, rebuilt from its spec (a :class:`shenjing.data.Dataset`)."""
         from shenjing.data import load_from_spec
 
+        if self.data_is_code:
+            self.require_trust()
         return load_from_spec(self.manifest["data"])
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -294,9 +366,14 @@ class Run:
             return f"Run({str(self.path)!r})"
 
 
-def open_run(path: str | os.PathLike[str]) -> Run:
-    """Open an existing run directory (clear error if missing, foreign or newer)."""
-    return Run(path)
+def open_run(path: str | os.PathLike[str], *, trust_code: bool = False) -> Run:
+    """Open an existing run directory (clear error if missing, foreign or newer).
+
+    ``trust_code`` consents to running the user code the run names (its model factory,
+    data factory, loss): see :mod:`shenjing.trust`. Without it, such code runs only if you
+    created the run yourself on this machine.
+    """
+    return Run(path, trust_code=trust_code)
 
 
 def find_runs(root: str | os.PathLike[str]) -> list[Run]:

@@ -127,3 +127,77 @@ def test_layer_order_follows_the_model_then_natural_order():
     assert d.layers == ("features.0", "features.2", "features.10", "classifier.0")
     assert list(d.dead_units) == ["features.3", "features.11"]
     np.testing.assert_allclose(d.layer_metric("weight_norm")[:, 0], 1.0)
+
+
+def still(epoch, names=("fc", "fc.bias"), *, moved=()):
+    """A record where the groups in ``moved`` moved and the others are exactly as at init."""
+    return {"epoch": epoch, "test_loss": 1.0, "layers": {
+        n: {"weight_norm": 1.0, "update_ratio": None if epoch == 0 else (0.1 if n in moved
+                                                                          else 0.0),
+            "dist_from_init": 0.1 * epoch if n in moved else 0.0, "cos_to_init": 1.0,
+            "grad_norm": None if epoch == 0 else 0.1} for n in names}}
+
+
+def test_weights_identical_to_the_init_are_called_unchanged():
+    s = layer_status(read_dynamics([still(0), still(1)]))
+    assert s.status == {"fc": "unchanged", "fc.bias": "unchanged"}
+    assert s.warnings[0].kind == "unchanged" and s.warnings[0].layer == ""
+    assert "every tracked parameter is identical to epoch 0" in s.warnings[0].message
+    assert s.to_dict()["unchanged"] == ["fc", "fc.bias"]
+    # a zero-initialised group (BatchNorm's bias) that stays zero is unchanged too
+    zero = still(1)
+    zero["layers"]["fc.bias"].update(weight_norm=0.0, dist_from_init=None, update_ratio=None)
+    first = still(0)
+    first["layers"]["fc.bias"]["weight_norm"] = 0.0
+    assert layer_status(read_dynamics([first, zero])).warnings[0].kind == "unchanged"
+    only_init = layer_status(read_dynamics([still(0)]))
+    assert only_init.warnings[0].kind == "unchanged"
+    assert "only epoch 0" in only_init.warnings[0].message
+
+
+def test_some_groups_unchanged_are_named_once():
+    s = layer_status(read_dynamics([still(0), still(1, moved=("fc",)), still(2, moved=("fc",))]))
+    assert "unchanged" not in {w.kind for w in s.warnings}    # the model did train
+    frozen = [w for w in s.warnings if w.kind == "frozen"]
+    assert len(frozen) == 1 and "1 of 2 parameter groups" in frozen[0].message
+    assert "fc.bias" in frozen[0].message
+    assert s.status["fc"] != "unchanged" and s.status["fc.bias"] == "unchanged"
+    moving = layer_status(read_dynamics([still(0), still(1, moved=("fc", "fc.bias"))]))
+    assert not {"unchanged", "frozen"} & {w.kind for w in moving.warnings}
+
+
+def test_bias_groups_are_not_judged_by_the_gradient_scale_of_weights():
+    """A bias before BatchNorm has (almost) no gradient by construction: not 'vanishing'."""
+    recs = healthy()
+    for r in recs[1:]:
+        r["layers"]["conv1.bias"] = {"weight_norm": 0.01, "update_ratio": 3.0,
+                                     "grad_norm": 1e-9, "dist_from_init": 1.0}
+    kinds = {(w.kind, w.layer) for w in layer_status(read_dynamics(recs)).warnings}
+    assert not {k for k in kinds if k[1] == "conv1.bias"}
+
+
+def test_coverage_and_order_from_the_recorders_parameter_listing():
+    recs = healthy()
+    recs[0]["params"] = {"n_total": 110, "n_tracked": 100, "untracked": ["extra"],
+                         "groups": [{"name": "fc1", "params": ["fc1.weight"], "n": 40},
+                                    {"name": "conv2", "params": ["conv2.weight"], "n": 30},
+                                    {"name": "conv1", "params": ["conv1.weight"], "n": 30}]}
+    d = read_dynamics(recs)
+    assert d.layers == ("fc1", "conv2", "conv1")          # the recorded (model) order
+    assert d.coverage is not None
+    assert (d.coverage.n_tracked, d.coverage.n_total) == (100, 110)
+    assert d.coverage.share == pytest.approx(100 / 110)
+    assert d.coverage.to_dict() == {"n_tracked": 100, "n_total": 110,
+                                    "share": pytest.approx(100 / 110), "untracked": ["extra"]}
+    assert d.coverage.describe() == "tracks 100 of 110 parameters (91%)"
+    assert d.groups["fc1"] == ("fc1.weight",)
+    assert read_dynamics(healthy()).coverage is None     # an old run: unknown from records
+
+
+def test_a_warning_seen_at_many_epochs_names_them_as_ranges():
+    recs = [record(0, ratios=None, grads=None)]
+    recs += [record(e, ratios=[0.1, 0.1, 0.1], grads=[1e-7, 0.2, 0.3]) for e in range(1, 31)]
+    recs[12]["layers"]["conv1"]["grad_norm"] = 0.1     # epoch 12 is fine
+    (w,) = [w for w in layer_status(read_dynamics(recs)).warnings if w.kind == "vanishing"]
+    assert w.epoch == 30 and len(w.epochs) == 29
+    assert w.message.endswith("(also at epochs 1–11, 13–29)")

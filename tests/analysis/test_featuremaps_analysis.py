@@ -1,10 +1,15 @@
-"""Feature maps: exact activations of hand-set nets, scales, ordering, change, hooks, errors."""
+"""Feature maps: exact activations of hand-set nets, scales, ordering, change, hooks, errors;
+the views that keep the axes of sequences, tokens and 1-D signals; when "off" is counted."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -12,6 +17,7 @@ from torch import nn
 
 from shenjing.analysis.featuremaps import (
     FeatureMaps,
+    as_vector,
     channel_order,
     compare_feature_maps,
     dead_channels,
@@ -19,12 +25,17 @@ from shenjing.analysis.featuremaps import (
     grid_shape,
     layer_output,
     normalise_maps,
+    off_rule_of,
+    output_view,
     require_spatial,
     select_channels,
     top_channels,
 )
-from shenjing.errors import LayerNotFoundError, ShapeMismatchError, UsageError
+from shenjing.errors import LayerNotFoundError, NotApplicableError, ShapeMismatchError, UsageError
 from shenjing.hooks import count_hooks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: user_models
+import user_models
 
 
 def hand_net() -> nn.Module:
@@ -204,3 +215,183 @@ def test_runs_on_the_model_device_and_in_eval_mode():
     out = layer_output(net, X.unsqueeze(0).double().float(), "2")
     assert out.device.type == "cpu" and out.shape == (1, 12)
     assert not out.requires_grad
+
+
+# ---- views: sequences, tokens and 1-D signals keep their axes (issue 12, item 12) ------
+DIGIT = torch.linspace(-1, 1, 64).reshape(1, 8, 8)
+
+
+def test_lstm_sequence_output_keeps_time_and_hidden_axes():
+    model = user_models.build("lstm")
+    fm = feature_maps(model, DIGIT, "lstm")
+    assert fm.view == "sequence" and fm.axes == ("time step", "hidden unit")
+    assert fm.key == "lstm.0" and fm.module_type == "LSTM"
+    with torch.no_grad():
+        seq, (_, c) = model.lstm(DIGIT.reshape(1, 8, 8))
+    np.testing.assert_allclose(fm.values, seq[0].numpy(), atol=1e-6)
+    assert fm.values.shape == (8, 24) and fm.n_channels == 24 and fm.unit_axis == 1
+    # the keys `shenjing layers` prints are accepted (issue 12, item 8)
+    assert feature_maps(model, DIGIT, "lstm.0").key == "lstm.0"
+    state = feature_maps(model, DIGIT, "lstm.1.1")
+    assert state.view == "vector" and state.axes == ("hidden unit",)
+    np.testing.assert_allclose(state.values, c[0, 0].numpy(), atol=1e-6)
+    # tanh-bounded LSTM outputs: a zero is a value, not "off"
+    assert fm.off_rule is None and "LSTM output" in fm.off_reason()
+
+
+def test_lstm_not_batch_first_moves_the_batch_dimension_first():
+    class TimeMajor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, 6)  # batch_first=False: (time, batch, hidden)
+
+        def forward(self, x):
+            return self.lstm(x.transpose(0, 1))[0][-1]
+
+    torch.manual_seed(0)
+    net = TimeMajor().eval()
+    x = torch.randn(5, 4)
+    fm = feature_maps(net, x, "lstm.0")
+    with torch.no_grad():
+        expected = net.lstm(x[:, None, :])[0][:, 0]
+    assert fm.view == "sequence" and fm.values.shape == (5, 6)
+    np.testing.assert_allclose(fm.values, expected.numpy(), atol=1e-6)
+
+
+def test_transformer_tokens_keep_token_and_feature_axes():
+    model = user_models.build("vit")
+    for layer in ("encoder.layers.0", "encoder.layers.0.self_attn", "encoder.layers.0.norm1",
+                  "encoder.layers.0.linear1", "to_tokens"):
+        fm = feature_maps(model, DIGIT, layer)
+        assert fm.view == "tokens", layer
+        assert fm.axes == ("token", "feature")
+        assert fm.off_rule is None
+    assert feature_maps(model, DIGIT, "encoder.layers.0").values.shape == (17, 16)
+    assert feature_maps(model, DIGIT, "encoder.layers.0.self_attn").key == \
+        "encoder.layers.0.self_attn.0"
+    assert feature_maps(model, DIGIT, "norm").view == "vector"  # LayerNorm of the CLS token
+
+
+def test_conv1d_outputs_are_signals_and_relu_after_them_counts_off():
+    model = user_models.build("conv1d")
+    conv = feature_maps(model, DIGIT, "features.0")
+    relu = feature_maps(model, DIGIT, "features.1")
+    assert conv.view == relu.view == "signal"
+    assert conv.axes == ("channel", "position") and conv.values.shape == (8, 64)
+    with torch.no_grad():
+        expected = model.features[0](DIGIT.reshape(1, 1, 64))[0]
+    np.testing.assert_allclose(conv.values, expected.numpy(), atol=1e-6)
+    assert conv.off_rule is None and "Conv1d output" in conv.off_reason()
+    assert relu.off_rule == "output of ReLU" and relu.off_reason() is None
+    np.testing.assert_array_equal(relu.dead(), (expected.numpy() <= 0).all(axis=1))
+    assert feature_maps(model, DIGIT, "features").view == "signal"  # container: its last
+
+
+@pytest.mark.parametrize(("module", "counted"), [
+    (nn.ReLU(), True), (nn.ReLU6(), True), (nn.Hardtanh(0.0, 1.0), True),
+    (nn.Threshold(0.0, 0.0), True), (nn.Hardtanh(), False), (nn.LeakyReLU(), False),
+    (nn.Tanh(), False), (nn.GELU(), False), (nn.LayerNorm(4), False), (nn.Linear(4, 4), False),
+    (nn.ELU(), False), (nn.Sigmoid(), False)])
+def test_off_is_counted_only_after_a_hard_zero(module, counted):
+    out = module(torch.randn(3, 4, requires_grad=True))
+    assert (off_rule_of(module, out) is not None) is counted
+
+
+def test_off_seen_through_a_block_that_ends_in_relu_and_through_pooling():
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+        def forward(self, x):
+            return F.relu(self.conv(x) + x)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = Block()
+            self.pool = nn.MaxPool2d(2)
+            self.drop = nn.Dropout()
+            self.tanh = nn.Tanh()
+
+        def forward(self, x):
+            return self.tanh(self.drop(self.pool(self.block(x))).flatten(1))
+
+    net = Net().eval()
+    x = torch.randn(1, 6, 6)
+    assert feature_maps(net, x, "block").off_rule == "output of Block, which ends in relu"
+    assert feature_maps(net, x, "pool").off_rule is not None
+    assert feature_maps(net, x, "drop").off_rule is not None
+    assert feature_maps(net, x, "block.conv").off_rule is None
+    assert feature_maps(net, x, "tanh").off_rule is None
+
+
+def test_shared_block_calls_are_selected_by_key():
+    model = user_models.build("shared")
+    x = torch.randn(64)
+    first = feature_maps(model, x, "block#0")
+    second = feature_maps(model, x, "block#1")
+    assert feature_maps(model, x, "block").key == "block#0"
+    with torch.no_grad():
+        h = F.relu(model.inp(x[None]))
+        h1 = model.block(h)
+        h2 = model.block(h1)
+    np.testing.assert_allclose(first.values, h1[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(second.values, h2[0].numpy(), atol=1e-6)
+    assert feature_maps(model, x, "block.1#1").off_rule == "output of ReLU"
+    with pytest.raises(LayerNotFoundError, match=r"'block' \(Sequential\) gives the outputs "
+                                                 r"block#0, block#1"):
+        feature_maps(model, x, "block#2")
+    with pytest.raises(LayerNotFoundError, match=r"no layer 'blok#1'.*Did you mean 'block'"):
+        feature_maps(model, x, "blok#1")
+    assert count_hooks(model) == 0
+
+
+def test_layer_without_float_output_does_not_apply():
+    class Argmax(nn.Module):
+        def forward(self, x):
+            return x.flatten(1).argmax(1)
+
+    net = nn.Sequential(nn.Linear(4, 3), Argmax())
+    with pytest.raises(NotApplicableError, match="returns no floating-point tensor"):
+        feature_maps(net, torch.randn(4), "1")
+
+
+def test_output_view_rules_and_vector_fallbacks():
+    assert output_view(nn.Conv2d(1, 1, 1), "", 3) == ("spatial", ("channel", "height", "width"))
+    assert output_view(nn.GELU(), "", 2, "tokens")[0] == "tokens"
+    assert output_view(nn.ReLU(), "", 2, "signal")[0] == "signal"
+    assert output_view(nn.Linear(2, 2), "", 2, None)[0] == "tokens"
+    assert output_view(nn.LSTM(2, 2), ".1.0", 2) == ("sequence", ("layer", "hidden unit"))
+    assert output_view(nn.MultiheadAttention(4, 1), ".1", 2)[1] == ("query token", "key token")
+    net = nn.Sequential(nn.Conv3d(1, 2, 1))
+    fm = feature_maps(net, torch.randn(1, 2, 3, 3), "0")
+    assert fm.view == "vector" and fm.flattened_from == (2, 2, 3, 3)
+    seq = feature_maps(user_models.build("lstm"), DIGIT, "lstm")
+    flat = as_vector(seq)
+    assert flat.view == "vector" and flat.values.shape == (192,)
+    assert flat.flattened_from == (8, 24)
+
+
+def test_change_of_a_sequence_is_per_hidden_unit_and_per_time_step():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 4))
+    b = a.copy()
+    b[:, 2] += 1.0       # hidden unit 2 moves at every step
+    b[4, :] += 0.5       # and the last step moves for every unit
+    before = FeatureMaps("lstm", a, epoch=0, view="sequence")
+    after = FeatureMaps("lstm", b, epoch=3, view="sequence")
+    change = compare_feature_maps(before, after, top=2)
+    np.testing.assert_allclose(change.per_channel, np.abs(b - a).mean(axis=0))
+    np.testing.assert_allclose(change.per_position, np.abs(b - a).mean(axis=1))
+    assert change.top[0] == 2 and change.top_positions[0] == 4
+    record = change.to_dict()
+    assert record["unit"] == "hidden unit" and record["position"] == "time step"
+    assert record["top_changed_positions"][0]["position"] == 4
+    np.testing.assert_allclose(change.mean_before, a.mean(axis=0))
+
+
+def test_input_that_does_not_fit_the_model_is_explained():
+    with pytest.raises(ShapeMismatchError, match=r"does not fit Sequential: its first weighted "
+                                                 r"layer '0' \(Conv2d\) takes 1 channels"):
+        feature_maps(hand_net(), torch.zeros(3, 2, 2), "0")

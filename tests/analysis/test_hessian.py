@@ -122,3 +122,151 @@ def test_sharpness_report_and_model_untouched(tiny):
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
     assert all(p.grad is None for p in net.parameters())
+
+
+# ---- transformers: Hessian-vector products need attention's second derivative --------
+
+class TinyViT(nn.Module):
+    """Patches → CLS token + position embedding → ``nn.TransformerEncoder`` → head.
+
+    Dropout is on (0.1) so that the operator must use eval mode to be deterministic.
+    """
+
+    def __init__(self, dim: int = 4, n_classes: int = 3) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 2, stride=2)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 5, dim) * 0.1)
+        layer = nn.TransformerEncoderLayer(dim, nhead=2, dim_feedforward=8, dropout=0.1,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, n_classes)
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)  # (N, 4, dim)
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], 1) + self.pos
+        return self.head(self.encoder(tokens)[:, 0])
+
+
+@pytest.fixture(scope="module")
+def vit():
+    """A tiny ViT (231 parameters), 24 samples, and its exact float64 Hessian."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    net = TinyViT().eval()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(24, 1, 4, 4, generator=g), torch.randint(0, 3, (24,), generator=g)
+    netd = TinyViT().double().eval()
+    netd.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
+    names = [n for n, _ in netd.named_parameters()]
+    shapes = [p.shape for p in netd.parameters()]
+    sizes = [p.numel() for p in netd.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).double()
+
+    def f(v):
+        ps = {n: t.view(s) for n, t, s in zip(names, v.split(sizes), shapes, strict=True)}
+        return nn.functional.cross_entropy(functional_call(netd, ps, (x.double(),)), y)
+
+    with sdpa_kernel(SDPBackend.MATH):  # the exact Hessian needs double backward too
+        H = torch.autograd.functional.hessian(f, flat)
+    return net, x, y, H
+
+
+def test_transformer_hvp_equals_exact_hessian_times_v(vit):
+    net, x, y, H = vit
+    op = HessianOperator(net, x, y, loss="cross_entropy", dtype=torch.float64, batch_size=10)
+    assert op.dim == H.shape[0] == 231
+    v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(op(v), H @ v, rtol=1e-9, atol=1e-11)
+    # eval mode: dropout off, so the product is the same every time
+    torch.testing.assert_close(op(v), op(v), rtol=0, atol=0)
+
+
+def test_transformer_top_eigenvalue_and_trace_match_the_exact_hessian(vit):
+    net, x, y, H = vit
+    exact = torch.linalg.eigvalsh(H).numpy()[::-1]
+    op = HessianOperator(net, x, y, loss="cross_entropy")  # float32, as used for real
+    lz = lanczos_top(op, op.dim, 3, tol=1e-4, seed=0)
+    assert lz.converged
+    np.testing.assert_allclose(lz.values, exact[:3], rtol=1e-2)
+    op64 = HessianOperator(net, x, y, loss="cross_entropy", dtype=torch.float64)
+    probes: list[torch.Tensor] = []
+
+    def recorded(z):
+        probes.append(z.clone())
+        return op64(z)
+
+    est = hutchinson_trace(recorded, op64.dim, n_samples=300, seed=0)
+    # each probe's zᵀHz is the exact Hessian's quadratic form …
+    exact_forms = np.array([float(z @ H @ z) for z in probes])
+    np.testing.assert_allclose(est.samples, exact_forms, rtol=1e-8, atol=1e-10)
+    # … and their mean brackets the exact trace (this Hessian is indefinite, its trace
+    # small next to the probes' spread: the interval, not a relative error, is the claim)
+    exact_trace = float(torch.trace(H))
+    assert est.ci95[0] < exact_trace < est.ci95[1]
+    assert abs(est.mean - exact_trace) < 3 * est.stderr
+
+
+def test_transformer_per_layer_block_and_sharpness(vit):
+    net, x, y, H = vit
+    names = [n for n, _ in net.named_parameters()]
+    sizes = [p.numel() for p in net.parameters()]
+    lop = HessianOperator(net, x, y, loss="cross_entropy", layer="encoder.layers.0.self_attn",
+                          dtype=torch.float64)
+    # the block of the attention's own parameters: in_proj_weight and in_proj_bias
+    idx = [i for i, (n, s) in enumerate(zip(names, sizes, strict=True))
+           if n.startswith("encoder.layers.0.self_attn.in_proj")]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    sel = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in idx])
+    assert lop.dim == len(sel) == 60
+    block = H[sel][:, sel]
+    top = lanczos_top(lop, lop.dim, 1, tol=1e-8).values[0]
+    assert top == pytest.approx(float(torch.linalg.eigvalsh(block)[-1]), rel=1e-6)
+    rep = sharpness(net, x, y, loss="cross_entropy", top_k=2, trace_samples=4,
+                    layers=["head", "encoder.layers.0.self_attn"])
+    assert rep.top.values[0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-2)
+    assert set(rep.per_layer) == {"head", "encoder.layers.0.self_attn"}
+
+
+def test_attention_api_fallbacks(vit, monkeypatch):
+    """torch 2.2 has only ``torch.backends.cuda.sdp_kernel``; without either API the HVP
+    cannot be taken and the error says why, as a view that does not apply."""
+    import warnings
+
+    from shenjing.analysis.landscape import kernels
+    from shenjing.errors import NotApplicableError
+
+    net, x, y, H = vit
+    v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert kernels.math_attention_backend() == "sdpa_kernel"  # this torch (≥ 2.3)
+    monkeypatch.setattr(kernels, "math_attention_backend", lambda: "sdp_kernel")
+    op = HessianOperator(net, x, y, loss="cross_entropy", dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old API's FutureWarning is not the user's
+        torch.testing.assert_close(op(v), H @ v, rtol=1e-9, atol=1e-11)
+    monkeypatch.setattr(kernels, "math_attention_backend", lambda: "none")
+    with pytest.raises(NotApplicableError, match="the Hessian needs second derivatives of "
+                                                 "every operation in TinyViT's forward, and "
+                                                 "PyTorch .* has none for aten::_scaled_dot"):
+        op(v)
+
+
+def test_kernel_settings_are_restored_after_each_product(vit):
+    from shenjing.analysis.landscape.kernels import differentiable_kernels
+
+    net, x, y, _ = vit
+    q = torch.randn(1, 2, 3, 4, requires_grad=True)
+
+    def attention_kernel() -> str:
+        return type(nn.functional.scaled_dot_product_attention(q, q, q).grad_fn).__name__
+
+    fused, fastpath = attention_kernel(), torch.backends.mha.get_fastpath_enabled()
+    with differentiable_kernels(net):
+        assert "Flash" not in attention_kernel() and "Efficient" not in attention_kernel()
+        assert not torch.backends.mha.get_fastpath_enabled()
+    op = HessianOperator(net, x, y, loss="cross_entropy")
+    op(torch.ones(op.dim))
+    # outside the operator, attention uses its fused kernels again
+    assert attention_kernel() == fused
+    assert torch.backends.mha.get_fastpath_enabled() == fastpath

@@ -71,6 +71,57 @@ def test_all_paths_and_batch_sizes_agree(make):
     np.testing.assert_allclose(loss64, ref_loss, rtol=1e-12)
 
 
+class _RowTransformer(nn.Module):
+    """Image rows as tokens → ``nn.TransformerEncoder`` (batch_first, dropout 0.1) → head."""
+
+    def __init__(self, free_token: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 8)
+        self.cls = nn.Parameter(torch.randn(1, 1, 8) * 0.1) if free_token else None
+        layer = nn.TransformerEncoderLayer(8, nhead=2, dim_feedforward=16, dropout=0.1,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        tokens = self.embed(x.squeeze(1))  # (N, 8 rows, 8)
+        if self.cls is not None:
+            tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], 1)
+        return self.head(self.encoder(tokens).mean(1))
+
+
+@pytest.mark.parametrize("free_token", [False, True])
+def test_transformer_encoder_paths_agree_or_are_refused_with_a_reason(free_token):
+    import warnings
+
+    torch.manual_seed(0)
+    net = _RowTransformer(free_token).eval()
+    ref_loss, ref_acc = _evaluate(net, "loop", 90, dtype="float64")
+    applicable = ["loop", "vmap"] + ([] if free_token else ["linear", "linear-vmap"])
+    for path in applicable:
+        with warnings.catch_warnings():
+            # vmap must batch attention itself, not loop over the points (PyTorch warns
+            # "There is a performance drop because we have not yet implemented the
+            # batching rule for aten::_transformer_encoder_layer_fwd" when it falls back)
+            warnings.filterwarnings("error", message=".*performance drop.*")
+            loss, acc = _evaluate(net, path, 32)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, err_msg=path)
+        np.testing.assert_array_equal(acc, ref_acc)
+    refused = {"chain": "the first layer's input is not \\(samples, features\\)"}
+    if free_token:  # a free parameter (the CLS token) runs before the first layer
+        refused = {p: "first parametric module 'model' is a _RowTransformer"
+                   for p in ("linear", "linear-vmap", "chain")}
+    for path, why in refused.items():
+        with pytest.raises(UsageError, match=f"the {path} path does not apply to this "
+                                             f"model: {why}"):
+            _evaluate(net, path, 32)
+    x, y = _data()
+    d = random_directions(net, 2, seed=4)
+    cfg = choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                        classification=True, device="cpu", n_points=9)
+    assert cfg.path in applicable
+
+
 def test_channels_last_gives_the_same_numbers():
     net = _bn_cnn()
     a, _ = _evaluate(net, "loop", 32)

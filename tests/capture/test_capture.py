@@ -336,3 +336,16 @@ def test_cuda_capture_matches_cpu():
     for key in ("relu1", "fc2"):
         np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-4, atol=1e-5)
     assert count_hooks(model) == 0
+
+
+@pytest.mark.gpu
+def test_cuda_capture_of_one_lstm_key_matches_cpu():
+    """The pinned-buffer CUDA path keeps only the selected key (h_n), batch first."""
+    torch.manual_seed(0)
+    model = LSTMNet().eval()
+    x = torch.randn(40, 5, 4)
+    cpu = capture_dataset(model, x, ["lstm.1.0"], batch_size=16, verbose=False)
+    gpu = capture_dataset(model, x, ["lstm.1.0"], batch_size=16, device="cuda", verbose=False)
+    assert list(gpu) == ["lstm.1.0"] and gpu["lstm.1.0"].shape == (40, 2, 6)
+    np.testing.assert_allclose(gpu["lstm.1.0"], cpu["lstm.1.0"], rtol=1e-4, atol=1e-5)
+    assert count_hooks(model) == 0

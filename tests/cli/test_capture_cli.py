@@ -69,3 +69,104 @@ def test_embed_umap_without_the_extra_prints_the_pip_line(run_dir, capsys, monke
     # app.py prints through rich markup, which currently eats "[umap]" (reported to the lead)
     assert "MissingExtraError: method='umap' needs the 'umap' extra" in err
     assert 'pip install "shenjing' in err
+
+
+# ---- users' models: every key `layers` prints is selectable by `capture` and `embed` -------
+@pytest.fixture(scope="module")
+def user_run_dirs(tmp_path_factory):
+    """inspect runs (epochs 0 and 1) of the test LSTM and shared-block models."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from shenjing.models.weights import save_safetensors
+    from shenjing.stages.inspect import inspect_model
+
+    tests = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(tests))
+    import user_models as um
+
+    folder = tmp_path_factory.mktemp("user")
+    runs = {}
+    for name, cls in (("lstm", um.RowLSTM), ("shared", um.SharedBlock)):
+        torch.manual_seed(3)
+        weights = save_safetensors(cls().state_dict(), folder / f"{name}.safetensors")
+        inspect_model(f"{tests / 'user_models.py'}:{cls.__name__}", weights,
+                      out=folder / name, analysis=False)
+        runs[name] = folder / name
+    return runs
+
+
+@pytest.fixture
+def user_runs(user_run_dirs):
+    """The user runs, their code consented to in this test's own trust list."""
+    from shenjing.runs import Run
+
+    for path in user_run_dirs.values():
+        Run(path, trust_code=True).require_trust()
+    return user_run_dirs
+
+
+def test_layers_prints_lstm_keys_batch_first_and_calls(user_runs):
+    result = runner.invoke(app, ["layers", str(user_runs["lstm"])])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("lstm "))
+    assert "lstm.0: (2, 8, 24); lstm.1.0: (2, 1, 24); lstm.1.1: (2, 1, 24)" in row
+    result = runner.invoke(app, ["layers", str(user_runs["shared"])])
+    row = next(line for line in result.output.splitlines() if line.startswith("block "))
+    assert "block#0: (2, 32); block#1: (2, 32)" in row and "called 2× per forward" in row
+
+
+def test_capture_a_listed_lstm_key_records_h_n(user_runs):
+    import torch
+
+    from shenjing.runs import Run
+
+    run_dir = user_runs["lstm"]
+    result = runner.invoke(app, ["capture", str(run_dir), "--layers", "lstm.1.0", "--n", "40"])
+    assert result.exit_code == 0, result.output
+    assert "captured 40 test samples at epoch 1" in result.output
+    folder = run_dir / "activations"
+    assert sorted(p.name for p in folder.iterdir()) == ["lstm.1.0"]
+    arr = np.load(folder / "lstm.1.0" / "epoch-001.npy")
+    idx = np.load(folder / "lstm.1.0" / "epoch-001.indices.npy")
+    run = Run(run_dir)
+    model = run.model(1)
+    sub = run.data.test.subset(40, seed=0)  # the samples capture takes (fixed seed)
+    np.testing.assert_array_equal(idx, sub.indices.numpy())
+    x = sub.x
+    with torch.no_grad():
+        _, (h_n, _) = model.lstm(x.reshape(len(x), 8, 8))
+    assert arr.shape == (40, 1, 24)
+    np.testing.assert_allclose(arr, h_n.movedim(1, 0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_capture_second_call_of_a_shared_block(user_runs):
+    run_dir = user_runs["shared"]
+    result = runner.invoke(app, ["capture", str(run_dir), "--layers", "block#1,block.0#0",
+                                 "--n", "30"])
+    assert result.exit_code == 0, result.output
+    for key in ("block#1", "block.0#0"):
+        assert np.load(run_dir / "activations" / key / "epoch-001.npy").shape == (30, 32)
+
+
+def test_embed_a_listed_lstm_key(user_runs):
+    run_dir = user_runs["lstm"]
+    result = runner.invoke(app, ["embed", str(run_dir), "--layers", "lstm.0", "--method", "pca",
+                                 "--epochs", "0,1", "--n", "60", "--n-train", "120",
+                                 "--no-cka"])
+    assert result.exit_code == 0, result.output
+    assert "pca maps of lstm.0 at epochs 0, 1" in result.output
+    assert (run_dir / "embeddings" / "lstm.0-pca-epoch-001.npz").is_file()
+
+
+def test_a_key_that_is_not_there_is_one_line_exit_2(user_runs, capsys):
+    from shenjing.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["capture", str(user_runs["lstm"]), "--layers", "lstm.7"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert ("LayerNotFoundError: no output 'lstm.7' in RowLSTM: 'lstm' returned no tensor at "
+            "that place. Its keys: lstm.0, lstm.1.0, lstm.1.1") in err

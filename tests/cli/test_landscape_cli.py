@@ -73,14 +73,15 @@ def test_trajectory_and_hessian_commands(run_dir):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--plane", "--range", "1:-1"], "UsageError: range '1:-1' has min ≥ max"),
-    (["--plane", "--steps", "0"], "UsageError: steps must be at least 2 (got 0)"),
+    (["--plane", "--steps", "0"], "UsageError: --steps 0: expected a whole number ≥ 2"),
     (["--line", "0"], "UsageError: --line '0' must look like START:END"),
     (["--line", "0:final", "--plane"], "UsageError: choose exactly one of"),
     (["--plane", "--norm", "filters"], "UsageError: unknown normalization 'filters'"),
     (["--plane", "--engine", "fast"], "UsageError: unknown evaluation path 'fast'"),
     (["--line", "0:7"], "EpochNotFoundError: run 'mlp' has no checkpoint for epoch 7"),
     (["--plane", "--precision", "half"], "UsageError: precision must be one of exact, bf16"),
-    (["--plane", "--split", "valid"], "UsageError: split must be 'test' or 'train'"),
+    (["--plane", "--split", "valid"],
+     "UnknownNameError: --split 'valid': expected one of test, train"),
     pytest.param(["--plane", "--precision", "tf32"],
                  "UsageError: precision 'tf32' needs a CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
@@ -94,28 +95,91 @@ def test_bad_input_is_one_line_exit_2(run_dir, capsys, args, message):
     assert "Traceback" not in err
 
 
-def test_hessian_bad_top(run_dir, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["hessian", str(run_dir), "--top", "0"])
-    assert exc.value.code == 2
-    assert "--top must be at least 1" in capsys.readouterr().err
+def _listing(folder):
+    """Every file under the run folder with its bytes: what a refused command must not touch."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["--precision", "bf16", "--engine", "chain"], "UsageError: precision 'bf16'"),
-    (["--precision", "bf16", "--dtype", "float64"], "UsageError: precision 'bf16'"),
-    (["--engine", "linear", "--bn", "recompute"], "UsageError: bn='recompute' needs the loop"),
+@pytest.mark.parametrize(("args", "message"), [
+    (["--plane", "--steps", "1"], "--steps 1: expected a whole number ≥ 2 (a plane needs 2 or more "
+                                  "points per axis), e.g. --steps 21"),
+    (["--line", "0:final", "--steps", "0"], "--steps 0: expected a whole number ≥ 2 (a line needs "
+                                            "2 or more points), e.g. --steps 51"),
+    (["--trajectory", "--steps", "-3"], "--steps -3: expected a whole number ≥ 2"),
+    (["--plane", "--samples", "0"], "--samples 0: expected a whole number ≥ 1"),
+    (["--line", "0:final", "--samples", "-5"], "--samples -5: expected a whole number ≥ 1"),
+    (["--plane", "--seed", "-1"], "--seed -1: expected a whole number ≥ 0, e.g. --seed 0"),
+    (["--plane", "--batch-size", "0"], "--batch-size 0: expected a whole number ≥ 1"),
+    (["--plane", "--bn", "train"], "bn policy must be one of eval, recompute, got 'train'"),
+    (["--plane", "--dtype", "float16"], "dtype must be float32 or float64, got 'float16'"),
+    (["--plane", "--device", "tpu9"], "unknown device 'tpu9'"),
+    (["--plane", "--precision", "bf16", "--engine", "chain"], "precision 'bf16' runs the "
+                                                              "model's own forward pass"),
+    (["--plane", "--precision", "bf16", "--dtype", "float64"], "precision 'bf16' starts from "
+                                                               "float32"),
+    (["--plane", "--engine", "linear", "--bn", "recompute"], "bn='recompute' needs the loop"),
+    (["--trajectory", "--range", "-1:1"], "--range does not apply to --trajectory"),
+    (["--line", "0:99"], "EpochNotFoundError: run 'mlp' has no checkpoint for epoch 99"),
 ])
-def test_refused_settings_leave_no_file_and_a_failed_stage(run_dir, capsys, args, error):
-    from shenjing.runs import open_run
-
-    folder = run_dir / "landscapes"
-    before = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+def test_bad_landscape_options_create_nothing(run_dir, capsys, args, message):
+    before = _listing(run_dir)
     with pytest.raises(SystemExit) as exc:
-        main(["landscape", str(run_dir), "--plane", "--steps", "3", "--samples", "20",
-              "--quiet", "--no-figures", *args])
+        main(["landscape", str(run_dir), *args, "--quiet"])
     assert exc.value.code == 2
-    after = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-    assert after == before  # not even the directions file
-    stage = open_run(run_dir).stage("landscape_plane")
-    assert stage["status"] == "failed" and stage["error"].startswith(error)
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert _listing(run_dir) == before  # no file created, run.json untouched
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--top", "0"], "--top 0: expected a whole number ≥ 1 (the number of top eigenvalues), "
+                     "e.g. --top 5"),
+    (["--top", "-2"], "--top -2: expected a whole number ≥ 1"),
+    (["--samples", "0"], "--samples 0: expected a whole number ≥ 1"),
+    (["--trace-samples", "1"], "--trace-samples 1: expected a whole number ≥ 2 (a confidence "
+                               "interval needs 2 or more probe vectors)"),
+    (["--seed", "-4"], "--seed -4: expected a whole number ≥ 0"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'"),
+    (["--layers", "fc9"], "LayerNotFoundError: no layer 'fc9' with parameters in MLP."),
+    (["--epoch", "12"], "EpochNotFoundError: run 'mlp' has no checkpoint for epoch 12"),
+])
+def test_bad_hessian_options_create_nothing(run_dir, capsys, args, message):
+    before = _listing(run_dir)
+    with pytest.raises(SystemExit) as exc:
+        main(["hessian", str(run_dir), *args, "--quiet"])
+    assert exc.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err, err
+    assert "Traceback" not in err
+    assert _listing(run_dir) == before
+
+
+def test_validators_name_the_callers_own_options():
+    """The functions ``inspect`` calls before it creates a run, with its own flag names."""
+    from shenjing.errors import UsageError
+    from shenjing.stages.landscape import (
+        validate_hessian_options,
+        validate_line_options,
+        validate_plane_options,
+    )
+
+    with pytest.raises(UsageError, match="^--plane-steps 1: expected a whole number ≥ 2 .*, e.g. "
+                                         "--plane-steps 21$"):
+        validate_plane_options(steps=1, names={"steps": "--plane-steps"})
+    with pytest.raises(UsageError, match="^samples 0: expected a whole number ≥ 1 .*, e.g. "
+                                         "samples 500$"):
+        validate_plane_options(samples=0)
+    with pytest.raises(UsageError, match="^--line-steps 1: expected a whole number ≥ 2"):
+        validate_line_options(steps=1, names={"steps": "--line-steps"})
+    with pytest.raises(UsageError, match="^steps 2.5: expected a whole number ≥ 2"):
+        validate_line_options(steps=2.5)
+    with pytest.raises(UsageError, match="^--hessian-top 0: expected a whole number ≥ 1"):
+        validate_hessian_options(top_k=0, names={"top_k": "--hessian-top"})
+    with pytest.raises(UsageError, match="^tol must be a number > 0, got 0"):
+        validate_hessian_options(tol=0)
+    # the defaults are valid
+    validate_line_options()
+    validate_plane_options()
+    validate_hessian_options()

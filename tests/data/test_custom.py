@@ -261,3 +261,61 @@ def test_object_arrays_need_pickle_and_are_refused(tmp_path):
 
 def test_builtin_names_still_go_to_load_dataset():
     assert load_data("digits").name == "digits"
+
+
+# ---- normalize: the implicit x / 255 of 8-bit inputs, made explicit and recorded ----------
+@pytest.mark.parametrize(("mode", "divisor"), [(None, 255.0), ("unit", 255.0), ("none", 1.0)])
+def test_uint8_arrays_scale_as_normalize_says_and_record_it(tmp_path, mode, divisor):
+    import json
+
+    from shenjing.data import load_from_spec
+
+    x = np.random.default_rng(1).integers(0, 256, size=(40, 3, 4), dtype=np.uint8)
+    x[0, 0, :2] = 0, 255
+    np.savez(tmp_path / "u8.npz", x=x, y=np.arange(40) % 2)
+    ds = _load(tmp_path / "u8.npz", normalize=mode)
+    assert ds.spec["normalize"] == (mode or "unit")  # recorded even when implied
+    idx = ds.train.indices.numpy()
+    np.testing.assert_allclose(ds.train.x[:, 0].numpy(), x[idx].astype(np.float64) / divisor,
+                               rtol=1e-6, atol=1e-7)
+    assert ds.pixel_range == (0.0, 255.0 / divisor)
+    again = load_from_spec(json.loads(json.dumps(ds.spec)))
+    assert torch.equal(again.train.x, ds.train.x) and torch.equal(again.test.x, ds.test.x)
+
+
+def test_a_user_spec_from_before_normalize_reloads_in_unit_range(tmp_path):
+    x = np.full((20, 2, 2), 51, dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", x=x, y=np.arange(20) % 2)
+    old_spec = {"name": "npz", "path": str(tmp_path / "old.npz"), "seed": 0,
+                "test_fraction": 0.25}
+    ds = load_user_data(old_spec)
+    assert ds.spec["normalize"] == "unit"
+    np.testing.assert_allclose(ds.train.x.numpy(), 0.2, rtol=1e-6)
+
+
+def test_image_folder_normalize_none_keeps_raw_pixels(tmp_path):
+    written = _write_images(tmp_path / "imgs", {"a": 3, "b": 3})
+    ds = _load(tmp_path / "imgs", normalize="none")
+    files = sorted(written)
+    for xi, idx in zip(ds.train.x, ds.train.indices, strict=True):
+        np.testing.assert_array_equal(xi[0].numpy(), written[files[int(idx)]].astype(np.float32))
+    assert ds.spec["normalize"] == "none"
+    assert torch.equal(load_user_data(ds.spec).train.x, ds.train.x)
+
+
+def test_normalize_for_user_data_errors(tmp_path, factory_file):
+    np.savez(tmp_path / "u8.npz", x=np.zeros((8, 2, 2), np.uint8), y=np.arange(8) % 2)
+    with pytest.raises(UsageError, match=r"normalize='standard' \(--normalize\) needs the "
+                       r"images' pixel mean and std.*use --normalize unit"):
+        _load(tmp_path / "u8.npz", normalize="standard")
+    with pytest.raises(UsageError, match=r"normalize='bogus' \(--normalize\) is not one of "
+                       r"standard, unit, none"):
+        _load(tmp_path / "u8.npz", normalize="bogus")
+    np.savez(tmp_path / "f.npz", x=np.zeros((8, 2), np.float32), y=np.arange(8) % 2)
+    with pytest.raises(UsageError, match=r"normalize='unit' \(--normalize\) scales 8-bit "
+                       r"pixels .* these inputs are float32 and are used exactly as given"):
+        _load(tmp_path / "f.npz", normalize="unit")
+    assert "normalize" not in _load(tmp_path / "f.npz").spec  # floats: nothing to record
+    # through load_data too (the --data path every command uses)
+    with pytest.raises(UsageError, match="scales 8-bit pixels"):
+        load_data(f"{factory_file}:make_dataset", normalize="none")

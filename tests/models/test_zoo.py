@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 import torch
 
 from shenjing.errors import MissingExtraError, ShapeMismatchError, UnknownNameError
-from shenjing.models import MODEL_NAMES, build_model
+from shenjing.models import MODEL_NAMES, build_model, zoo
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -55,12 +58,87 @@ def test_cnn_on_vectors_explains():
         build_model("simple_cnn", (2,), 2)
 
 
-def test_vgg16_without_torchvision_names_the_extra():
-    pytest.importorskip("torch")
+def _usable_torchvision():
     try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        with pytest.raises(MissingExtraError, match=r'pip install "shenjing\[vision\]"'):
-            build_model("vgg16", (3, 32, 32), 10)
-    else:
-        assert build_model("vgg16", (3, 32, 32), 10).features[0].out_channels == 64
+        import torchvision
+    except Exception:  # not installed, or a build for another torch (RuntimeError)
+        return None
+    return torchvision
+
+
+def test_vgg16_builds_where_torchvision_works():
+    if _usable_torchvision() is None:
+        pytest.skip("torchvision is not installed or does not import here")
+    assert build_model("vgg16", (3, 32, 32), 10).features[0].out_channels == 64
+
+
+@pytest.fixture
+def no_torchvision(monkeypatch):
+    """An environment where ``import torchvision`` raises ModuleNotFoundError."""
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+
+
+@pytest.fixture
+def broken_torchvision(monkeypatch, tmp_path):
+    """A torchvision whose import raises what PyPI's wheel raises beside a CPU torch."""
+    pkg = tmp_path / "torchvision"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def _advice_for(version):
+    """What the message must say for this torch: the pair from torchvision's table."""
+    pin, index = zoo.matching_torchvision(version)
+    return f"pip install torchvision=={pin}" + (f" --index-url {index}" if index else "")
+
+
+def test_vgg16_without_torchvision_says_which_build_to_install(no_torchvision, monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    with pytest.raises(MissingExtraError) as info:
+        build_model("vgg16", (3, 32, 32), 10)
+    text = str(info.value)
+    assert text.startswith("model 'vgg16' needs torchvision, and torchvision is not "
+                           "installed; install the one built for your torch 2.13.0+cpu")
+    assert ("pip install torchvision==0.28.0 --index-url https://download.pytorch.org/whl/cpu"
+            in text)
+    assert "\n" not in text and isinstance(info.value, ImportError)
+    assert info.value.__suppress_context__  # raised from None: one message, no chain
+
+
+def test_vgg16_with_a_torchvision_that_fails_to_import(broken_torchvision):
+    with pytest.raises(MissingExtraError, match=r"torchvision is installed but does not "
+                       r"import \(RuntimeError: operator torchvision::nms does not exist\), "
+                       r"so it was built for another torch; install the one built for your "
+                       rf"torch {re.escape(torch.__version__)}") as info:
+        build_model("vgg16", (3, 32, 32), 10)
+    assert _advice_for(torch.__version__) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_vgg16_message_on_this_machine_names_this_torch():
+    if _usable_torchvision() is not None:
+        pytest.skip("torchvision works here")
+    with pytest.raises(MissingExtraError, match=re.escape(_advice_for(torch.__version__))):
+        build_model("vgg16", (3, 32, 32), 10)
+
+
+@pytest.mark.parametrize(("torch_version", "expected"), [
+    # pairs as published: torchvision's README table (2.13 <-> 0.28, 2.4 <-> 0.19) and
+    # pytorch.org's previous-versions page (2.9.1 <-> 0.24.1, 2.6.0 <-> 0.21.0)
+    ("2.13.0+cpu", ("0.28.0", "https://download.pytorch.org/whl/cpu")),
+    ("2.9.1+cu128", ("0.24.1", "https://download.pytorch.org/whl/cu128")),
+    ("2.6.0+rocm6.1", ("0.21.0", "https://download.pytorch.org/whl/rocm6.1")),
+    ("2.4.1", ("0.19.1", None)),
+    ("2.0.1", (None, None)),  # 2.0.1 <-> 0.15.2 breaks the rule: no guess
+])
+def test_matching_torchvision_follows_the_published_pairs(torch_version, expected):
+    assert zoo.matching_torchvision(torch_version) == expected
+
+
+def test_advice_without_a_known_pair_points_to_the_table():
+    assert zoo.torchvision_advice("2.0.1") == (
+        "install the torchvision built for your torch 2.0.1 (see the torch ↔ torchvision "
+        "table in docs/data.md#torchvision)")

@@ -88,3 +88,27 @@ def test_separability_axis_zooms_to_the_data():
     ax = plot_separability(recs, metric="knn_accuracy").axes[0]
     assert ax.get_ylim()[0] == pytest.approx(0.75)
     assert ax.get_ylabel() == "kNN accuracy (test)"
+
+
+def test_a_class_has_the_same_colour_in_the_plotly_and_matplotlib_maps():
+    """The report's interactive map and the saved PNG colour each class alike, also when a
+    map shows only some of the classes."""
+    from matplotlib.colors import to_rgb
+
+    from shenjing.plot.interactive import embedding_scatter
+
+    classes = [f"c{i}" for i in range(10)]
+    rng = np.random.default_rng(1)
+    for present in ([0, 1, 2, 7], [3, 7, 9]):
+        labels = np.repeat(present, 4)
+        coords = rng.normal(size=(len(labels), 2))
+        mpl_fig = plot_embedding(Embedding(coords=coords, method="pca", labels=labels),
+                                 classes=classes)
+        mpl = {c.get_label(): to_rgb(c.get_facecolor()[0]) for c in mpl_fig.axes[0].collections}
+        plotly_fig = embedding_scatter(coords, labels, classes, np.arange(len(labels)))
+        web = {t.name: to_rgb(t.marker.color) for t in plotly_fig.data}
+        assert set(mpl) == set(web) == {f"c{c}" for c in present}
+        for name in mpl:
+            np.testing.assert_allclose(mpl[name], web[name], atol=1e-6, err_msg=name)
+    # class 7 keeps its colour whichever other classes a map shows
+    assert web["c7"] == pytest.approx(to_rgb("tab:gray"))

@@ -96,6 +96,55 @@ def test_surface_and_plotly_surface_hold_the_grid():
     assert pf.layout.scene.xaxis.title.text == "direction 1"
 
 
+def _spiky_plane(n0: int, n1: int, span: tuple[float, float], peak: float) -> Landscape:
+    """A dropout_cnn-like surface: a flat floor with loss rising steeply to ``peak``."""
+    a0, a1 = make_axis(-span[0], span[0], n0), make_axis(-span[1], span[1], n1)
+    X, Y = np.meshgrid(a0, a1, indexing="ij")
+    r2 = (X / span[0]) ** 2 + (Y / span[1]) ** 2
+    loss = 0.05 + peak * r2 ** 3
+    done = np.ones_like(loss, dtype=bool)
+    done[-1, :2] = False  # a corner not computed yet
+    return Landscape("plane", (a0, a1), loss, np.full_like(loss, 0.5), done, np.zeros(2),
+                     dict(META))
+
+
+@pytest.mark.parametrize(("ls", "log"), [
+    (_spiky_plane(21, 21, (1.0, 1.0), 40.0), False),
+    (_spiky_plane(21, 21, (1.0, 1.0), 40.0), True),
+    (_spiky_plane(5, 31, (0.2, 3.0), 1e4), False),
+    (_spiky_plane(2, 2, (1.0, 1.0), 0.0), False),  # a flat surface: z-range not empty
+    (_plane(traj=True), False),
+])
+def test_plotly_surface_camera_keeps_the_whole_surface_in_view(ls, log):
+    import math
+
+    pf = surface_plotly(ls, log=log)
+    scene = pf.layout.scene
+    assert scene.aspectmode == "manual"
+    ar = np.array([scene.aspectratio.x, scene.aspectratio.y, scene.aspectratio.z])
+    assert np.all(ar > 0) and max(ar[:2]) == pytest.approx(1.0)
+    eye = np.array([scene.camera.eye.x, scene.camera.eye.y, scene.camera.eye.z])
+    centre = np.array([scene.camera.center.x, scene.camera.center.y, scene.camera.center.z])
+    np.testing.assert_array_equal(centre, 0.0)
+    assert (scene.camera.up.x, scene.camera.up.y, scene.camera.up.z) == (0, 0, 1)
+    assert eye[2] > 0  # seen from above the floor of the bowl
+    # plotly draws the axis box as ±aspectratio/2 around the camera centre, with a 45°
+    # vertical field of view: the box's bounding sphere must fit inside the view cone
+    radius = 0.5 * float(np.linalg.norm(ar))
+    distance = float(np.linalg.norm(eye - centre))
+    assert radius / distance < math.sin(math.radians(45 / 2))
+    # every drawn value lies inside the z-range (nothing is cut off at the top or bottom)
+    lo, hi = scene.zaxis.range
+    assert lo < hi
+    for trace in pf.data:
+        z = np.asarray(trace.z, dtype=float)
+        z = z[np.isfinite(z)]
+        assert lo <= z.min() and z.max() <= hi, trace.type
+    # and the x/y ranges are the grid's own
+    assert tuple(scene.xaxis.range) == (ls.axes[0][0], ls.axes[0][-1])
+    assert tuple(scene.yaxis.range) == (ls.axes[1][0], ls.axes[1][-1])
+
+
 def test_trajectory_figure_labels_epochs():
     ls = _plane(traj=True)
     fig = plot_trajectory(ls)

@@ -115,3 +115,47 @@ def test_cka_between_two_runs(run, tmp_path):
     assert 0.0 < res.matrix[0, 1] < 1.0
     with np.load(run.path / "embeddings" / "cka-runs-other.npz") as z:
         np.testing.assert_allclose(z["matrix"], res.matrix)
+
+
+def test_capture_and_embed_stages_take_the_keys_of_a_shared_block(tmp_path):
+    """`block#1` (2nd call of a block run twice) and `block.0#0` are chosen like any layer:
+    captured values equal a hand-written forward hook's, maps and CKA use the keys."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from shenjing.models.weights import save_safetensors
+    from shenjing.runs import Run
+    from shenjing.stages.embed import capture_stage, embed_stage
+    from shenjing.stages.inspect import inspect_model
+
+    tests = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(tests))
+    import user_models as um
+
+    torch.manual_seed(2)
+    weights = save_safetensors(um.SharedBlock().state_dict(), tmp_path / "w.safetensors")
+    inspect_model(f"{tests / 'user_models.py'}:SharedBlock", weights, out=tmp_path / "r",
+                  analysis=False)
+    run = Run(tmp_path / "r")
+    res = capture_stage(run, ["block#1", "block.0#0"], epoch=1, n=50, verbose=False)
+    assert list(res.shapes) == ["block#1", "block.0#0"]
+    model = run.model(1)
+    seen = []
+    handle = model.block.register_forward_hook(lambda m, a, o: seen.append(o.detach().clone()))
+    try:
+        with torch.no_grad():
+            model(run.data.test.subset(50, seed=0).x)
+    finally:
+        handle.remove()
+    got = np.load(run.path / "activations" / "block#1" / "epoch-001.npy")
+    np.testing.assert_allclose(got, seen[1].numpy(), rtol=1e-5, atol=1e-6)
+
+    emb = embed_stage(run, ["block#1", "block.0#0"], epochs=[0, 1], method="pca", n=80,
+                      n_train=160, figures=False)
+    assert emb.keys == ["block#1", "block.0#0"]
+    with np.load(run.path / "embeddings" / "block_1-pca-epoch-001.npz") as z:
+        params = json.loads(str(z["params"]))
+    assert params["key"] == "block#1" and params["layer"] == "block"
+    assert emb.cka["layers@1"].names == ["block#1", "block.0#0"]

@@ -16,7 +16,7 @@ from shenjing.errors import CheckpointError, RunError, ShapeMismatchError, Usage
 from shenjing.models.outputs import select_output
 from shenjing.models.weights import save_safetensors
 from shenjing.runs import Run
-from shenjing.stages.inspect import ANALYSIS_STEPS, default_layers, inspect_model
+from shenjing.stages.inspect import ANALYSIS_STEPS, inspect_model
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))  # tests/: inspect_models
@@ -25,23 +25,6 @@ import inspect_models as im  # noqa: E402
 FAST = {"line_steps": 5, "plane_steps": 3, "samples": 64, "embed_method": "pca",
         "embed_samples": 150, "embed_train_samples": 300}
 OUTPUTS = {"resbn": None, "lstm": 0, "shared": None, "dict": "logits", "transformer": None}
-
-
-@pytest.fixture(autouse=True)
-def _user_data_specs_reload(monkeypatch):
-    """Until ``load_from_spec`` dispatches user-data specs itself (the hook the lead adds to
-    data/registry.py), route them to :func:`load_user_data` so ``Run.data`` works."""
-    import shenjing.data as data_pkg
-    from shenjing.data.custom import USER_KINDS, load_user_data
-
-    original = data_pkg.load_from_spec
-
-    def load_from_spec(spec, **kw):
-        if spec.get("name") in USER_KINDS:
-            return load_user_data(spec)
-        return original(spec, **kw)
-
-    monkeypatch.setattr(data_pkg, "load_from_spec", load_from_spec)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +73,11 @@ def test_run_from_user_model_matches_torch(tmp_path, trained, digits, key):
     assert "torch seed 0" in result.init
     assert result.metrics["init"]["test_accuracy"] < 0.3 < final["test_accuracy"]
     # the layers chosen exist and are captured as single tensors
-    assert result.layers and all(run.model().get_submodule(n) is not None for n in result.layers)
+    from shenjing.capture.layers import split_key
+
+    model = run.model()
+    assert result.layers and all(model.get_submodule(split_key(n, model)[0]) is not None
+                                 for n in result.layers)
 
 
 def test_output_selection_is_stated(tmp_path, trained):
@@ -109,14 +96,21 @@ def test_output_selection_is_stated(tmp_path, trained):
     assert not (tmp_path / "c").exists()
 
 
-def test_default_layers_are_the_last_weighted_and_the_penultimate(digits):
+def test_default_layers_are_block_outputs_the_penultimate_and_the_logits(tmp_path, trained):
+    from shenjing.capture.layers import default_layers
     from shenjing.models import build_model
 
+    x = torch.zeros(2, 1, 8, 8)
     cnn = build_model("simple_cnn", (1, 8, 8), 10)
-    assert default_layers(cnn, digits.test.x[:2]) == ["conv2", "fc1", "relu3", "fc2"]
-    assert default_layers(im.RowLSTM(), digits.test.x[:2]) == ["head"]  # lstm: a tuple
-    assert default_layers(im.Shared(), digits.test.x[:2]) == ["inp", "block.0", "block.1",
-                                                              "out"]
+    assert default_layers(cnn, x).names == ("conv2", "fc1", "relu3", "fc2")  # as always
+    assert default_layers(im.RowLSTM(), x).names == ("lstm.0", "lstm.1.0", "head")
+    assert default_layers(im.Shared(), x).names == ("inp", "block#1", "out")  # last call
+    # inspect uses them and says which were chosen and how to choose others
+    r = inspect_model("inspect_models:RowLSTM", trained["lstm"][1], out=tmp_path / "r",
+                      analysis=False)
+    assert r.layers == ("lstm.0", "lstm.1.0", "head")
+    note = Run(tmp_path / "r").manifest["config"]["layers_note"]
+    assert "lstm.1.0" in note and "--layers" in note and "shenjing layers RUN" in note
 
 
 def test_full_analysis_and_report_for_batchnorm_skip_model(tmp_path, trained):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from shenjing.analysis.landscape import load_landscape
+from shenjing.analysis.landscape import load_landscape, random_directions
 from shenjing.errors import CheckpointError, EpochNotFoundError, UsageError
 from shenjing.stages.landscape import (
     hessian,
@@ -106,12 +106,147 @@ def test_bad_inputs(run, tmp_path):
         landscape_line(run, end=9, progress=False)
     with pytest.raises(UsageError, match="min ≥ max"):
         landscape_plane(run, range_=(1.0, -1.0), progress=False)
-    with pytest.raises(UsageError, match="steps must be at least 2"):
+    with pytest.raises(UsageError, match="steps \\S+: expected a whole number ≥ 2"):
         landscape_plane(run, steps=0, progress=False)
-    with pytest.raises(UsageError, match="--samples must be at least 1"):
+    with pytest.raises(UsageError, match="samples 0: expected a whole number ≥ 1"):
         landscape_plane(run, samples=0, progress=False)
     other = train("mlp", "digits", epochs=1, run=tmp_path / "wide", progress=False,
                   model_kwargs={"hidden": [48]})
     with pytest.raises(CheckpointError, match=r"mismatched shapes: fc1.weight \(48, 64\) "
                                               r"vs \(32, 64\)"):
         landscape_line(run, start_run=other, start="final", progress=False)
+
+
+def _listing(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize(("call", "kwargs", "message"), [
+    (landscape_line, {"steps": 1}, "steps 1: expected a whole number ≥ 2"),
+    (landscape_plane, {"steps": 1}, "steps 1: expected a whole number ≥ 2"),
+    (landscape_plane, {"samples": 0}, "samples 0: expected a whole number ≥ 1"),
+    (landscape_plane, {"seed": -2}, "seed -2: expected a whole number ≥ 0"),
+    (landscape_plane, {"engine": "linear", "bn": "recompute"}, "bn='recompute' needs"),
+    (landscape_trajectory, {"margin": -1.0}, "margin must be a number ≥ 0"),
+    (landscape_trajectory, {"samples": 0}, "samples \\S+: expected a whole number ≥ 1"),
+    (hessian, {"top_k": 0}, "top_k 0: expected a whole number ≥ 1"),
+    (hessian, {"samples": 0}, "samples 0: expected a whole number ≥ 1"),
+    (hessian, {"trace_samples": 1}, "trace_samples 1: expected a whole number ≥ 2"),
+    (hessian, {"density": True, "density_steps": 1},
+     "density_steps \\S+: expected a whole number ≥ 2"),
+    (hessian, {"layers": ["fc7"]}, "no layer 'fc7' with parameters in MLP. Did you mean "
+                                   "'fc2' or 'fc1'\\? Layers with parameters: fc1, fc2"),
+])
+def test_library_calls_validate_before_writing_anything(run, call, kwargs, message):
+    before = _listing(run.path)
+    with pytest.raises(UsageError, match=message):
+        call(run, progress=False, **kwargs)
+    assert _listing(run.path) == before  # not even run.json's stage entry
+
+
+def test_a_runs_directions_files_are_small_and_remade_from_its_checkpoints(run):
+    from shenjing.analysis.landscape import directions_path, line_direction, read_directions_meta
+    from shenjing.stages.landscape import landscape_directions
+
+    plane_res = landscape_plane(run, steps=3, seed=4, samples=50, progress=False,
+                                figures=False)
+    line_res = landscape_line(run, steps=3, samples=50, progress=False, figures=False)
+    traj_res = landscape_trajectory(run, steps=3, samples=50, progress=False, figures=False)
+    n = sum(p.numel() for p in run.model().parameters())
+    sizes = {r.path.stem: directions_path(r.path).stat().st_size
+             for r in (plane_res, line_res, traj_res)}
+    assert sizes["plane-filter-s4-e003"] < 4_000 and sizes["line-e000-e003"] < 4_000
+    assert 4 * 2 * n * 0.8 < sizes["trajectory-e003"] < 4 * 2 * n * 1.2  # 2 float32 vectors
+    assert read_directions_meta(directions_path(traj_res.path))["stored_as"] == "vectors"
+    remade = landscape_directions(run, plane_res.path)
+    assert torch.equal(remade.vectors, random_directions(run.model(3), 2, seed=4).vectors)
+    line_dirs = landscape_directions(run, "line-e000-e003.npz")  # by name, in landscapes/
+    assert torch.equal(line_dirs.vectors,
+                       line_direction(run.state_dict(0), run.model(3))[1].vectors)
+    assert line_dirs.sha256() == line_res.landscape.meta["directions"]["sha256"]
+    traj = landscape_directions(run, traj_res.path)
+    assert traj.sha256() == traj_res.landscape.meta["directions"]["sha256"]
+
+
+# ---- a user's transformer (nn.TransformerEncoder) ----------------------------------------
+
+@pytest.fixture(scope="module")
+def vit_run(tmp_path_factory, digits):
+    """A RowViT recorded for two epochs of a few Adam steps (a factory-file model spec)."""
+    from pathlib import Path
+
+    from shenjing.models.spec import build_from_spec
+    from shenjing.runs import Run
+    from shenjing.training.recorder import Recorder
+
+    torch.set_num_threads(1)
+    spec = {"factory": f"{Path(__file__).with_name('landscape_models.py')}:RowViT",
+            "kwargs": {"n_classes": 10}}
+    torch.manual_seed(0)
+    model = build_from_spec(spec)
+    with pytest.MonkeyPatch.context() as mp:  # never the user's own trust list
+        mp.setenv("SHENJING_TRUST_FILE", str(tmp_path_factory.mktemp("trust") / "t.json"))
+        rec = Recorder(tmp_path_factory.mktemp("vit") / "vit", model, data=digits,
+                       model_spec=spec)
+    rec.start()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        model.train()
+        for _ in range(10):
+            pick = torch.randint(0, len(digits.train.x), (64,), generator=gen)
+            loss = torch.nn.functional.cross_entropy(model(digits.train.x[pick]),
+                                                     digits.train.y[pick])
+            opt.zero_grad()
+            loss.backward()
+            rec.after_backward(loss)
+            opt.step()
+        rec.end_epoch(optimizer=opt)
+    # each test has a fresh trust list (conftest): consent explicitly, as a user would
+    return Run(rec.run.path, trust_code=True)
+
+
+def test_hessian_stage_on_a_transformer_is_done(vit_run):
+    res = hessian(vit_run, top_k=2, trace_samples=4, samples=64, layers=["head"],
+                  progress=False, figures=False)
+    assert vit_run.stage("hessian")["status"] == "done"
+    top = res.summary["top_eigenvalues"]
+    assert len(top) == 2 and top[0] >= top[1] and np.isfinite(top).all()
+    # the head's block against an exact Hessian of the loss w.r.t. the head's weights
+    from torch.func import functional_call
+
+    net = vit_run.model("final").double().eval()
+    sub = vit_run.data.test.subset(64, seed=0)
+    np.testing.assert_array_equal(
+        np.load(vit_run.landscapes_dir / "hessian-e002.npz")["sample_indices"],
+        sub.indices.numpy())
+    with torch.no_grad():
+        features = net.encoder(torch.cat([net.cls.expand(64, -1, -1),
+                                          net.embed(sub.x.double().squeeze(1))], 1)
+                               + net.pos)[:, 0]
+    w, b = net.head.weight.detach(), net.head.bias.detach()
+
+    def f(v):
+        ps = {"weight": v[:w.numel()].view_as(w), "bias": v[w.numel():]}
+        return torch.nn.functional.cross_entropy(functional_call(net.head, ps, (features,)),
+                                                 sub.y)
+
+    block = torch.autograd.functional.hessian(f, torch.cat([w.reshape(-1), b]))
+    exact_block = float(torch.linalg.eigvalsh(block)[-1])
+    assert res.summary["per_layer"]["head"]["top_eigenvalue"] == pytest.approx(exact_block,
+                                                                              rel=1e-2)
+    # a diagonal block's largest eigenvalue never exceeds the whole Hessian's
+    assert top[0] >= exact_block * (1 - 1e-2)
+    assert res.summary["n_params"] == sum(p.numel() for p in net.parameters())
+
+
+def test_landscape_plane_on_a_transformer(vit_run):
+    res = landscape_plane(vit_run, steps=3, samples=64, progress=False, figures=False)
+    assert res.landscape.complete and vit_run.stage("landscape_plane")["status"] == "done"
+    model = vit_run.model("final").eval()
+    sub = vit_run.data.test.subset(64, seed=0)
+    np.testing.assert_array_equal(res.landscape.sample_indices, sub.indices.numpy())
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(model(sub.x), sub.y))
+    assert res.landscape.loss[res.landscape.center_index] == pytest.approx(expected, rel=1e-5)

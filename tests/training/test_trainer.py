@@ -84,8 +84,16 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_digits):
 
 
 def test_bad_hyper_parameters(tmp_path, digits):
-    with pytest.raises(UsageError, match=r"epochs must be ≥ 1 \(got -1\)"):
+    with pytest.raises(UsageError, match=r"epochs -1: expected a whole number ≥ 1"):
         sj.train("mlp", digits, epochs=-1, run=tmp_path / "r", progress=False)
+    # 0 is a value, not "the default": refused, never replaced by the seed's 10 epochs
+    for bad, message in (({"epochs": 0}, r"epochs 0: expected a whole number ≥ 1"),
+                         ({"batch_size": 0}, r"batch_size 0: expected a whole number ≥ 1"),
+                         ({"lr": 0.0}, r"lr 0.0: expected a finite number > 0"),
+                         ({"lr": float("inf")}, r"lr inf: expected a finite number > 0")):
+        with pytest.raises(UsageError, match=message):
+            sj.train("mlp", digits, run=tmp_path / "r3", progress=False, **bad)
+    assert not (tmp_path / "r3").exists()
     with pytest.raises(UsageError, match="loss 'mse' is for regression, but dataset 'digits'"):
         sj.train("mlp", digits, loss="mse", run=tmp_path / "r2", progress=False)
 
@@ -161,5 +169,6 @@ def test_recorder_in_a_users_own_loop(tmp_path, digits):
     ev = evaluate(model, digits.test, get_loss("cross_entropy"))
     assert last["test_accuracy"] == pytest.approx(ev.accuracy)
     assert last["test_accuracy"] > 0.8
-    assert set(last["layers"]) == {"1", "3"} and last["layers"]["1"]["grad_norm"] > 0
+    assert set(last["layers"]) == {"1", "1.bias", "3", "3.bias"}
+    assert last["layers"]["1"]["grad_norm"] > 0
     assert last["dead_units"].keys() == {"2"}

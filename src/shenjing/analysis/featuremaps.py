@@ -1,19 +1,51 @@
 """Feature maps: what one layer outputs for one input, and how that changes with training.
 
-Pure computation (no plotting). A layer's output for one sample is either *spatial*,
-``(channels, height, width)`` — a conv-like layer, drawn as a grid of channel images — or
-a *vector* ``(features,)`` — a linear layer, drawn as a strip, never reshaped into a fake
-image (seed 004 reshaped a 64-d vector into 28×28).
+Pure computation (no plotting). A layer's output for one sample keeps its axes; its *view*
+says how to read them, decided by the output's number of dimensions (batch removed) and,
+for 2-D outputs, by the module that produced it:
 
-Layer outputs are observed through :func:`shenjing.hooks.forward_hooks`, so no hook is
-ever left on the model, also when forward raises.
+============  ==========================  ================================================
+view          one sample's output         when
+============  ==========================  ================================================
+``spatial``   ``(channels, height, width)``  3-D outputs (conv-like layers)
+``signal``    ``(channels, length)``       2-D outputs of a 1-D layer: Conv1d, ConvTranspose1d,
+                                           BatchNorm1d, InstanceNorm1d, GroupNorm, 1-D pooling
+``sequence``  ``(time, hidden)``           2-D outputs of a recurrent layer (RNN, LSTM, GRU);
+                                           its state ``h_n``/``c_n`` is ``(layers, hidden)``
+``tokens``    ``(tokens, features)``       2-D outputs of attention, transformer layers,
+                                           LayerNorm, Embedding
+``vector``    ``(features,)``              1-D outputs (linear layers); outputs of 4 or more
+                                           dimensions (Conv3d) flattened, said so
+============  ==========================  ================================================
+
+A 2-D output of any other module (an activation, a Linear, Dropout, a container, a user's
+block) takes the view of the last module with one of the layouts above that finished before
+it in the same forward pass (a GELU inside a transformer's MLP is ``tokens``, a ReLU after a
+Conv1d is ``signal``); with none before it, ``tokens`` (rows × features, the layout a Linear
+keeps). Vectors are never reshaped into images (seed 004 reshaped a 64-d vector to 28×28).
+
+"Off" (a dead channel for this input) means an output that is exactly zero over the whole
+channel. It is counted only where exactly zero is a state the layer is pushed into: after
+an activation with a hard zero floor — ``ReLU``, ``ReLU6``, ``Hardtanh(min_val=0)``,
+``Threshold(value=0)`` — or a module whose output ends in one (a block ending in
+``F.relu``, seen on the output's autograd node, also through views, Dropout in eval mode and
+pooling). For a Tanh, GELU, LeakyReLU, LayerNorm, Linear or pre-activation conv output a
+zero is just a value: :attr:`FeatureMaps.off_rule` is None and :meth:`FeatureMaps.off_reason`
+says why.
+
+Layers are named as :func:`shenjing.capture.list_layers` prints them: a module name
+(``lstm``: its first floating-point output of its first call) or an output key
+(``lstm.0``, ``lstm.1.0``, ``block#1``, ``encoder.layers.0.self_attn.1``), the naming of
+:mod:`shenjing.capture.core`. Outputs are observed through
+:func:`shenjing.hooks.forward_hooks`, so no hook is ever left on the model, also when forward
+raises.
 
 >>> import torch
 >>> from torch import nn
 >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
 >>> fm = feature_maps(net, torch.zeros(1, 6, 6), "1")
->>> fm.values.shape, fm.spatial
-((4, 6, 6), True)
+>>> fm.values.shape, fm.view, fm.off_rule
+((4, 6, 6), 'spatial', 'output of ReLU')
 """
 
 from __future__ import annotations
@@ -27,22 +59,66 @@ import numpy as np
 import torch
 from torch import nn
 
-from shenjing.errors import LayerNotFoundError, ShapeMismatchError, UsageError, did_you_mean
+from shenjing.capture.core import NoBatchDimError, flatten_output, forward_or_explain, prepare
+from shenjing.capture.keys import KeyFilter, make_key, output_path, split_key
+from shenjing.errors import (
+    LayerNotFoundError,
+    NotApplicableError,
+    ShapeMismatchError,
+    UsageError,
+    did_you_mean,
+)
 from shenjing.hooks import forward_hooks
 
 Scale = Literal["shared", "channel", "global"]
 Order = Literal["layer", "mean", "max"]
+View = Literal["spatial", "signal", "sequence", "tokens", "vector"]
 SCALES: tuple[str, ...] = ("shared", "channel", "global")
 ORDERS: tuple[str, ...] = ("layer", "mean", "max")
+VIEWS: tuple[str, ...] = ("spatial", "signal", "sequence", "tokens", "vector")
+
+#: names of each view's axes, in the order of ``values``' dimensions
+DEFAULT_AXES: dict[str, tuple[str, ...]] = {
+    "spatial": ("channel", "height", "width"),
+    "signal": ("channel", "position"),
+    "sequence": ("time step", "hidden unit"),
+    "tokens": ("token", "feature"),
+    "vector": ("unit",),
+}
+_NDIM = {"spatial": 3, "signal": 2, "sequence": 2, "tokens": 2, "vector": 1}
+
+_SIGNAL_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.GroupNorm,
+    nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.LPPool1d,
+)
+_SEQUENCE_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase,)
+_TOKEN_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+    nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer, nn.LayerNorm, nn.Embedding,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+#: autograd nodes that keep "exactly zero over a channel" as it was (views, copies, pooling)
+_ZERO_KEEPING_NODES = ("ViewBackward", "UnsafeViewBackward", "ReshapeAliasBackward",
+                       "CloneBackward", "PermuteBackward", "TransposeBackward", "TBackward",
+                       "SqueezeBackward", "UnsqueezeBackward", "MaxPool", "AvgPool",
+                       "AdaptiveMaxPool", "AdaptiveAvgPool", "MaxPool2DWithIndices")
+OFF_RULE = ("'off' (a channel exactly zero for this input) is counted only after an "
+            "activation with a hard zero (ReLU, ReLU6, Hardtanh(min_val=0), "
+            "Threshold(value=0)) or a module whose output ends in one")
 
 
 @dataclass(frozen=True, repr=False)
 class FeatureMaps:
-    """One layer's output for one input sample.
+    """One layer's output for one input sample, with its axes kept.
 
-    ``values`` is ``(channels, height, width)`` for conv-like layers or ``(features,)`` for
-    vector layers; ``input`` is the sample itself, ``(channels, height, width)`` or
-    ``(features,)``; ``index`` is its position in the split it came from.
+    ``values`` is shaped as :attr:`view` says (see the module docstring): ``(channels,
+    height, width)``, ``(channels, length)``, ``(time, hidden)``, ``(tokens, features)`` or
+    ``(features,)``; ``axes`` names its dimensions. ``input`` is the sample itself;
+    ``index`` its position in the split it came from. ``off_rule`` says why "off" (exactly
+    zero) means something for this output (``'output of ReLU'``), or is None when it does
+    not and dead channels are not counted. ``module_type`` and ``key`` name what produced it.
+    A ``view`` left empty is read from the number of dimensions (3 → spatial, 2 → tokens,
+    1 → vector).
     """
 
     layer: str
@@ -51,39 +127,101 @@ class FeatureMaps:
     index: int | None = None
     label: Any = None
     input: np.ndarray | None = field(default=None)
+    view: str = ""
+    axes: tuple[str, ...] = ()
+    off_rule: str | None = None
+    module_type: str | None = None
+    key: str | None = None
+    flattened_from: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        ndim = np.ndim(self.values)
+        view = self.view or {3: "spatial", 2: "tokens", 1: "vector"}.get(ndim, "")
+        if view not in VIEWS:
+            raise ShapeMismatchError(f"feature maps of layer {self.layer!r} are shaped "
+                                     f"{np.shape(self.values)}; give (channels, H, W), a 2-D "
+                                     "(rows, features) or a (features,) array")
+        if _NDIM[view] != ndim:
+            raise ShapeMismatchError(f"view {view!r} needs {_NDIM[view]}-D values, got "
+                                     f"{np.shape(self.values)} for layer {self.layer!r}")
+        object.__setattr__(self, "view", view)
+        if not self.axes:
+            object.__setattr__(self, "axes", DEFAULT_AXES[view])
 
     @property
     def spatial(self) -> bool:
-        """True for channel maps ``(C, H, W)``, False for vectors ``(D,)``."""
-        return self.values.ndim == 3
+        """True for channel maps ``(C, H, W)``."""
+        return self.view == "spatial"
+
+    @property
+    def unit_axis(self) -> int:
+        """The axis of channels/units: 1 (hidden units, features) for sequences and tokens,
+        else 0 (channels of maps and signals, units of vectors)."""
+        return 1 if self.view in ("sequence", "tokens") else 0
 
     @property
     def n_channels(self) -> int:
-        """Channels of a spatial output, features of a vector."""
-        return int(self.values.shape[0])
+        """Channels of maps and signals, hidden units or features of sequences and tokens,
+        units of a vector."""
+        return int(self.values.shape[self.unit_axis])
+
+    @property
+    def unit_name(self) -> str:
+        """What one channel is called in this view: ``'channel'``, ``'hidden unit'`` …"""
+        return self.axes[self.unit_axis]
+
+    @property
+    def position_name(self) -> str | None:
+        """The other axis of a 2-D view (``'time step'``, ``'token'``, ``'position'``)."""
+        return self.axes[1 - self.unit_axis] if self.values.ndim == 2 else None
+
+    @property
+    def counts_off(self) -> bool:
+        """Whether "off" (exactly zero) is meaningful here (see the module docstring)."""
+        return self.off_rule is not None
+
+    def by_unit(self) -> np.ndarray:
+        """The values as ``(channels, everything else)``."""
+        return unit_rows(self.values, self.unit_axis)
 
     def channel_means(self) -> np.ndarray:
-        """Mean activation of each channel, ``(channels,)`` (the value itself for vectors)."""
-        if not self.spatial:
-            return self.values.astype(np.float64)
-        return self.values.reshape(self.n_channels, -1).mean(axis=1).astype(np.float64)
+        """Mean activation of each channel/unit, ``(channels,)`` (the value for vectors)."""
+        return self.by_unit().mean(axis=1).astype(np.float64)
 
     def dead(self, atol: float = 0.0) -> np.ndarray:
-        """Boolean ``(channels,)``: channels with no positive value for this input."""
-        return dead_channels(self.values, atol=atol)
+        """Boolean ``(channels,)``: channels with no value above ``atol`` for this input.
+
+        A plain computation: whether such a channel is "off" depends on :attr:`off_rule`.
+        """
+        return dead_channels(self.values, atol=atol, axis=self.unit_axis)
+
+    def off_reason(self) -> str | None:
+        """Why dead channels are not counted for this output (None when they are)."""
+        if self.counts_off:
+            return None
+        what = (f"{_article(self.module_type)} {self.module_type} output"
+                if self.module_type else "an output")
+        return f"{self.key or self.layer!r} is {what}, which has no hard zero; {OFF_RULE}"
 
     def __repr__(self) -> str:
-        kind = "maps" if self.spatial else "vector"
-        return (f"FeatureMaps(layer={self.layer!r}, {kind} {tuple(self.values.shape)}, "
+        return (f"FeatureMaps(layer={self.layer!r}, {self.view} {tuple(self.values.shape)}, "
                 f"epoch={self.epoch}, index={self.index}, label={self.label!r})")
+
+
+def _article(word: str) -> str:
+    """``an`` before a vowel sound: ``an LSTM``, ``an Embedding``, ``a GELU``, ``a Tanh``."""
+    acronym = word[:2].isupper()
+    return "an" if word[:1].upper() in ("AEFHILMNORSX" if acronym else "AEIOU") else "a"
 
 
 @dataclass(frozen=True, repr=False)
 class MapChange:
     """How one layer's output for the same input changed between two epochs.
 
-    ``per_channel`` is the mean absolute change of each channel, ``(channels,)``;
-    ``top`` lists the channels that changed most, most first.
+    ``per_channel`` is the mean absolute change of each channel/unit, ``(channels,)``;
+    ``top`` lists the channels that changed most, most first. For 2-D views
+    ``per_position`` is the mean absolute change at each time step/token/position and
+    ``top_positions`` the positions that changed most.
     """
 
     layer: str
@@ -94,6 +232,10 @@ class MapChange:
     top: tuple[int, ...]
     mean_before: np.ndarray
     mean_after: np.ndarray
+    unit_name: str = "channel"
+    per_position: np.ndarray | None = None
+    top_positions: tuple[int, ...] = ()
+    position_name: str | None = None
 
     def table(self) -> list[dict[str, float | int]]:
         """The top changed channels as rows: channel, change, mean before, mean after."""
@@ -103,11 +245,18 @@ class MapChange:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (what the maps stage writes next to its figure)."""
-        return {"layer": self.layer, "epochs": list(self.epochs),
-                "mean_abs_change": self.mean_abs_change,
-                "relative_change": self.relative_change,
-                "per_channel_change": self.per_channel.tolist(),
-                "top_changed": self.table()}
+        out: dict[str, Any] = {
+            "layer": self.layer, "epochs": list(self.epochs),
+            "mean_abs_change": self.mean_abs_change, "relative_change": self.relative_change,
+            "unit": self.unit_name, "per_channel_change": self.per_channel.tolist(),
+            "top_changed": self.table()}
+        if self.per_position is not None:
+            out["position"] = self.position_name
+            out["per_position_change"] = self.per_position.tolist()
+            out["top_changed_positions"] = [
+                {"position": int(p), "mean_abs_change": float(self.per_position[p])}
+                for p in self.top_positions]
+        return out
 
     def __repr__(self) -> str:
         a, b = self.epochs
@@ -115,94 +264,270 @@ class MapChange:
                 f"mean_abs_change={self.mean_abs_change:.4g}, top={list(self.top[:5])})")
 
 
-# ---- capturing -----------------------------------------------------------------------
+# ---- which layer, which output ---------------------------------------------------------
 def layer_names(model: nn.Module) -> list[str]:
     """Names of every submodule (what ``layer=`` accepts), in definition order."""
     return [name for name, _ in model.named_modules() if name]
 
 
-def check_layer(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule called ``layer``, or a :class:`LayerNotFoundError` that suggests names."""
-    modules = dict(model.named_modules())
-    if layer and layer in modules:
-        return modules[layer]
+def split_spec(model: nn.Module, spec: str) -> tuple[str, int | None, tuple[str, ...]]:
+    """``spec`` → ``(module name, call index or None, path into its output)``.
+
+    A module name stays a module name (no call, no path: its first output of its first
+    call); an output key (``lstm.1.0``, ``block#1``) is split by
+    :func:`shenjing.capture.keys.split_key`. Unknown modules raise
+    :class:`LayerNotFoundError` with suggestions.
+    """
+    module, call, path = split_key(spec, model)
+    if module and module in dict(model.named_modules()):
+        return module, call, path
     names = layer_names(model)
     shown = ", ".join(names[:40]) + (" …" if len(names) > 40 else "")
     raise LayerNotFoundError(
-        f"no layer {layer!r} in {type(model).__name__}.{did_you_mean(layer, names)} "
-        f"Layers: {shown}. See `shenjing layers RUN`."
+        f"no layer {spec!r} in {type(model).__name__}.{did_you_mean(module or spec, names)} "
+        f"Layers: {shown}. Output keys such as 'lstm.0' or 'block#1' are accepted too; "
+        "see `shenjing layers RUN`."
     )
 
 
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for item in out:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
+def check_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule that ``layer`` (a name or an output key) names, or a
+    :class:`LayerNotFoundError` that suggests names."""
+    return model.get_submodule(split_spec(model, layer)[0])
+
+
+def _zero_floor_node(node: Any) -> str | None:
+    """The autograd op that floors this tensor at exactly zero, following ops that keep
+    exact zeros (views, copies, pooling); None when there is none."""
+    for _ in range(32):
+        if node is None:
+            return None
+        name = type(node).__name__
+        if name.startswith("ReluBackward"):
+            return "relu"
+        if name.startswith("HardtanhBackward") and float(node._saved_min_val) == 0.0 \
+                and float(node._saved_max_val) > 0.0:
+            return "hardtanh(min=0)"
+        if name.startswith("Clamp") and getattr(node, "_saved_min", None) is not None:
+            low = node._saved_min
+            high = getattr(node, "_saved_max", None)
+            if float(low) == 0.0 and (high is None or float(high) > 0.0):
+                return "clamp(min=0)"
+            return None
+        if not name.startswith(_ZERO_KEEPING_NODES):
+            return None
+        nexts = [n for n, _ in node.next_functions if n is not None]
+        node = nexts[0] if len(nexts) == 1 else None
     return None
 
 
-def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """Run ``model`` on the batch ``x`` and return ``layer``'s output (detached, on CPU).
+def off_rule_of(module: nn.Module, output: torch.Tensor | None = None) -> str | None:
+    """Why "off" (exactly zero) means something for ``module``'s output, or None.
 
-    ``x`` is ``(batch, …)`` and is moved to the model's device. The model runs under
-    ``torch.inference_mode()`` in whatever train/eval mode it is in (runs give eval models).
+    The module's own type first (ReLU, ReLU6, Hardtanh(min_val=0), Threshold(value=0)),
+    then the autograd node of ``output`` (a module whose forward ends in ``F.relu``).
     """
-    check_layer(model, layer)
-    seen: dict[str, torch.Tensor] = {}
+    kind = type(module).__name__
+    if isinstance(module, nn.ReLU):
+        return f"output of {kind}"
+    if isinstance(module, nn.Hardtanh) and module.min_val == 0 and module.max_val > 0:
+        return f"output of {kind}" + ("" if isinstance(module, nn.ReLU6) else "(min_val=0)")
+    if isinstance(module, nn.Threshold) and module.value == 0 and module.threshold >= 0:
+        return f"output of {kind}(value=0)"
+    op = _zero_floor_node(getattr(output, "grad_fn", None)) if output is not None else None
+    if op is not None:
+        return f"output of {kind}, which ends in {op}"
+    return None
 
-    def keep(_mod: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
-        tensor = _first_tensor(out)
-        if tensor is not None and "out" not in seen:
-            # copy now: a following ReLU(inplace=True) (VGG16 has them) would overwrite it
-            seen["out"] = tensor.detach().to("cpu", copy=True)
 
+def _layout_of(module: nn.Module) -> str | None:
+    if isinstance(module, _SIGNAL_TYPES):
+        return "signal"
+    if isinstance(module, _SEQUENCE_TYPES):
+        return "sequence"
+    if isinstance(module, _TOKEN_TYPES):
+        return "tokens"
+    return None
+
+
+def output_view(module: nn.Module, key_path: str, ndim: int,
+                before: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The view and axis names of one sample's output of ``module`` (see the module doc).
+
+    ``key_path`` is the part of the output key after the module's name (``''``, ``'.0'``,
+    ``'#1.1.0'``); ``ndim`` the sample's number of dimensions; ``before`` the layout of the
+    last module with a layout that finished before it in forward.
+    """
+    if ndim == 3:
+        return "spatial", DEFAULT_AXES["spatial"]
+    if ndim != 2:
+        return "vector", DEFAULT_AXES["vector"]
+    path = key_path.split("#", 1)[-1].lstrip("0123456789") if "#" in key_path else key_path
+    if isinstance(module, nn.RNNBase) and path.startswith(".1"):
+        return "sequence", ("layer", "hidden unit")  # h_n / c_n: (layers × directions, H)
+    if isinstance(module, nn.MultiheadAttention) and path.startswith(".1"):
+        return "tokens", ("query token", "key token")  # the attention weights
+    view = _layout_of(module) or before or "tokens"
+    return view, DEFAULT_AXES[view]
+
+
+@dataclass(frozen=True)
+class LayerOutput:
+    """One layer's output for a batch: ``tensor`` batch first, and how to read it."""
+
+    layer: str
+    key: str
+    tensor: torch.Tensor
+    module_type: str
+    view: str
+    axes: tuple[str, ...]
+    off_rule: str | None
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def capture_layer(model: nn.Module, x: torch.Tensor, layer: str) -> LayerOutput:
+    """Run ``model`` on the batch ``x`` and return ``layer``'s output with its view.
+
+    ``layer`` is a module name (its first floating-point output of its first call) or an
+    output key as ``shenjing layers`` prints it. ``x`` is ``(batch, …)`` and is moved to
+    the model's device. The model runs in whatever train/eval mode it is in (runs give eval
+    models), with autograd on so the output's last op can be read for :func:`off_rule_of`
+    (the graph is dropped with the outputs). The output is copied when the layer returns (a
+    following in-place ReLU cannot change it) and its batch dimension moved first (an
+    ``nn.LSTM(batch_first=False)`` gives ``(time, batch, hidden)``).
+    """
+    module_name, call_index, path = split_spec(model, layer)
+    target = model.get_submodule(module_name)
+    finished: list[str] = []   # layouts of modules with one, in the order they finished
+    calls: list[dict[str, Any]] = []
+    batch = int(x.shape[0]) if x.ndim else 1
+
+    def on_target(_mod: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+        found = flatten_output(module_name, out)
+        calls.append({
+            "before": finished[-1] if finished else None,
+            "outputs": [(output_path(module_name, k), t.detach().to("cpu", copy=True),
+                         off_rule_of(target, t)) for k, t in found],
+        })
+
+    hooks: dict[str, Any] = {}
+    for name, mod in model.named_modules():
+        layout = _layout_of(mod)
+        if name and layout is not None and name != module_name:
+            hooks[name] = lambda _m, _a, _o, _l=layout: finished.append(_l)
+    hooks[module_name] = on_target
+    x = x.to(_model_device(model))
+    with forward_hooks(model, hooks), torch.enable_grad():
+        forward_or_explain(model, x)  # a shape error names what the model expects
+    if not calls:
+        raise UsageError(f"layer {module_name!r} did not run in {type(model).__name__}.forward,"
+                         " so it has no output to show; choose a layer that forward uses "
+                         "(`shenjing layers RUN` shows which ran)")
+    n_calls = len(calls)
+    keyed = [(str(make_key(module_name, c if n_calls > 1 else None, p)), t, rule, call)
+             for c, call in enumerate(calls) for p, t, rule in call["outputs"]
+             if (call_index is None and not path)
+             or KeyFilter(call_index, path).selects(c, n_calls, p)]
+    if not keyed:
+        have = [str(make_key(module_name, c if n_calls > 1 else None, p))
+                for c, call in enumerate(calls) for p, _, _ in call["outputs"]]
+        if not have:
+            raise NotApplicableError(f"maps: layer {module_name!r} ({type(target).__name__}) "
+                                     "returns no floating-point tensor, so it has no "
+                                     "activations to draw")
+        raise LayerNotFoundError(
+            f"no layer or output {layer!r} in {type(model).__name__}: {module_name!r} "
+            f"({type(target).__name__}) gives the outputs {', '.join(have)}."
+            f"{did_you_mean(layer, have)} See `shenjing layers RUN`.")
+    chosen = keyed[0]
+    out_key, tensor, rule, call = chosen
     try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    with forward_hooks(model, {layer: keep}), torch.inference_mode():
-        model(x.to(device))
-    if "out" not in seen:
-        raise UsageError(f"layer {layer!r} did not run in {type(model).__name__}.forward, "
-                         "so it has no output to show; choose a layer that forward uses")
-    return seen["out"]
+        tensor = prepare(tensor, batch_size=batch, pool="none", dtype=None, key=out_key)
+    except NoBatchDimError as exc:
+        raise NotApplicableError(f"maps: {exc}") from None
+    view, axes = output_view(target, out_key[len(module_name):], tensor.ndim - 1,
+                             call["before"])
+    return LayerOutput(layer=layer, key=out_key, tensor=tensor,
+                       module_type=type(target).__name__, view=view, axes=axes,
+                       off_rule=rule)
+
+
+def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """``layer``'s output for the batch ``x``, batch first, detached, on the CPU."""
+    return capture_layer(model, x, layer).tensor
 
 
 def feature_maps(model: nn.Module, x: torch.Tensor, layer: str, *, epoch: int | None = None,
                  index: int | None = None, label: Any = None) -> FeatureMaps:
     """``layer``'s output for one sample ``x`` (shaped like one input, without batch).
 
-    Outputs shaped ``(1, C, H, W)`` become channel maps; ``(1, D)`` become vectors; other
-    ranks are flattened to a vector (their layout is not an image).
+    The output keeps its axes (see the module docstring for the views); outputs of four or
+    more dimensions per sample are flattened to a vector (``flattened_from`` says so).
     """
     if x.ndim == 0:
         raise ShapeMismatchError("feature_maps needs one input sample, got a scalar")
-    out = layer_output(model, x.unsqueeze(0), layer)[0].float().numpy()
-    if out.ndim not in (1, 3):
-        out = out.reshape(-1)
-    return FeatureMaps(layer=layer, values=np.ascontiguousarray(out), epoch=epoch,
-                       index=index, label=label, input=x.detach().cpu().float().numpy())
+    out = capture_layer(model, x.unsqueeze(0), layer)
+    values = out.tensor[0].float().numpy()
+    view, axes = out.view, out.axes
+    if axes[0] == "layer" and values.shape[0] == 1:  # h_n of a one-layer RNN: one vector
+        values, view, axes = values[0], "vector", ("hidden unit",)
+    flattened = None
+    if values.ndim > 3 or values.ndim == 0:
+        flattened = tuple(values.shape)
+        values = values.reshape(-1)
+    return FeatureMaps(layer=layer, values=np.ascontiguousarray(values), epoch=epoch,
+                       index=index, label=label, input=x.detach().cpu().float().numpy(),
+                       view=view if flattened is None else "vector",
+                       axes=axes if flattened is None else (), off_rule=out.off_rule,
+                       module_type=out.module_type, key=out.key, flattened_from=flattened)
+
+
+def as_vector(fm: FeatureMaps) -> FeatureMaps:
+    """The same output flattened to ``(features,)`` (what ``--view vector`` draws)."""
+    if fm.view == "vector":
+        return fm
+    return FeatureMaps(fm.layer, fm.values.reshape(-1), fm.epoch, fm.index, fm.label,
+                       fm.input, view="vector", off_rule=fm.off_rule,
+                       module_type=fm.module_type, key=fm.key,
+                       flattened_from=tuple(fm.values.shape))
 
 
 def require_spatial(fm: FeatureMaps) -> None:
-    """Refuse to draw a vector layer as a grid of images, and say what to do instead."""
-    if not fm.spatial:
+    """Refuse to draw a non-map layer as a grid of images, and say what to do instead."""
+    if fm.spatial:
+        return
+    if fm.view == "vector":
         raise ShapeMismatchError(
             f"layer {fm.layer!r} outputs a vector of {fm.n_channels} features, not channel "
             "maps (batch, channels, height, width); a grid would reshape it into a fake "
             "image. Show it as a vector instead: plot_feature_vector(...) or "
             "`shenjing maps RUN --view vector`; or pick a conv layer"
         )
+    raise ShapeMismatchError(
+        f"layer {fm.layer!r} outputs a {fm.view} {tuple(fm.values.shape)} "
+        f"({' × '.join(fm.axes)}), not channel maps (batch, channels, height, width). Draw "
+        "it as a heat map: plot_feature_heatmap(...) or `shenjing maps RUN --view heatmap` "
+        "(the default, --view auto)"
+    )
 
 
 # ---- ordering, selection, dead channels ----------------------------------------------
-def channel_scores(values: np.ndarray, by: Order = "mean") -> np.ndarray:
-    """Per-channel activity ``(channels,)``: mean or max over the map (the value for vectors)."""
-    flat = values.reshape(values.shape[0], -1).astype(np.float64)
+def unit_rows(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``values`` as ``(units along axis, everything else)``, in float64."""
+    return np.moveaxis(np.asarray(values, dtype=np.float64), axis, 0).reshape(
+        values.shape[axis], -1)
+
+
+def channel_scores(values: np.ndarray, by: Order = "mean", axis: int = 0) -> np.ndarray:
+    """Per-channel activity ``(channels,)``: mean or max over the rest (the value for vectors)."""
+    flat = unit_rows(values, axis)
     if by == "mean" or by == "layer":
         return flat.mean(axis=1)
     if by == "max":
@@ -210,41 +535,40 @@ def channel_scores(values: np.ndarray, by: Order = "mean") -> np.ndarray:
     raise UsageError(f"order {by!r} is not one of {', '.join(ORDERS)}")
 
 
-def channel_order(values: np.ndarray, order: Order = "layer") -> np.ndarray:
+def channel_order(values: np.ndarray, order: Order = "layer", axis: int = 0) -> np.ndarray:
     """Channel indices in layer order, or by descending mean/max activation (stable ties)."""
     if order not in ORDERS:
         raise UsageError(f"order {order!r} is not one of {', '.join(ORDERS)}; "
                          "use 'layer' to keep the layer's own order")
-    n = values.shape[0]
+    n = values.shape[axis]
     if order == "layer":
         return np.arange(n)
-    return np.argsort(-channel_scores(values, order), kind="stable")
+    return np.argsort(-channel_scores(values, order, axis), kind="stable")
 
 
-def top_channels(values: np.ndarray, k: int, by: Order = "mean") -> np.ndarray:
+def top_channels(values: np.ndarray, k: int, by: Order = "mean", axis: int = 0) -> np.ndarray:
     """Indices of the ``k`` most active channels, most active first."""
     if k < 1:
         raise UsageError(f"top-k must be at least 1, got {k}")
-    return channel_order(values, "mean" if by == "layer" else by)[:k]
+    return channel_order(values, "mean" if by == "layer" else by, axis)[:k]
 
 
 def select_channels(values: np.ndarray, *, order: Order = "layer",
-                    top_k: int | None = None) -> np.ndarray:
+                    top_k: int | None = None, axis: int = 0) -> np.ndarray:
     """The channels a figure shows: ``top_k`` most active (by ``order``, default mean),
     else all channels in ``order``."""
-    if top_k is not None and top_k < values.shape[0]:
-        return top_channels(values, top_k, by=order)
-    return channel_order(values, order)
+    if top_k is not None and top_k < values.shape[axis]:
+        return top_channels(values, top_k, by=order, axis=axis)
+    return channel_order(values, order, axis)
 
 
-def dead_channels(values: np.ndarray, atol: float = 0.0) -> np.ndarray:
+def dead_channels(values: np.ndarray, atol: float = 0.0, axis: int = 0) -> np.ndarray:
     """Boolean ``(channels,)``: channels whose maximum is ≤ ``atol`` for this input.
 
-    After a ReLU such a channel is all zero: it says nothing about this input. On a
-    pre-activation (conv) output it means the following ReLU will silence it.
+    After a ReLU such a channel is all zero: it says nothing about this input. Whether that
+    is "off" depends on the layer (:attr:`FeatureMaps.off_rule`).
     """
-    flat = values.reshape(values.shape[0], -1)
-    return flat.max(axis=1) <= atol
+    return unit_rows(values, axis).max(axis=1) <= atol
 
 
 def grid_shape(n: int, max_aspect: float = 3.0) -> tuple[int, int]:
@@ -262,6 +586,17 @@ def grid_shape(n: int, max_aspect: float = 3.0) -> tuple[int, int]:
     rows = math.isqrt(n)
     cols = math.ceil(n / rows)
     return rows, cols
+
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """At most ``k`` indices of ``range(n)``, evenly spaced, always the first and the last."""
+    if n < 1 or k < 1:
+        raise UsageError(f"need n ≥ 1 and k ≥ 1, got n={n}, k={k}")
+    if n <= k:
+        return list(range(n))
+    if k == 1:
+        return [n - 1]
+    return sorted({round(float(i)) for i in np.linspace(0, n - 1, k)})
 
 
 # ---- colour scales -------------------------------------------------------------------
@@ -303,6 +638,7 @@ def compare_feature_maps(before: FeatureMaps, after: FeatureMaps, top: int = 10)
     """Mean absolute change of ``layer``'s output between two epochs for the same input.
 
     ``relative_change`` is ``mean|after − before| / mean|before|`` (inf when before is 0).
+    Per channel/unit (along the view's unit axis) and, for 2-D views, per position.
     """
     if before.values.shape != after.values.shape:
         raise ShapeMismatchError(
@@ -312,20 +648,29 @@ def compare_feature_maps(before: FeatureMaps, after: FeatureMaps, top: int = 10)
     a = before.values.astype(np.float64)
     b = after.values.astype(np.float64)
     diff = np.abs(b - a)
-    per_channel = diff.reshape(diff.shape[0], -1).mean(axis=1)
+    axis = after.unit_axis
+    per_channel = unit_rows(diff, axis).mean(axis=1)
     base = float(np.abs(a).mean())
     mean_abs = float(diff.mean())
     order = np.argsort(-per_channel, kind="stable")[:max(0, top)]
+    per_position = None
+    top_positions: tuple[int, ...] = ()
+    if diff.ndim == 2:
+        per_position = unit_rows(diff, 1 - axis).mean(axis=1)
+        top_positions = tuple(int(i) for i in
+                              np.argsort(-per_position, kind="stable")[:max(0, top)])
     return MapChange(
         layer=after.layer, epochs=(before.epoch, after.epoch), mean_abs_change=mean_abs,
         relative_change=mean_abs / base if base > 0 else float("inf"),
         per_channel=per_channel, top=tuple(int(i) for i in order),
         mean_before=before.channel_means(), mean_after=after.channel_means(),
+        unit_name=after.unit_name, per_position=per_position, top_positions=top_positions,
+        position_name=after.position_name,
     )
 
 
 def stack_values(maps: Sequence[FeatureMaps]) -> np.ndarray:
-    """Stack several FeatureMaps of one layer into ``(panels, channels, …)``."""
+    """Stack several FeatureMaps of one layer into ``(panels, …)``."""
     shapes = {m.values.shape for m in maps}
     if len(shapes) != 1:
         raise ShapeMismatchError(f"feature maps of different shapes {sorted(shapes)} cannot "

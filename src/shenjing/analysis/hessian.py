@@ -14,13 +14,17 @@ works for any model size. Methods (cf. PyHessian, Yao et al. 2020):
 :class:`HessianOperator` builds ``H·v`` for a model, samples and loss, for all parameters
 or only those of one layer (a diagonal block of the Hessian). The model is never modified:
 the operator works on a private copy in ``eval()`` mode (dropout off, BatchNorm statistics
-as stored).
+as stored). Every forward and backward pass of the operator runs under
+:func:`~shenjing.analysis.landscape.kernels.differentiable_kernels`: fused attention kernels
+(flash attention) have no second derivative, so transformers use the math backend here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from shenjing.errors import LayerNotFoundError, UsageError, did_you_mean
+from shenjing.analysis.landscape.kernels import differentiable_kernels
+from shenjing.errors import LayerNotFoundError, NotApplicableError, UsageError, did_you_mean
 from shenjing.training.losses import loss_function
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
+_NO_SECOND_DERIVATIVE = re.compile(r"derivative for (\S+) is not implemented")
 
 
 class HessianOperator:
@@ -40,6 +46,8 @@ class HessianOperator:
 
     ``layer`` restricts the parameters to one module's own weights (its Hessian block).
     ``n_hvp`` counts the products computed, so algorithms can be compared by cost.
+    Works for any model whose forward is twice differentiable; attention and recurrent
+    layers are run on kernels that are (see :meth:`_kernels`).
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
@@ -84,8 +92,17 @@ class HessianOperator:
             offset += p.numel()
         return out
 
+    def _kernels(self) -> contextlib.AbstractContextManager[None]:
+        """The one context every pass of this operator runs in: double-backward-capable
+        kernels (math attention, no transformer fast path, no cuDNN RNNs on CUDA)."""
+        return differentiable_kernels(self.net, self.device)
+
     def loss_and_grad(self) -> tuple[float, torch.Tensor]:
         """Mean loss and its gradient (flat) at the model's weights."""
+        with self._kernels():
+            return self._loss_and_grad()
+
+    def _loss_and_grad(self) -> tuple[float, torch.Tensor]:
         total = 0.0
         grads = [torch.zeros_like(p) for p in self.params]
         for i in range(0, self.n, self.batch_size):
@@ -98,7 +115,26 @@ class HessianOperator:
         return total, torch.cat([g.reshape(-1) for g in grads])
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``H·v`` for a flat ``(dim,)`` vector (one counted product)."""
+        """``H·v`` for a flat ``(dim,)`` vector (one counted product).
+
+        Raises :class:`~shenjing.errors.NotApplicableError` naming the operation if the
+        model's forward uses one that PyTorch cannot differentiate twice.
+        """
+        with self._kernels():
+            try:
+                return self._matvec(v)
+            except RuntimeError as exc:
+                match = _NO_SECOND_DERIVATIVE.search(str(exc))
+                if match is None:
+                    raise
+                raise NotApplicableError(
+                    f"the Hessian needs second derivatives of every operation in "
+                    f"{type(self.net).__name__}'s forward, and PyTorch {torch.__version__} has "
+                    f"none for {match.group(1)} (its backward is not differentiable). "
+                    "Attention is already run on the math backend for this; for other "
+                    "fused kernels use a plain implementation of the layer") from None
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         vs = self._unflatten(v.to(self.device, self.dtype))
         out = [torch.zeros_like(p) for p in self.params]
         for i in range(0, self.n, self.batch_size):

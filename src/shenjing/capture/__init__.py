@@ -2,6 +2,8 @@
 
 - :func:`list_layers` (model, example batch) → a table of names, types, output shapes;
 - :func:`resolve_layers` (model, patterns) → layer names, or :class:`LayerNotFoundError`;
+- :func:`resolve_keys` (model, example, specs) → capture keys (``lstm.1.0``, ``block#1``);
+- :func:`default_layers` (model, example) → the block outputs, penultimate and logits;
 - :func:`capture` (model, layers): a context manager for notebooks;
 - :func:`capture_dataset` (model, data, layers, …, out_dir=None) → :class:`Activations`.
 
@@ -12,8 +14,20 @@ Post-activation features are the output of the activation module: in the zoo mod
 from shenjing.capture.activations import Activations, format_bytes
 from shenjing.capture.core import Captured, capture, flatten_output
 from shenjing.capture.dataset import available_memory, capture_dataset
-from shenjing.capture.layers import LayerInfo, LayerTable, layer_names, list_layers, resolve_layers
+from shenjing.capture.layers import (
+    DefaultLayers,
+    LayerInfo,
+    LayerKey,
+    LayerTable,
+    default_layers,
+    layer_names,
+    list_layers,
+    resolve_keys,
+    resolve_layers,
+    split_key,
+)
 
-__all__ = ["Activations", "Captured", "LayerInfo", "LayerTable", "available_memory", "capture",
-           "capture_dataset", "flatten_output", "format_bytes", "layer_names", "list_layers",
-           "resolve_layers"]
+__all__ = ["Activations", "Captured", "DefaultLayers", "LayerInfo", "LayerKey", "LayerTable",
+           "available_memory", "capture", "capture_dataset", "default_layers",
+           "flatten_output", "format_bytes", "layer_names", "list_layers", "resolve_keys",
+           "resolve_layers", "split_key"]

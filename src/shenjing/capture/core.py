@@ -11,6 +11,9 @@ Naming of recorded tensors (keys):
   non-tensors are skipped;
 - a module called k > 1 times in one forward (shared weights) under ``name#0`` …
   ``name#{k-1}``, e.g. ``block#1`` or ``lstm#1.0``.
+
+Each key can be given back wherever a layer is chosen, and then only that tensor is
+recorded (parsing in :mod:`shenjing.capture.keys`). Shapes are batch first, as recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -188,15 +192,72 @@ def forward_or_explain(model: nn.Module, x: Any) -> Any:
         raise
 
 
-def _structure_pass(model: nn.Module, names: Iterable[str], example: Any
-                    ) -> tuple[dict[str, dict[str, tuple[int, ...]]], dict[str, int]]:
-    """Dry run: for each layer, the keys and shapes it records, and its calls per forward."""
-    names = list(names)
-    seen: dict[str, list[list[tuple[str, tuple[int, ...]]]]] = {n: [] for n in names}
+@dataclass(frozen=True)
+class DryOutput:
+    """One tensor a module returned in a dry run, under the key capture records it by.
 
-    def make(name: str):
+    ``shape`` is batch first (as captured) when ``per_sample``; else the raw shape (the
+    tensor has no dimension of the batch size and cannot be captured). ``order`` counts the
+    outputs in the order the modules finished; ``value`` is a batch-first copy (if asked).
+    """
+
+    key: str
+    module: str
+    call: int
+    path: tuple[str, ...]
+    shape: tuple[int, ...]
+    per_sample: bool
+    order: int
+    value: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What one batch through the model showed: calls per module and every output.
+
+    ``inputs[name]`` is the first tensor argument of the last call of each module named in
+    ``inputs_of`` (e.g. the features a classifier reads), copied when it was called.
+    """
+
+    batch_size: int | None
+    calls: dict[str, int]
+    outputs: list[DryOutput]
+    inputs: dict[str, torch.Tensor]
+
+    def of(self, module: str) -> list[DryOutput]:
+        """The outputs of one module, in the order recorded."""
+        return [o for o in self.outputs if o.module == module]
+
+
+def dry_run(model: nn.Module, example: Any, names: Iterable[str] | None = None, *,
+            values: bool = False, inputs_of: Iterable[str] = ()) -> DryRun:
+    """Run ``example`` (one batch) through ``model`` with every module in ``names`` observed.
+
+    The model runs in ``eval()`` under ``inference_mode`` (restored afterwards); hooks go
+    through :func:`shenjing.hooks.forward_hooks`, so none is left, also if forward raises.
+    ``values=True`` keeps a batch-first copy of every output (taken at once, so an in-place
+    op later in forward cannot change it).
+    """
+    if names is None:
+        names = [n for n, _ in model.named_modules() if n]
+    names = list(dict.fromkeys([*names, *inputs_of]))
+    want_input = set(inputs_of)
+    batch = _batch_size_of((example,))
+    raw: dict[str, list[list[tuple[str, torch.Tensor, int]]]] = {n: [] for n in names}
+    inputs: dict[str, torch.Tensor] = {}
+    counter = [0]
+
+    def make(name: str) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            seen[name].append([(k, tuple(t.shape)) for k, t in flatten_output(name, out)])
+            found = []
+            for k, t in flatten_output(name, out):
+                found.append((k, t.detach().clone() if values else t.detach(), counter[0]))
+                counter[0] += 1
+            raw[name].append(found)
+            if name in want_input:
+                first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+                if first is not None:
+                    inputs[name] = first.detach().clone()
         return hook
 
     was_training = model.training
@@ -206,15 +267,24 @@ def _structure_pass(model: nn.Module, names: Iterable[str], example: Any
             forward_or_explain(model, example)
     finally:
         model.train(was_training)
-    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
-    calls = {n: len(v) for n, v in seen.items()}
-    for name, per_call in seen.items():
-        shapes[name] = {}
+    outputs = []
+    for name, per_call in raw.items():
         for c, outs in enumerate(per_call):
             prefix = call_key(name, c, len(per_call))
-            for k, shape in outs:
-                shapes[name][prefix + k[len(name):]] = shape
-    return shapes, calls
+            for k, t, order in outs:
+                try:
+                    v = prepare(t, batch_size=batch, pool="none", dtype=None, key=k)
+                    per_sample = True
+                except NoBatchDimError:
+                    v, per_sample = t, False
+                outputs.append(DryOutput(
+                    key=prefix + k[len(name):], module=name, call=c,
+                    path=tuple(k[len(name) + 1:].split(".")) if k != name else (),
+                    shape=tuple(v.shape), per_sample=per_sample, order=order,
+                    value=v if values and per_sample else None))
+    outputs.sort(key=lambda o: o.order)
+    return DryRun(batch_size=batch, calls={n: len(v) for n, v in raw.items()},
+                  outputs=outputs, inputs=inputs)
 
 
 class Captured(Mapping[str, torch.Tensor]):
@@ -262,9 +332,11 @@ def capture(model: nn.Module, layers: Any, *, pool: Pool | str = "none",
             dtype: str | torch.dtype | None = None) -> Iterator[Captured]:
     """Record the outputs of ``layers`` during every forward call inside the block.
 
-    ``layers`` takes names, globs (``"fc?"``) or module types (see :func:`resolve_layers`).
-    Outputs are detached, copied to the CPU and stored per call; the model's own outputs
-    are untouched. Hooks are removed when the block exits, also on an exception.
+    ``layers`` takes names, globs (``"fc?"``), module types, or output keys exactly as
+    ``shenjing layers`` prints them (``lstm.1.0``, ``block#1``; see
+    :func:`~shenjing.capture.layers.resolve_keys`). Outputs are detached, copied to the CPU
+    and stored per call; the model's own outputs are untouched. Hooks are removed when the
+    block exits, also on an exception.
 
     >>> import torch
     >>> from torch import nn
@@ -274,9 +346,10 @@ def capture(model: nn.Module, layers: Any, *, pool: Pool | str = "none",
     >>> acts["1"].shape
     torch.Size([4, 2])
     """
-    from shenjing.capture.layers import resolve_layers
+    from shenjing.capture.keys import check_filters, is_selected, output_path
+    from shenjing.capture.layers import select_layers
 
-    names = resolve_layers(model, layers)
+    names, _, selection = select_layers(model, layers)
     pool = check_pool(pool)
     torch_dtype = resolve_dtype(dtype)
     result = Captured()
@@ -290,10 +363,14 @@ def capture(model: nn.Module, layers: Any, *, pool: Pool | str = "none",
         return hook
 
     def flush(batch_size: int | None) -> None:
+        check_filters(selection, {n: [[output_path(n, k) for k, _ in outs] for outs in calls]
+                                  for n, calls in pending.items()}, type(model).__name__)
         for name, per_call in pending.items():
             for c, outs in enumerate(per_call):
                 prefix = call_key(name, c, len(per_call))
                 for k, t in outs:
+                    if not is_selected(selection, name, c, len(per_call), output_path(name, k)):
+                        continue
                     key = prefix + k[len(name):]
                     t = prepare(t, batch_size=batch_size, pool=pool, dtype=torch_dtype, key=key)
                     result._add(key, name, t.to("cpu"))

@@ -32,6 +32,7 @@ from shenjing.capture.activations import (
     key_dirname,
 )
 from shenjing.capture.core import (
+    NoBatchDimError,
     Pool,
     call_key,
     check_pool,
@@ -42,7 +43,8 @@ from shenjing.capture.core import (
     resolve_dtype,
     shape_of,
 )
-from shenjing.capture.layers import _resolve
+from shenjing.capture.keys import check_filters, is_selected, output_path
+from shenjing.capture.layers import _raise_never_ran, select_layers
 from shenjing.errors import (
     LayerNotFoundError,
     ResourceError,
@@ -339,7 +341,7 @@ def capture_dataset(
     >>> acts["1"].shape
     (10, 4)
     """
-    names, explicit = _resolve(model, layers)
+    names, explicit, selection = select_layers(model, layers)
     pool = check_pool(pool)
     torch_dtype = resolve_dtype(dtype)
     if batch_size < 1:
@@ -379,14 +381,19 @@ def capture_dataset(
                     f"{tuple(first_x.shape[1:])}")
             # first batch: learn keys, shapes and calls per forward, keep its outputs
             b0 = min(_n_of(first_x), n_total)
-            seen: dict[str, list[list[tuple[str, torch.Tensor]]]] = {n: [] for n in names}
+            seen: dict[str, list[list[tuple[str, torch.Tensor | NoBatchDimError]]]] = {
+                n: [] for n in names}
 
             def record_first(name: str):
                 def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-                    outs = []
+                    outs: list[tuple[str, torch.Tensor | NoBatchDimError]] = []
                     for k, t in flatten_output(name, out):
-                        t = prepare(t, batch_size=_n_of(first_x), pool=pool, dtype=torch_dtype,
-                                    key=k)[:b0]
+                        try:
+                            t = prepare(t, batch_size=_n_of(first_x), pool=pool,
+                                        dtype=torch_dtype, key=k)[:b0]
+                        except NoBatchDimError as exc:  # an error only if this key is kept
+                            outs.append((k, exc))
+                            continue
                         outs.append((k, t.to("cpu", copy=True)))
                     seen[name].append(outs)
                 return hook
@@ -397,14 +404,15 @@ def capture_dataset(
             for n in [n for n, calls in seen.items() if not calls and n not in explicit]:
                 del seen[n]
             names = list(seen)
-            never = [n for n, calls in seen.items() if not calls]
-            if never or not names:
-                ran = [n for n, calls in seen.items() if calls]
+            _raise_never_ran(model, first_x, [n for n, calls in seen.items() if not calls],
+                             [n for n, calls in seen.items() if calls])
+            if not names:
                 raise LayerNotFoundError(
-                    f"layer(s) {', '.join(map(repr, never or layers))} of "
-                    f"{type(model).__name__} never "
-                    f"ran for input of shape {shape_of(first_x)}: they are not on this "
-                    f"input's forward path. Layers that ran: {', '.join(ran) or 'none'}")
+                    f"none of {', '.join(map(repr, layers))} ran in {type(model).__name__} "
+                    f"for input of shape {shape_of(first_x)}: they are not on this input's "
+                    "forward path. See `shenjing layers RUN` for what ran")
+            check_filters(selection, {n: [[output_path(n, k) for k, _ in outs] for outs in v]
+                                      for n, v in seen.items()}, type(model).__name__)
             n_calls = {n: len(v) for n, v in seen.items()}
             specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
             first_rows: dict[str, torch.Tensor] = {}
@@ -413,7 +421,12 @@ def capture_dataset(
                 for c, outs in enumerate(per_call):
                     prefix = call_key(name, c, len(per_call))
                     for k, t in outs:
+                        if not is_selected(selection, name, c, len(per_call),
+                                           output_path(name, k)):
+                            continue
                         key = prefix + k[len(name):]
+                        if isinstance(t, NoBatchDimError):
+                            raise NoBatchDimError(str(t).replace(repr(k), repr(key))) from None
                         specs[key] = (tuple(t.shape[1:]),
                                       np.dtype(str(t.dtype).removeprefix("torch.")))
                         first_rows[key] = t
@@ -460,6 +473,9 @@ def capture_dataset(
                     calls[name] = c + 1
                     prefix = call_key(name, c, n_calls[name])
                     for k, t in flatten_output(name, out):
+                        if not is_selected(selection, name, c, n_calls[name],
+                                           output_path(name, k)):
+                            continue
                         key = prefix + k[len(name):]
                         if key not in specs:
                             raise UsageError(

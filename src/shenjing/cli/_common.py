@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shenjing.errors import UsageError
+
+TRUST_CODE_HELP = ("Run the code this run folder names (its model factory, data factory, loss "
+                   "or function file) although you did not create the run on this machine. A "
+                   "run folder is data: read that code first.")
+
+
+def trust_code_option() -> Any:
+    """``--trust-code``: consent to the run folder's code (see shenjing.trust)."""
+    import typer
+
+    return typer.Option(False, "--trust-code", help=TRUST_CODE_HELP)
 
 
 def parse_epochs(text: str) -> list[int | str]:

@@ -41,6 +41,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain text: "[default: runs/MODEL-DATA]" must not be read as markup
+    rich_markup_mode=None,
 )
 
 _state = {"debug": False}

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import parse_epochs, parse_list
+from shenjing.cli._common import parse_epochs, parse_list, trust_code_option
 
 out = Console(highlight=False, soft_wrap=True)
 RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `inspect`).")
@@ -16,9 +16,10 @@ RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `ins
 
 def _layers_option(required: bool = True) -> Any:
     return typer.Option(... if required else None, "--layers", "-l",
-                        help="Comma-separated names, globs (fc?, features.*) or module types "
-                             "(ReLU). Post-activation features are the activation layers, "
-                             "e.g. relu1 = fc1 after its ReLU. See `shenjing layers RUN`.")
+                        help="Comma-separated names, globs (fc?, features.*), module types "
+                             "(ReLU) or output keys as `shenjing layers RUN` prints them "
+                             "(lstm.1.0, block#1). Post-activation features are the "
+                             "activation layers, e.g. relu1 = fc1 after its ReLU.")
 
 
 def _parse_bytes(text: str | None) -> int | None:
@@ -42,18 +43,37 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def layers(
         run: Path = RUN_ARG,
-        epoch: str = typer.Option("final", "--epoch", "-e", help="Checkpoint to load."),
+        epoch: str = typer.Option("final", "--epoch", "-e", help="Checkpoint to load (with "
+                                  "--dry-run)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Run one batch through the "
+                                     "model now instead of showing the table saved with the "
+                                     "run."),
+        trust_code: bool = trust_code_option(),
     ) -> None:
-        """List every layer of the run's model: name, type and output shape."""
+        """List every layer of the run's model: name, type, output keys and shapes, calls.
+
+        Shows the table saved when the run was made (no model is built, no code runs);
+        --dry-run builds the model and runs one test batch.
+        """
         from shenjing.capture import list_layers
+        from shenjing.capture.layers import LayerTable
         from shenjing.runs import open_run
 
-        r = open_run(run)
-        data = r.data
-        table = list_layers(r.model(epoch), data.test.x[:2])
-        out.print(str(table), markup=False)
-        out.print("\nCapture a layer: shenjing capture RUN --layers NAME; post-activation "
-                  "features are the activation layers (e.g. relu1).", markup=False)
+        r = open_run(run, trust_code=trust_code)
+        saved = r.saved_layer_table()
+        if saved is not None and not dry_run:
+            table = LayerTable.from_dict(saved)
+            out.print(str(table), markup=False)
+            out.print("(the table saved when the run was made; --dry-run runs the model "
+                      "again)", markup=False)
+        else:
+            data = r.data
+            table = list_layers(r.model(epoch), data.test.x[:2])
+            out.print(str(table), markup=False)
+        out.print("\nCapture a layer or one of its outputs: shenjing capture RUN --layers "
+                  "NAME or KEY (any name or key above, e.g. lstm.1.0 or block#1); "
+                  "post-activation features are the activation layers (e.g. relu1).",
+                  markup=False)
 
     @app.command()
     def capture(
@@ -70,13 +90,15 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         max_memory: str = typer.Option(None, "--max-memory",
                                        help="Refuse captures above this size, e.g. 2G."),
+        trust_code: bool = trust_code_option(),
     ) -> None:
         """Record layers over a split into RUN/activations/<layer>/epoch-NNN.npy."""
         from shenjing.runs import open_run
         from shenjing.stages.embed import capture_stage
 
         epoch_value: int | str = int(epoch) if epoch.lstrip("-").isdigit() else epoch
-        result = capture_stage(open_run(run), parse_list(layers), epoch=epoch_value,
+        the_run = open_run(run, trust_code=trust_code)
+        result = capture_stage(the_run, parse_list(layers), epoch=epoch_value,
                                split=split, n=n, pool=pool, dtype=dtype,
                                batch_size=batch_size, device=device,
                                max_memory=_parse_bytes(max_memory))
@@ -86,8 +108,9 @@ def register(app: typer.Typer) -> None:
     def embed(
         run: Path = RUN_ARG,
         layers: str = typer.Option(..., "--layers", "-l",
-                                   help="Comma-separated layers as for `capture`; add 'input' "
-                                        "for a map of the raw inputs (the baseline)."),
+                                   help="Comma-separated layers or output keys as for "
+                                        "`capture` (lstm.0, block#1); add 'input' for a map "
+                                        "of the raw inputs (the baseline)."),
         method: str = typer.Option("tsne", "--method", "-m", help="tsne, pca or umap "
                                    "(umap needs pip install \"shenjing[umap]\")."),
         epochs: str = typer.Option("init,final", "--epochs", "-e",
@@ -103,13 +126,15 @@ def register(app: typer.Typer) -> None:
         projector: bool = typer.Option(False, "--projector",
                                        help="Also export for TensorBoard's Projector."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+        trust_code: bool = trust_code_option(),
     ) -> None:
         """2-D maps of layers across epochs, with probe/kNN accuracy and map faithfulness."""
         from shenjing.runs import open_run
         from shenjing.stages.embed import embed_stage
 
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
-        result = embed_stage(open_run(run), parse_list(layers), epochs=chosen, method=method,
+        the_run = open_run(run, trust_code=trust_code)
+        result = embed_stage(the_run, parse_list(layers), epochs=chosen, method=method,
                              n=n, n_train=n_train, split=split, seed=seed,
                              perplexity=perplexity, pca_dims=pca_dims or None,
                              align=not no_align, cka=not no_cka, projector=projector,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shenjing.cli._common import parse_list, parse_range
+from shenjing.cli._common import parse_list, parse_range, trust_code_option
 
 out = Console(emoji=False)
 
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         retrain: bool = typer.Option(False, "--retrain", help="Train the run again."),
         gif: bool = typer.Option(True, "--gif/--no-gif", help="Write the epochs animation."),
+        trust_code: bool = trust_code_option(),
     ) -> None:
         """Fit a function with curve_mlp; compare it in and beyond the range with polynomials;
         decompose it into its ReLU units and linear regions."""
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
                            polynomials=parse_list(poly) or ["lagrange"], degree=degree,
                            n_points=points, train_range=parse_range(train_range),
                            extrapolation=parse_range(extrapolate) if extrapolate else None,
-                           device=device, retrain=retrain, gif=gif)
+                           device=device, retrain=retrain, gif=gif, trust_code=trust_code)
         s = result.summary
         lo, hi = s["train_range"]
         elo, ehi = s["extrapolation"]
@@ -100,6 +101,7 @@ def register(app: typer.Typer) -> None:
         lines: int = typer.Option(17, "--lines", help="Grid lines per direction."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         retrain: bool = typer.Option(False, "--retrain", help="Train the run again."),
+        trust_code: bool = trust_code_option(),
     ) -> None:
         """Show how each layer warps a grid and the data of a 2-D set, with the linear-probe
         accuracy per layer and the decision boundary."""
@@ -110,7 +112,7 @@ def register(app: typer.Typer) -> None:
                             batch_size=batch_size, seed=seed,
                             epoch=int(epoch) if epoch.lstrip("-").isdigit() else epoch,
                             layers=parse_list(layers) or None, n_lines=lines, device=device,
-                            retrain=retrain)
+                            retrain=retrain, trust_code=trust_code)
         table = Table(title=f"linear separability per layer (epoch {result.epoch}, chance "
                             f"{result.chance:.3f})")
         for col in ("layer", "kind", "features", "2-D view", "probe test", "probe train"):

@@ -19,6 +19,19 @@ def _print(text: str) -> None:
         out.print(line, style=style, markup=False)
 
 
+def _layers(text: str | None) -> list[str] | None:
+    """``--layers`` as a list; given but naming nothing (``--layers ,``) is an error."""
+    if text is None:
+        return None
+    names = parse_list(text)
+    if not names:
+        from shenjing.errors import UsageError
+
+        raise UsageError(f"--layers {text!r} names no layer; give names as `shenjing layers "
+                         "RUN` prints them, e.g. --layers fc1,relu1, or leave it out")
+    return names
+
+
 def register(app: typer.Typer) -> None:
     """Add ``inspect`` to the app."""
 
@@ -27,10 +40,16 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", "-m", help="pkg.module:Factory, "
                                   "path/to/file.py:Factory (a class or function returning "
                                   "an nn.Module) or a zoo name (simple_cnn)."),
-        weights: Path = typer.Option(..., "--weights", "-w", help="Trained weights: "
+        weights: Path = typer.Option(None, "--weights", "-w", help="Trained weights: "
                                      ".safetensors, or .pt/.pth/.bin read with "
                                      "torch.load(weights_only=True); TorchScript and "
                                      "torch.export archives give their weights too."),
+        checkpoints: str = typer.Option(None, "--checkpoints", help="Instead of --weights: "
+                                        "your training's checkpoints, a quoted glob or a "
+                                        "folder ('ckpt/epoch-*.safetensors'), in natural "
+                                        "order; epoch 0 = the first (or --init-weights), so "
+                                        "the trajectory and per-epoch sharpness see your "
+                                        "training."),
         data: str = typer.Option("digits", "--data", "-d", help="A built-in dataset, a .npz "
                                  "(x, y), x.npy (+ y.npy), a folder of images per class, "
                                  "or pkg.module:make_dataset."),
@@ -40,9 +59,9 @@ def register(app: typer.Typer) -> None:
         model_arg: list[str] = typer.Option(None, "--model-arg", "-a", help="key=value "
                                             "passed to the factory (repeatable); values are "
                                             "Python literals: 10, 0.5, [64, 32], 'text'."),
-        init_weights: Path = typer.Option(None, "--init-weights", help="Weights for the "
-                                          "'untrained' side (epoch 0) (default: a fresh init "
-                                          "with --seed)."),
+        init_weights: Path = typer.Option(None, "--init-weights", help="Your model's real "
+                                          "initial weights, for epoch 0 (default: a fresh "
+                                          "seeded initialisation, which is not your init)."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a full "
                                           "unpickle of weights files that need it: this runs "
                                           "code from the file; only for files you trust."),
@@ -56,17 +75,29 @@ def register(app: typer.Typer) -> None:
                                  "log-probability outputs; mse for regression data)."),
         data_dir: Path = typer.Option(None, "--data-dir", help="Folder with IDX files "
                                       "(mnist, fashion-mnist)."),
+        normalize: str = typer.Option(None, "--normalize", help="Input scaling, as your "
+                                      "model was trained: standard ((x − mean)/std; mnist's "
+                                      "default), unit ([0, 1]; digits' and image files' "
+                                      "default) or none (raw values). See docs/data.md."),
         layers: str = typer.Option(None, "--layers", "-l", help="Layers to study, comma "
                                    "separated; names, globs or types (default: the "
                                    "last weighted layers + the penultimate layer)."),
         seed: int = typer.Option(0, "--seed", help="Seed for the fresh init and the split."),
         samples: int = typer.Option(1000, "--samples", help="Test samples for landscapes."),
         embed_samples: int = typer.Option(2000, "--embed-samples", help="Samples per map."),
+        embed_train_samples: int = typer.Option(5000, "--embed-train-samples",
+                                                help="Train samples for the linear probe."),
         method: str = typer.Option("tsne", "--method", help="Embedding: tsne, pca or umap."),
         line_steps: int = typer.Option(31, "--line-steps", help="Points on the init→trained "
-                                       "line."),
+                                       "line (≥ 2)."),
         plane_steps: int = typer.Option(15, "--plane-steps", help="Grid size of the 2-D "
-                                        "landscape (steps × steps)."),
+                                        "landscape (steps × steps, ≥ 3)."),
+        hessian_top: int = typer.Option(5, "--hessian-top", help="Top Hessian eigenvalues."),
+        hessian_samples: int = typer.Option(500, "--hessian-samples",
+                                            help="Test samples for the Hessian."),
+        skip: str = typer.Option(None, "--skip", help="Steps not to run, comma separated: "
+                                 "embed, maps, filters, dynamics, landscape_line, "
+                                 "landscape_plane, landscape_trajectory, hessian, report."),
         analysis: bool = typer.Option(True, "--analysis/--no-analysis", help="Run the "
                                       "analysis and report after creating the run."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
@@ -74,24 +105,30 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a run from your own model + weights + data, then every view and the report.
 
-        Epoch 0 is --init-weights or a seeded fresh initialisation; epoch 1 is --weights.
+        Epoch 0 is --init-weights, the first of --checkpoints, or else a seeded fresh
+        initialisation (not your model's real init); the last epoch is --weights or the last
+        of --checkpoints. Every option is checked before anything is written.
         """
         from shenjing.models.spec import parse_model_args
         from shenjing.models.weights import TrustPickleWarning
-        from shenjing.stages.inspect import inspect_model
+        from shenjing.stages.inspect import InspectOptions, inspect_model
 
-        target = out_dir or Path("runs") / f"inspect-{weights.stem}"
+        stem = weights.stem if weights is not None else "checkpoints"
+        target = out_dir or Path("runs") / f"inspect-{stem}"
         kwargs = parse_model_args(model_arg)
+        options = InspectOptions(
+            line_steps=line_steps, plane_steps=plane_steps, samples=samples,
+            embed_method=method, embed_samples=embed_samples,
+            embed_train_samples=embed_train_samples, hessian_top=hessian_top,
+            hessian_samples=hessian_samples, skip=tuple(parse_list(skip)))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TrustPickleWarning)
             result = inspect_model(
-                model, weights, out=target, data=data, data_dir=data_dir,
-                model_args=kwargs, init_weights=init_weights, trust_pickle=trust_pickle,
-                strict=strict, output=output, loss=loss,
-                layers=parse_list(layers) or None, seed=seed, analysis=analysis,
-                line_steps=line_steps, plane_steps=plane_steps, samples=samples,
-                embed_method=method, embed_samples=embed_samples, force=force,
-                device=device,
+                model, weights, out=target, data=data, data_dir=data_dir, normalize=normalize,
+                model_args=kwargs, init_weights=init_weights, checkpoints=checkpoints,
+                trust_pickle=trust_pickle, strict=strict, output=output, loss=loss,
+                layers=_layers(layers), seed=seed, analysis=analysis,
+                options=options, force=force, device=device,
                 on_step=lambda s: out.print(f"  {s.name}: {s.status} ({s.seconds:.1f} s)",
                                             style="yellow" if s.status == "failed" else None,
                                             markup=False))

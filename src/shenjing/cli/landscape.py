@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import parse_list, parse_range
+from shenjing.cli._common import parse_list, parse_range, trust_code_option
 from shenjing.errors import UsageError
 
 out = Console(emoji=False)
@@ -24,6 +24,16 @@ def _parse_line(text: str) -> tuple[str, str]:
 
 def _epoch(text: str) -> int | str:
     return int(text) if text.lstrip("-").isdigit() else text
+
+
+LANDSCAPE_FLAGS = {"steps": "--steps", "range_": "--range", "norm": "--norm", "seed": "--seed",
+                   "bn": "--bn", "samples": "--samples", "split": "--split",
+                   "device": "--device", "engine": "--engine", "dtype": "--dtype",
+                   "precision": "--precision", "batch_size": "--batch-size"}
+"""How ``shenjing landscape`` spells each option, so a refused value is named as typed."""
+
+HESSIAN_FLAGS = {"top_k": "--top", "trace_samples": "--trace-samples", "samples": "--samples",
+                 "seed": "--seed", "device": "--device", "layers": "--layers"}
 
 
 def register(app: typer.Typer) -> None:
@@ -69,6 +79,7 @@ def register(app: typer.Typer) -> None:
                                            "the grid would take over a minute]."),
         no_figures: bool = typer.Option(False, "--no-figures", help="Write data only."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        trust_code: bool = trust_code_option(),
     ) -> None:
         """Loss landscape of a run: --line A:B, --plane, or --trajectory (resumable)."""
         from shenjing.runs import open_run
@@ -77,24 +88,39 @@ def register(app: typer.Typer) -> None:
         chosen = sum([line is not None, plane, trajectory])
         if chosen != 1:
             raise UsageError("choose exactly one of --line START:END, --plane, --trajectory")
-        r = open_run(run)
-        common: dict[str, Any] = dict(samples=samples, device=device, engine=engine, dtype=dtype,
-                      precision=precision, split=split,
-                      batch_size=batch_size, figures=not no_figures, progress=not quiet)
+        settings: dict[str, Any] = dict(samples=samples, device=device, engine=engine,
+                                        dtype=dtype, precision=precision, split=split,
+                                        batch_size=batch_size)
+        # every option checked before the run is even opened: bad input creates nothing
         if line is not None:
             a, b = _parse_line(line)
+            axis: dict[str, Any] = dict(steps=51 if steps is None else steps,
+                                        range_=parse_range(range_ or "-0.5:1.5"))
+            stage.validate_line_options(**axis, **settings, names=LANDSCAPE_FLAGS)
+        elif plane:
+            axis = dict(steps=21 if steps is None else steps,
+                        range_=parse_range(range_ or "-1:1"))
+            stage.validate_plane_options(**axis, norm=norm, seed=seed, bn=bn, **settings,
+                                         names=LANDSCAPE_FLAGS)
+        else:
+            if range_ is not None:
+                raise UsageError("--range does not apply to --trajectory: its plane covers "
+                                 "the trajectory's own extent; leave --range out")
+            axis = dict(steps=21 if steps is None else steps)
+            stage.validate_trajectory_options(**axis, **settings, names=LANDSCAPE_FLAGS)
+        r = open_run(run, trust_code=trust_code)
+        common: dict[str, Any] = dict(settings, figures=not no_figures, progress=not quiet)
+        if line is not None:
+            other = open_run(start_run, trust_code=trust_code) if start_run else None
             res = stage.landscape_line(
-                r, start=_epoch(a), end=_epoch(b), steps=51 if steps is None else steps,
-                range_=parse_range(range_ or "-0.5:1.5"), compile=compile_,
-                start_run=open_run(start_run) if start_run else None, **common)
+                r, start=_epoch(a), end=_epoch(b), compile=compile_, start_run=other,
+                **axis, **common)
         elif plane:
             res = stage.landscape_plane(
-                r, epoch=_epoch(epoch), steps=21 if steps is None else steps,
-                range_=parse_range(range_ or "-1:1"),
-                norm=norm, seed=seed, include_1d=include_1d, bn=bn, compile=compile_,
-                **common)
+                r, epoch=_epoch(epoch), norm=norm, seed=seed, include_1d=include_1d, bn=bn,
+                compile=compile_, **axis, **common)
         else:
-            res = stage.landscape_trajectory(r, steps=21 if steps is None else steps, **common)
+            res = stage.landscape_trajectory(r, **axis, **common)
         ls = res.landscape
         (coords, mval) = ls.minimum()
         eng = ls.meta.get("engine", {})
@@ -134,18 +160,19 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the random probe vectors."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+        trust_code: bool = trust_code_option(),
     ) -> None:
         """Sharpness: top Hessian eigenvalues, trace ± CI, density, per layer and per epoch."""
         from shenjing.runs import open_run
         from shenjing.stages import landscape as stage
 
-        if top < 1:
-            raise UsageError(f"--top must be at least 1, got {top}")
-        r = open_run(run)
-        res = stage.hessian(r, epoch=_epoch(epoch), top_k=top, trace=trace, density=density,
-                            layers=parse_list(layers) or None, per_layer=not no_layers,
-                            across_epochs=epochs, samples=samples, trace_samples=trace_samples,
-                            seed=seed, device=device, progress=not quiet)
+        options: dict[str, Any] = dict(top_k=top, trace=trace, density=density,
+                                       layers=parse_list(layers) or None, samples=samples,
+                                       trace_samples=trace_samples, seed=seed, device=device)
+        stage.validate_hessian_options(**options, names=HESSIAN_FLAGS)
+        r = open_run(run, trust_code=trust_code)
+        res = stage.hessian(r, epoch=_epoch(epoch), per_layer=not no_layers,
+                            across_epochs=epochs, progress=not quiet, **options)
         s = res.summary
         vals = ", ".join(f"{v:.5g}" for v in s["top_eigenvalues"])
         out.print(f"epoch {s['epoch']}: top {len(s['top_eigenvalues'])} eigenvalues {vals} "

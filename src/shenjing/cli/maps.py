@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import parse_epochs, parse_list
+from shenjing.cli._common import parse_epochs, parse_list, trust_code_option
 
 out = Console(highlight=False, soft_wrap=True)
 RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `inspect`).")
@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def maps(
         run: Path = RUN_ARG,
-        layer: str = typer.Option(..., "--layer", "-l", help="Layer name, e.g. conv1, "
-                                  "relu1 or features.0 (see `shenjing layers RUN`)."),
+        layer: str = typer.Option(..., "--layer", "-l", help="Layer name or output key "
+                                  "as `shenjing layers RUN` prints it, e.g. conv1, "
+                                  "features.0, lstm.0 or block#1."),
         index: str = typer.Option("0", "--index", "-i", help="Input(s): position in the "
                                   "split, e.g. 0 or 0,3,7 (one figure each)."),
         cls: str = typer.Option(None, "--class", help="Input(s): first sample of this class "
@@ -39,20 +40,29 @@ def register(app: typer.Typer) -> None:
         order: str = typer.Option("layer", "--order", help="layer, mean or max (sorted by "
                                   "activation)."),
         top_k: int = typer.Option(None, "--top-k", "-k", help="Show only the k most active "
-                                  "channels [32 for layers with > 64 channels]."),
-        view: str = typer.Option("auto", "--view", help="grid (channel maps), vector (strip "
-                                 "+ bars) or auto."),
+                                  "channels [32 for grids and vectors of > 64 channels; "
+                                  "heat maps show up to 256]."),
+        view: str = typer.Option("auto", "--view", help="auto (each output with its axes), "
+                                 "grid (channel maps), heatmap (sequences, tokens, 1-D "
+                                 "signals) or vector (any layer, flattened)."),
         gif: bool = typer.Option(False, "--gif", help="Also an epoch strip of the most "
-                                 "changed channels and an animated GIF."),
+                                 "changed channels and an animated GIF (channel grids)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+        trust_code: bool = trust_code_option(),
     ) -> None:
-        """Feature maps of one layer for one input, untrained next to trained."""
+        """Feature maps of one layer for one input, untrained next to trained.
+
+        Maps are drawn as channel grids, sequences (time × hidden), tokens (tokens ×
+        features) and Conv1d outputs (channels × length) as heat maps with the traces of
+        their most changed units, vectors as strips.
+        """
         from shenjing.errors import UsageError
         from shenjing.runs import open_run
-        from shenjing.stages.maps import maps_stage
+        from shenjing.stages.maps import check_maps_options, maps_stage, select_input
 
+        check_maps_options(view=view, scale=scale, order=order, top_k=top_k, split=split)
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
-        the_run = open_run(run)
+        the_run = open_run(run, trust_code=trust_code)
         inputs: list[dict[str, object]]
         if cls is not None:
             inputs = [{"cls": c, "index": None} for c in parse_list(cls)]
@@ -62,6 +72,8 @@ def register(app: typer.Typer) -> None:
             except ValueError:
                 raise UsageError(f"--index {index!r} must be numbers like 0 or 0,3,7"
                                  ) from None
+        for pick in inputs:  # every input checked before the first figure is written
+            select_input(the_run, split=split, **pick)  # type: ignore[arg-type]
         for pick in inputs:
             result = maps_stage(the_run, layer, split=split, epochs=chosen, scale=scale,
                                 order=order, top_k=top_k, view=view, gif=gif, device=device,
@@ -83,7 +95,9 @@ def register(app: typer.Typer) -> None:
                                   "shared (one scale for the layer)."),
         gif: bool = typer.Option(False, "--gif", help="Animated GIF across the epochs."),
     ) -> None:
-        """Filters (kernels) of a conv layer, or an MLP's first-layer units as images."""
+        """Filters (kernels) of a Conv2d or Conv1d layer, or an MLP's first-layer units as
+        images. Reads only the checkpoints: the model is never built. A layer without
+        kernels (an LSTM, a norm layer, attention) is reported as skipped, with the reason."""
         from shenjing.runs import open_run
         from shenjing.stages.maps import filters_stage
 
@@ -96,7 +110,8 @@ def register(app: typer.Typer) -> None:
     def weights(
         run: Path = RUN_ARG,
         epochs: str = typer.Option("all", "--epochs", "-e", help="Epochs: all, or 0,5."),
-        layers: str = typer.Option(None, "--layers", help="Layers, e.g. conv1,fc1 [all]."),
+        layers: str = typer.Option(None, "--layers", help="Parameter groups, e.g. "
+                                   "conv1,fc1.bias [all]."),
         bins: int = typer.Option(60, "--bins", help="Histogram bins."),
     ) -> None:
         """Weight histograms and statistics of every layer across epochs."""

@@ -33,11 +33,13 @@ def register(app: typer.Typer) -> None:
         fast: bool = typer.Option(False, "--fast", help="Fewer epochs and coarser grids."),
         force: bool = typer.Option(False, "--force", help="Redo every stage."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
+        jobs: int = typer.Option(None, "--jobs", "-j", help="Studies run at once, each in its "
+                                 "own process (default: 2 on a CPU with 2+ cores, else 1)."),
     ) -> None:
         """Train the seeds' models, run every analysis, and write the reports + an index."""
         from shenjing.demo import run_demo
 
         result = run_demo(output, data=data, data_dir=data_dir, fast=fast, force=force,
-                          device=device)
+                          device=device, jobs=jobs)
         out.print(f"[bold green]done in {result.seconds:.1f} s[/bold green]")
         out.print(f"open: {result.index}")

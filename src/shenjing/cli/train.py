@@ -3,14 +3,75 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from shenjing.cli._common import parse_list
+from shenjing import _checks
 
 out = Console(emoji=False)
+
+IDX_DATASETS = ("mnist", "fashion-mnist")  # the datasets --data-dir is for
+HIDDEN_MODELS = ("mlp", "curve_mlp")  # the zoo models whose widths --hidden sets
+
+
+def check_train_options(*, model: str, data: str, epochs: int | None, optimizer: str | None,
+                        lr: float | None, batch_size: int | None, seed: int,
+                        device: str, data_dir: Path | None, hidden: str | None,
+                        normalize: str | None, resume: bool, force: bool) -> dict[str, Any]:
+    """Check every ``train`` option before anything is loaded or written; return the model
+    kwargs ``--hidden`` asks for. Each refusal is one :class:`UsageError` naming the option.
+    """
+    from shenjing._device import resolve_device
+    from shenjing.data import DATASET_NAMES
+    from shenjing.data.custom import is_user_data
+    from shenjing.data.scaling import NORMALIZE_CHOICES
+    from shenjing.errors import UnknownNameError, UsageError, did_you_mean
+    from shenjing.models import MODEL_NAMES
+    from shenjing.training.trainer import OPTIMIZERS
+
+    _checks.choice("--model", model, MODEL_NAMES)
+    if data not in DATASET_NAMES and not is_user_data(data):
+        raise UnknownNameError(
+            f"--data {data!r}: expected one of {', '.join(DATASET_NAMES)}, or your own data "
+            "(a .npz or x.npy/y.npy file, an image folder, file.py:make_dataset)."
+            f"{did_you_mean(data, DATASET_NAMES)} E.g. --data digits")
+    if epochs is not None:
+        _checks.positive_int("--epochs", epochs, example=5)
+    if optimizer is not None:
+        _checks.choice("--optimizer", optimizer, OPTIMIZERS)
+    if lr is not None:
+        _checks.finite_float("--lr", lr, low=0.0, low_open=True, example="0.001")
+    if batch_size is not None:
+        _checks.positive_int("--batch-size", batch_size, example=64)
+    _checks.random_seed("--seed", seed)
+    if normalize is not None:
+        _checks.choice("--normalize", normalize, NORMALIZE_CHOICES)
+    if resume and force:
+        raise UsageError("--resume and --force contradict each other: --resume continues the "
+                         "run, --force deletes it and starts over; pass one")
+    if data_dir is not None and data not in IDX_DATASETS:
+        raise UsageError(f"--data-dir is where the IDX files of {' and '.join(IDX_DATASETS)} "
+                         f"are; it does not apply to --data {data!r}: leave it out")
+    try:
+        resolve_device(device)
+    except UsageError as exc:
+        raise UsageError(f"--device {device!r}: {exc}") from None
+    if not hidden:
+        return {}
+    if model not in HIDDEN_MODELS:
+        raise UsageError(f"--hidden sets the hidden widths of {' and '.join(HIDDEN_MODELS)}; "
+                         f"{model!r} has fixed widths: leave --hidden out or use --model mlp")
+    widths = _checks.int_list("--hidden", hidden, example="64,32")
+    if model == "mlp":
+        return {"hidden": widths}
+    if len(set(widths)) != 1:
+        raise UsageError(f"--hidden {hidden!r}: curve_mlp's hidden layers all have one width "
+                         f"(--hidden 64,64 is width 64, depth 2); give one width repeated, "
+                         f"e.g. --hidden {widths[0]},{widths[0]}")
+    return {"hidden": widths[0], "depth": len(widths)}
 
 
 def register(app: typer.Typer) -> None:
@@ -21,31 +82,46 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("mlp", "--model", "-m", help="Zoo model: mlp, simple_cnn, "
                                   "mnist_cnn, dropout_cnn, mnistnet, curve_mlp, vgg16."),
         data: str = typer.Option("digits", "--data", "-d", help="digits (embedded), mnist, "
-                                 "fashion-mnist, curve, moons, spirals."),
+                                 "fashion-mnist, curve, moons, spirals, or your own data "
+                                 "(.npz, x.npy/y.npy, an image folder)."),
         run: Path = typer.Option(None, "--run", "-r",
                                  help="Run folder to write [default: runs/MODEL-DATA]."),
-        epochs: int = typer.Option(None, "--epochs", "-e", help="Epochs [seed's default]."),
+        epochs: int = typer.Option(None, "--epochs", "-e",
+                                   help="Epochs, ≥ 1 [default: the seed's]."),
         optimizer: str = typer.Option(None, "--optimizer", help="adam, adamw or sgd."),
-        lr: float = typer.Option(None, "--lr", help="Learning rate [seed's default]."),
-        batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size."),
-        seed: int = typer.Option(0, "--seed", help="Seed for init, split and shuffling."),
+        lr: float = typer.Option(None, "--lr", help="Learning rate, > 0 [default: the seed's]."),
+        batch_size: int = typer.Option(None, "--batch-size", "-b",
+                                       help="Batch size, ≥ 1 [default: the seed's]."),
+        seed: int = typer.Option(0, "--seed", help="Seed for init, split and shuffling "
+                                 "(0 to 2**32 − 1)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
         data_dir: Path = typer.Option(None, "--data-dir",
                                       help="Folder with IDX files (mnist, fashion-mnist)."),
         hidden: str = typer.Option(None, "--hidden", help="Hidden widths for mlp, e.g. 64,32."),
+        normalize: str = typer.Option(
+            None, "--normalize", help="Pixel scaling of image data: standard ((x/255 − mean) "
+            "/ std; mnist 0.1307/0.3081, fashion-mnist 0.2860/0.3530), unit (x/255, in "
+            "[0, 1]) or none (raw 0..255) [default: standard for mnist and fashion-mnist, "
+            "unit for digits (x/16) and your own images]."),
         resume: bool = typer.Option(False, "--resume", help="Continue a killed run."),
         force: bool = typer.Option(False, "--force", help="Delete the run and start over."),
     ) -> None:
         """Train a zoo model and record checkpoints and metrics into a run directory."""
+        from shenjing.data import load_dataset
         from shenjing.training import train as train_fn
 
-        kwargs: dict[str, object] = {}
-        if hidden:
-            widths = [int(w) for w in parse_list(hidden)]
-            kwargs = {"hidden": widths} if model != "curve_mlp" else {"hidden": widths[0],
-                                                                      "depth": len(widths)}
-        result = train_fn(model, data, epochs=epochs, run=run, optimizer=optimizer, lr=lr,
-                          batch_size=batch_size, seed=seed, device=device, data_dir=data_dir,
+        kwargs = check_train_options(model=model, data=data, epochs=epochs,
+                                     optimizer=optimizer, lr=lr, batch_size=batch_size,
+                                     seed=seed, device=device, data_dir=data_dir,
+                                     hidden=hidden, normalize=normalize, resume=resume,
+                                     force=force)
+        dataset = load_dataset(data, data_dir=data_dir, seed=seed, normalize=normalize)
+        run_path = run if run is not None else Path("runs") / f"{model}-{dataset.name}"
+        if resume and (run_path / "run.json").is_file():
+            dataset = _same_scaling_as_run(run_path, dataset, data=data, data_dir=data_dir,
+                                           seed=seed, normalize=normalize)
+        result = train_fn(model, dataset, epochs=epochs, run=run_path, optimizer=optimizer,
+                          lr=lr, batch_size=batch_size, seed=seed, device=device,
                           resume=resume, force=force, model_kwargs=kwargs)
         last = result.metrics()[-1]
         acc = last.get("test_accuracy")
@@ -71,3 +147,30 @@ def register(app: typer.Typer) -> None:
                           f"{max(accs):.4f}" if accs else "-",
                           str(r.stage("train").get("status", "-")))
         out.print(table)
+
+
+def _same_scaling_as_run(run_path: Path, dataset: Any, *, data: str, data_dir: Path | None,
+                         seed: int, normalize: str | None) -> Any:
+    """The dataset to resume ``run_path`` with: scaled as the run's data was.
+
+    Without ``--normalize`` the recorded scaling is used (a run from before ``normalize``
+    was made with its dataset's default, which is what no ``--normalize`` loads); an
+    explicit ``--normalize`` that differs from it is refused, since resuming with other
+    inputs would silently change the data halfway through the run.
+    """
+    from shenjing.data import load_dataset
+    from shenjing.errors import UsageError
+    from shenjing.runs import Run
+
+    recorded = Run(run_path).manifest.get("data", {}).get("normalize")
+    if normalize is None:
+        if recorded is None or recorded == dataset.spec.get("normalize"):
+            return dataset
+        return load_dataset(data, data_dir=data_dir, seed=seed, normalize=recorded)
+    if recorded is None:
+        recorded = load_dataset(data, data_dir=data_dir, seed=seed).spec.get("normalize")
+    if recorded != normalize:
+        raise UsageError(f"--normalize {normalize}: cannot resume {run_path}, which was "
+                         f"trained with normalize={recorded!r}; leave --normalize out to "
+                         "continue it, or pass --force to start over")
+    return dataset

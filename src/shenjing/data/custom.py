@@ -12,8 +12,11 @@
   torch ``Dataset`` of ``(x, y)`` pairs, a ``(train, test)`` pair of them, a dict with
   ``train``/``test``, or a shenjing :class:`Dataset`.
 
-Arrays: ``uint8`` inputs are taken as images (scaled to [0, 1]; ``(N, H, W)`` gains a channel
-axis, ``(N, H, W, C)`` becomes ``(N, C, H, W)``); float inputs are used exactly as given.
+Arrays: ``uint8`` inputs are taken as 8-bit images (``(N, H, W)`` gains a channel axis,
+``(N, H, W, C)`` becomes ``(N, C, H, W)``) and scaled as ``normalize`` says: ``"unit"`` (the
+default) divides by 255, ``"none"`` keeps the raw 0..255 as float32; the mode is recorded in
+the spec (``normalize``). Image files are 8-bit pixels too and scale the same way. Float
+inputs are used exactly as given (``normalize`` is refused for them, so nothing is implied).
 Integer or string labels make a classification task (labels renumbered 0…K−1 if needed,
 class names kept), float labels a regression task. Without an explicit test split, a
 deterministic stratified split (``seed``, ``test_fraction``) is made.
@@ -32,12 +35,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from shenjing.data.scaling import (
+    PixelScale,
+    check_normalize,
+    note,
+    pixel_range,
+    scale_pixels,
+)
 from shenjing.data.types import Dataset, Split
 from shenjing.errors import DataError, UsageError
 
 USER_KINDS = ("npz", "npy", "image-folder", "factory")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 BUILTIN = ("digits", "mnist", "fashion-mnist", "curve", "moons", "spirals")
+# 8-bit pixels: what normalize='unit'/'none' divide by; no mean/std is known for user images
+BYTE_PIXELS = PixelScale(max_value=255.0)
+USER_NORMALIZE = ("unit", "none")
 
 
 # ---- recognising a user data reference --------------------------------------------------
@@ -53,6 +66,10 @@ def is_user_data(ref: str) -> bool:
 def user_data_spec(ref: str, *, seed: int = 0, test_fraction: float = 0.25,
                    **options: Any) -> dict[str, Any]:
     """The reloadable spec of ``--data ref`` (paths made absolute; nothing is read yet)."""
+    if options.get("normalize") is not None:
+        _check_user_normalize(str(options["normalize"]))
+    else:
+        options.pop("normalize", None)
     base: dict[str, Any] = {"seed": seed, "test_fraction": test_fraction, **options}
     if "," in ref:
         x_ref, _, y_ref = ref.partition(",")
@@ -79,6 +96,18 @@ def user_data_spec(ref: str, *, seed: int = 0, test_fraction: float = 0.25,
     raise UsageError(f"--data {ref!r}: a {path.suffix or 'suffix-less'} file; shenjing reads "
                      ".npz (x, y), an x.npy/y.npy pair, a folder of images per class, or a "
                      "'pkg.module:make_dataset' factory")
+
+
+def _check_user_normalize(value: str) -> str:
+    """``normalize`` for the user's own pixels: unit or none (no known mean and std)."""
+    check_normalize(value)
+    if value not in USER_NORMALIZE:
+        raise UsageError(
+            f"normalize={value!r} (--normalize) needs the images' pixel mean and std, which "
+            "shenjing knows only for mnist, fashion-mnist and digits; for your own images use "
+            "--normalize unit (x / 255, the default) or none (raw 0..255), or standardise "
+            "them in a data factory ('file.py:make_dataset' returning float tensors)")
+    return value
 
 
 def _existing(path: str | os.PathLike[str]) -> str:
@@ -132,13 +161,17 @@ def load_user_data(spec: Mapping[str, Any]) -> Dataset:
 
 
 def load_data(ref: str, *, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-              **options: Any) -> Dataset:
-    """``--data``: a built-in dataset name (via ``load_dataset``) or the user's own data."""
+              normalize: str | None = None, **options: Any) -> Dataset:
+    """``--data``: a built-in dataset name (via ``load_dataset``) or the user's own data.
+
+    ``normalize`` (None: the dataset's default) is passed to either; ``options`` go to
+    ``load_dataset`` only.
+    """
     if is_user_data(ref):
-        return load_user_data(user_data_spec(ref, seed=seed))
+        return load_user_data(user_data_spec(ref, seed=seed, normalize=normalize))
     from shenjing.data.registry import load_dataset
 
-    return load_dataset(ref, data_dir=data_dir, seed=seed, **options)
+    return load_dataset(ref, data_dir=data_dir, seed=seed, normalize=normalize, **options)
 
 
 def _load_npy(path: str) -> np.ndarray:
@@ -178,29 +211,39 @@ def _from_npz(spec: dict[str, Any], seed: int, frac: float) -> Dataset:
                             None, seed, frac)
 
 
-def _inputs(x: np.ndarray, source: str) -> tuple[torch.Tensor, list[str]]:
+def _inputs(x: np.ndarray, source: str, normalize: str | None
+            ) -> tuple[torch.Tensor, list[str], str | None]:
+    """(inputs tensor, notes, the pixel scaling applied: None unless the inputs are uint8)."""
     notes: list[str] = []
+    if x.dtype != np.uint8 and normalize is not None:
+        raise UsageError(
+            f"{source}: normalize={normalize!r} (--normalize) scales 8-bit pixels (uint8 "
+            f"arrays, image files), but these inputs are {x.dtype} and are used exactly as "
+            "given: leave --normalize out, or save the pixels as uint8")
+    mode: str | None = None
     if x.dtype == np.uint8:
-        xf = x.astype(np.float32) / 255.0
+        mode = _check_user_normalize(normalize or "unit")
+        how = note(mode, BYTE_PIXELS)
+        xf = scale_pixels(x, mode, BYTE_PIXELS)
         if xf.ndim == 3:
             xf = xf[:, None]
-            notes.append("uint8 (N, H, W) images: scaled to [0, 1], channel axis added")
+            notes.append(f"uint8 (N, H, W) images, channel axis added; {how}")
         elif xf.ndim == 4 and xf.shape[-1] in (1, 3, 4) and xf.shape[1] not in (1, 3, 4):
             xf = np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
-            notes.append("uint8 (N, H, W, C) images: scaled to [0, 1], moved to (N, C, H, W)")
+            notes.append(f"uint8 (N, H, W, C) images, moved to (N, C, H, W); {how}")
         else:
-            notes.append("uint8 inputs scaled to [0, 1]")
+            notes.append(f"uint8 inputs; {how}")
         x = xf
     if not np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_:
         x = x.astype(np.float32)
     if np.issubdtype(x.dtype, np.integer):
         notes.append(f"integer inputs ({x.dtype}) kept as int64 (token ids)")
-        return torch.from_numpy(x.astype(np.int64)), notes
+        return torch.from_numpy(x.astype(np.int64)), notes, mode
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise DataError(f"{source}: the inputs contain NaN or infinite values "
                         f"({int((~np.isfinite(x)).sum())} of them); clean them first")
-    return torch.from_numpy(np.ascontiguousarray(x)), notes
+    return torch.from_numpy(np.ascontiguousarray(x)), notes, mode
 
 
 def _labels(y: np.ndarray, classes: list[str] | None, source: str
@@ -248,7 +291,10 @@ def _from_arrays(spec: dict[str, Any], name: str, x: np.ndarray, y: np.ndarray,
                         "one row per sample")
     if len(x) < 2:
         raise DataError(f"{source}: needs at least 2 samples, has {len(x)}")
-    xt, notes = _inputs(np.asarray(x), str(source))
+    xt, notes, mode = _inputs(np.asarray(x), str(source), spec.get("normalize"))
+    spec = dict(spec)
+    if mode is not None:
+        spec["normalize"] = mode  # explicit, so the run records how its pixels were scaled
     yt, class_names, task, label_notes = _labels(np.asarray(y), classes, str(source))
     notes += label_notes + list(extra_notes or [])
     n = len(xt)
@@ -278,7 +324,8 @@ def _from_arrays(spec: dict[str, Any], name: str, x: np.ndarray, y: np.ndarray,
 
     return Dataset(name=name, train=split(train_idx), test=split(test_idx),
                    classes=class_names, task=task,  # type: ignore[arg-type]
-                   spec=dict(spec), notes=tuple(notes))
+                   spec=dict(spec), notes=tuple(notes),
+                   pixel_range=pixel_range(mode, BYTE_PIXELS) if mode else (0.0, 1.0))
 
 
 # ---- image folders --------------------------------------------------------------------------
@@ -332,7 +379,7 @@ def _from_image_folder(spec: dict[str, Any], seed: int, frac: float) -> Dataset:
         sizes[im.size] = sizes.get(im.size, 0) + 1
     size = tuple(spec["size"]) if spec.get("size") else max(sizes, key=lambda s: sizes[s])
     notes = [f"{len(files)} images in {len(class_names)} classes, read as "
-             f"{'grayscale' if gray else 'RGB'}, scaled to [0, 1]"]
+             f"{'grayscale' if gray else 'RGB'} 8-bit pixels"]
     if len(sizes) > 1 or spec.get("size"):
         notes.append(f"images resized to {size[0]}×{size[1]} (width×height)")
     arrays = []
@@ -342,7 +389,7 @@ def _from_image_folder(spec: dict[str, Any], seed: int, frac: float) -> Dataset:
             im = im.resize(size, Image.Resampling.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    x = np.stack(arrays).astype(np.float32) / 255.0
+    x = np.stack(arrays)  # uint8 (N, C, H, W): scaled by _inputs as spec['normalize'] says
     y = np.array([c for _, c, _ in files], dtype=np.int64)
     test_idx = np.flatnonzero([p == 1 for _, _, p in files]) if split_dirs else None
     return _from_arrays(spec, root.name, x, y, class_names, test_idx, notes, seed, frac)
@@ -399,6 +446,10 @@ def _from_factory(spec: dict[str, Any], seed: int, frac: float) -> Dataset:
     except Exception as exc:
         raise UsageError(f"data factory {ref!r} raised {type(exc).__name__}: {exc}") from None
     if isinstance(made, Dataset):
+        if spec.get("normalize") is not None:
+            raise UsageError(f"data factory {ref!r} returned a shenjing Dataset, whose inputs "
+                             "are used as built; normalize (--normalize) cannot rescale "
+                             "them: leave it out, or scale them in the factory")
         return made
     limit = spec.get("max_samples")
     name = ref.rpartition(":")[2]

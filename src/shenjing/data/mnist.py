@@ -11,6 +11,14 @@ import torch
 
 from shenjing.data.download import download
 from shenjing.data.idx import read_images_labels
+from shenjing.data.scaling import (
+    PixelScale,
+    check_normalize,
+    note,
+    pixel_range,
+    scale_pixels,
+    spec_entries,
+)
 from shenjing.data.types import Dataset, Split
 from shenjing.errors import DataError
 
@@ -23,8 +31,13 @@ class IdxSource:
     mirrors: tuple[str, ...]
     sha256: dict[str, str]
     classes: tuple[str, ...]
-    mean: float  # pixel mean and std of the training images (scaled to [0, 1])
+    mean: float  # pixel mean and std of the 60,000 training images (scaled to [0, 1])
     std: float
+
+    @property
+    def scale(self) -> PixelScale:
+        """The 8-bit pixels' maximum and the mean/std that ``normalize='standard'`` uses."""
+        return PixelScale(max_value=255.0, mean=self.mean, std=self.std)
 
 
 _FILES = {
@@ -97,23 +110,28 @@ def _ensure_split(source: IdxSource, folder: Path, split: str, *, download_ok: b
     return folder / f"{_FILES[split][0]}.gz", folder / f"{_FILES[split][1]}.gz"
 
 
-def _to_tensors(images: np.ndarray, source: IdxSource) -> torch.Tensor:
-    """uint8 (n, 28, 28) → float32 (n, 1, 28, 28), standardised with the dataset's pixel mean
-    and std (as PyTorch's own MNIST example does: it speeds up training of plain MLPs)."""
-    x = images.astype(np.float32) / 255.0
-    return torch.from_numpy((x - source.mean) / source.std).unsqueeze(1)
+def _to_tensors(images: np.ndarray, source: IdxSource, normalize: str) -> torch.Tensor:
+    """uint8 (n, 28, 28) → float32 (n, 1, 28, 28), scaled as ``normalize`` says (see
+    :mod:`shenjing.data.scaling`)."""
+    return torch.from_numpy(scale_pixels(images, normalize, source.scale)).unsqueeze(1)
 
 
 def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
                      download_ok: bool = True, seed: int = 0, test_fraction: float = 0.2,
-                     progress: bool = True) -> Dataset:
+                     progress: bool = True, normalize: str = "standard") -> Dataset:
     """Load MNIST or Fashion-MNIST from ``data_dir`` (downloading what is missing).
+
+    ``normalize`` scales the 8-bit pixels: ``"standard"`` (the default) divides by 255 and
+    standardises with the training images' mean and std — MNIST ``(x − 0.1307) / 0.3081``,
+    Fashion-MNIST ``(x − 0.2860) / 0.3530``; ``"unit"`` is ``x / 255`` in [0, 1]; ``"none"``
+    the raw 0..255 as float32. The choice is recorded in ``spec['normalize']``.
 
     When the folder holds only the test split (the 10,000-image ``t10k`` files), that split
     is divided deterministically (seeded, stratified by class) into train and test, and the
     dataset's ``notes`` say so.
     """
     source = SOURCES[name]
+    check_normalize(normalize)
     folder = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR / name
     notes: list[str] = []
     test_paths = _find(folder, _FILES["test"][0]), _find(folder, _FILES["test"][1])
@@ -141,24 +159,25 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, 
             f"deterministically (seed {seed}, stratified by class) into {len(train_idx)} "
             f"train / {len(test_idx)} test"
         )
-        x = _to_tensors(x_test, source)
+        x = _to_tensors(x_test, source, normalize)
         y = torch.from_numpy(y_test.astype(np.int64))
         tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
         train_split = Split(x[tr], y[tr], tr)
         test_split = Split(x[te], y[te], te)
     else:
         x_train, y_train = read_images_labels(*train, n_classes=n_classes)
-        train_split = Split(_to_tensors(x_train, source),
+        train_split = Split(_to_tensors(x_train, source, normalize),
                             torch.from_numpy(y_train.astype(np.int64)), torch.arange(len(y_train)))
-        test_split = Split(_to_tensors(x_test, source), torch.from_numpy(y_test.astype(np.int64)),
-                           torch.arange(len(y_test)))
-    notes.append(f"pixels scaled to [0, 1], then standardised: (x − {source.mean}) / "
-                 f"{source.std}")
+        test_split = Split(_to_tensors(x_test, source, normalize),
+                           torch.from_numpy(y_test.astype(np.int64)), torch.arange(len(y_test)))
+    notes.append(note(normalize, source.scale))
+    spec: dict[str, object] = {"name": name, "data_dir": str(folder), "seed": seed,
+                               **spec_entries(normalize, source.scale)}
+    if test_fraction != 0.2:
+        spec["test_fraction"] = test_fraction
     return Dataset(name=name, train=train_split, test=test_split, classes=source.classes,
-                   spec={"name": name, "data_dir": str(folder), "seed": seed,
-                         "pixels": f"standardised (x - {source.mean}) / {source.std}"},
-                   notes=tuple(notes), pixel_range=((0 - source.mean) / source.std,
-                                                    (1 - source.mean) / source.std))
+                   spec=spec, notes=tuple(notes),
+                   pixel_range=pixel_range(normalize, source.scale))
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, *,

@@ -6,17 +6,18 @@ post-activation features the seeds talk about; seed 004's extractor dropped them
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
-from shenjing._optional import require
-from shenjing.errors import ShapeMismatchError, unknown_name
+from shenjing.errors import MissingExtraError, ShapeMismatchError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,68 @@ def _dropout_cnn(input_shape: Sequence[int], n_outputs: int) -> nn.Module:
     return DropoutCNN(c, h, w, n_outputs)
 
 
+def matching_torchvision(torch_version: str) -> tuple[str | None, str | None]:
+    """(the torchvision release built for ``torch_version``, the PyTorch wheel index that
+    serves it) — e.g. ``'2.13.0+cpu'`` → ``('0.28.0', 'https://download.pytorch.org/whl/cpu')``.
+
+    Since torch 2.1, torchvision 0.(minor + 15).patch is built for torch 2.minor.patch
+    (2.9.1 ↔ 0.24.1, 2.13 ↔ 0.28; torchvision's README); the local tag (``+cpu``,
+    ``+cu126``, ``+rocm6.4``) names the index. None where no rule is known (torch 2.0: see
+    the table in docs/data.md) or, for the index, where the build came from PyPI.
+    """
+    public, _, local = torch_version.partition("+")
+    parts = public.split(".")
+    version = None
+    if len(parts) >= 2 and parts[0] == "2" and parts[1].isdigit() and int(parts[1]) >= 1:
+        patch = parts[2] if len(parts) > 2 and parts[2].isdigit() else "0"
+        version = f"0.{int(parts[1]) + 15}.{patch}"
+    index = f"https://download.pytorch.org/whl/{local}" if local else None
+    return version, index
+
+
+def torchvision_advice(torch_version: str) -> str:
+    """The pip line that installs a torchvision working with ``torch_version``, and why."""
+    version, index = matching_torchvision(torch_version)
+    if version is None:
+        return (f"install the torchvision built for your torch {torch_version} (see the "
+                "torch ↔ torchvision table in docs/data.md#torchvision)")
+    pin = f"torchvision=={version}"
+    if index is None:
+        return f"install the one built for your torch {torch_version}: pip install {pin}"
+    return (f"install the one built for your torch {torch_version}, from PyTorch's index so "
+            f"pip keeps that torch: pip install {pin} --index-url {index} (PyPI's torchvision "
+            "is built for PyPI's CUDA torch: pinned, it fails to import beside this torch; "
+            "unpinned, it replaces this torch; see docs/data.md#torchvision)")
+
+
+def import_torchvision(purpose: str) -> ModuleType:
+    """torchvision, or :class:`MissingExtraError` with one line of advice.
+
+    An import that raises anything counts as "not usable": PyPI's torchvision beside a CPU
+    torch raises ``RuntimeError: operator torchvision::nms does not exist``, not an
+    ImportError. The ``vision`` extra installs nothing (pip would replace a CPU torch by the
+    CUDA one PyPI's torchvision pins), so the advice is a pip line for the matching build.
+    """
+    try:
+        return importlib.import_module("torchvision")
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) == "torchvision"
+        why = ("torchvision is not installed" if missing else
+               f"torchvision does not import ({type(exc).__name__}: {_first_line(exc)})")
+    except Exception as exc:
+        why = (f"torchvision is installed but does not import ({type(exc).__name__}: "
+               f"{_first_line(exc)}), so it was built for another torch")
+    raise MissingExtraError(f"{purpose} needs torchvision, and {why}; "
+                            f"{torchvision_advice(torch.__version__)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else "no message"
+
+
 def _vgg16(input_shape: Sequence[int], n_outputs: int) -> nn.Module:
-    torchvision = require("torchvision", extra="vision", purpose="model 'vgg16'")
+    torchvision = import_torchvision("model 'vgg16'")
     return torchvision.models.vgg16(weights=None, num_classes=n_outputs)
 
 
@@ -170,7 +231,8 @@ MODELS: dict[str, ModelEntry] = {
     "curve_mlp": ModelEntry(_curve_mlp, "001", "MLP 1-hidden-1 fitting a curve (MSE)",
                             TrainDefaults(batch_size=100, epochs=20, loss="mse",
                                           passes_per_epoch=250)),
-    "vgg16": ModelEntry(_vgg16, "003", "torchvision VGG16 (needs shenjing[vision])",
+    "vgg16": ModelEntry(_vgg16, "003",
+                        "torchvision's VGG16 (needs the torchvision built for your torch)",
                         TrainDefaults(optimizer="sgd", lr=1e-2, batch_size=32)),
 }
 

@@ -13,6 +13,27 @@ import numpy as np
 
 _METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}
 
+# Tableau's categorical palettes (matplotlib's tab10 and tab20), as hex so the plotly maps of
+# the report need no matplotlib to colour classes the same way
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf")
+_TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
+          "#ff9896", "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2",
+          "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")
+
+
+def class_colors(n_classes: int) -> list[str]:
+    """One colour per class id (hex), the same in every map, matplotlib or plotly.
+
+    The colour depends on the class id and the number of classes only, never on which
+    classes a map happens to show, so class 7 has the same colour in every figure of a run.
+
+    >>> class_colors(3)
+    ['#1f77b4', '#ff7f0e', '#2ca02c']
+    """
+    palette = _TAB10 if n_classes <= 10 else _TAB20
+    return [palette[i % len(palette)] for i in range(max(int(n_classes), 0))]
+
 
 def method_name(method: str) -> str:
     return _METHOD_NAMES.get(method, method)
@@ -37,17 +58,15 @@ def _class_names(labels: np.ndarray, classes: Sequence[str] | None) -> dict[int,
 
 def _scatter(ax: Any, coords: np.ndarray, labels: np.ndarray | None,
              classes: Sequence[str] | None, size: float, legend: bool) -> None:
-    import matplotlib as mpl
-
     if labels is None:
         ax.scatter(coords[:, 0], coords[:, 1], s=size, c="tab:blue", linewidths=0)
         return
     labels = np.asarray(labels).astype(int)
     names = _class_names(labels, classes)
-    cmap = mpl.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    for i, (c, name) in enumerate(names.items()):
+    colors = class_colors(max(len(classes or ()), int(labels.max(initial=-1)) + 1))
+    for c, name in names.items():
         pick = labels == c
-        ax.scatter(coords[pick, 0], coords[pick, 1], s=size, color=cmap(i % cmap.N),
+        ax.scatter(coords[pick, 0], coords[pick, 1], s=size, color=colors[c % len(colors)],
                    label=name, linewidths=0)
     if legend:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
@@ -126,11 +145,13 @@ def plot_embedding_grid(embeddings: Mapping[tuple[str, int], Any], *,
 def plot_separability(records: Sequence[Mapping[str, Any]], *,
                       baseline: Mapping[str, Any] | None = None,
                       metric: str = "probe_accuracy", ax: Any = None,
-                      title: str | None = None) -> Any:
+                      title: str | None = None, epoch0: str = "untrained") -> Any:
     """Accuracy of a layer's features by epoch, one line per layer; the input as a baseline.
 
     ``records``: dicts with ``layer``, ``epoch`` and ``metric`` (``probe_accuracy`` or
-    ``knn_accuracy``), as saved in ``embeddings/separability.json``.
+    ``knn_accuracy``), as saved in ``embeddings/separability.json``. ``epoch0`` says what
+    epoch 0 is on the x axis (``"a fresh seeded initialisation"`` for an ``inspect`` run
+    without ``--init-weights``).
     """
     import matplotlib.pyplot as plt
 
@@ -147,7 +168,7 @@ def plot_separability(records: Sequence[Mapping[str, Any]], *,
                    label=f"input pixels ({baseline[metric]:.3f})")
     label = {"probe_accuracy": "linear-probe accuracy (test)",
              "knn_accuracy": "kNN accuracy (test)"}.get(metric, metric)
-    ax.set_xlabel("epoch (0 = untrained)")
+    ax.set_xlabel(f"epoch (0 = {epoch0.removeprefix('the ')})")
     ax.set_ylabel(label)
     epochs = sorted({r["epoch"] for r in records})
     ax.set_xticks(epochs)

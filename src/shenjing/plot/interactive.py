@@ -11,8 +11,12 @@ from typing import Any
 import numpy as np
 
 
-def training_curves(records: Sequence[dict[str, Any]]) -> Any:
-    """Loss (train, test; log scale) and test accuracy per epoch from metrics records."""
+def training_curves(records: Sequence[dict[str, Any]], *, epoch0: str = "untrained") -> Any:
+    """Loss (train, test; log scale) and test accuracy per epoch from metrics records.
+
+    ``epoch0`` says what epoch 0 is on the x axis (``"untrained"``, or ``"a fresh seeded
+    initialisation"`` for a run whose epoch 0 is not the real start).
+    """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -27,7 +31,8 @@ def training_curves(records: Sequence[dict[str, Any]]) -> Any:
             fig.add_trace(go.Scatter(x=epochs, y=ys, name=name, mode="lines+markers",
                                      line={"dash": dash}), row=1, col=1)
     fig.update_yaxes(type="log", title_text="loss", row=1, col=1)
-    fig.update_xaxes(title_text="epoch (0 = untrained)", row=1, col=1)
+    xlabel = f"epoch (0 = {epoch0.removeprefix('the ')})"
+    fig.update_xaxes(title_text=xlabel, row=1, col=1)
     if has_acc:
         for key, name in (("train_accuracy", "train accuracy"),
                           ("test_accuracy", "test accuracy")):
@@ -36,7 +41,7 @@ def training_curves(records: Sequence[dict[str, Any]]) -> Any:
                 fig.add_trace(go.Scatter(x=epochs, y=ys, name=name, mode="lines+markers"),
                               row=1, col=2)
         fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=2)
-        fig.update_xaxes(title_text="epoch (0 = untrained)", row=1, col=2)
+        fig.update_xaxes(title_text=xlabel, row=1, col=2)
     fig.update_layout(margin={"l": 50, "r": 20, "t": 40, "b": 40},
                       legend={"orientation": "h", "y": -0.28, "x": 0})
     return fig
@@ -48,12 +53,17 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
     """2-D embedding, one trace per class; hover shows class and sample index.
 
     ``customdata`` per point is ``[sprite position, sample index, class name]`` so the page
-    can show the input image of the hovered point.
+    can show the input image of the hovered point. Each class has the colour
+    :func:`~shenjing.plot.embedding.class_colors` gives it, as in the matplotlib maps.
     """
     import plotly.graph_objects as go
 
+    from shenjing.plot.embedding import class_colors
+
     fig = go.Figure()
     positions = sprite_positions if sprite_positions is not None else np.arange(len(labels))
+    labels = np.asarray(labels).astype(int)
+    colors = class_colors(max(len(classes), int(labels.max(initial=-1)) + 1))
     for c in np.unique(labels):
         mask = labels == c
         name = classes[int(c)] if int(c) < len(classes) else str(c)
@@ -61,7 +71,8 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
                            np.full(int(mask.sum()), name, dtype=object)], axis=1)
         fig.add_trace(go.Scattergl(
             x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=name,
-            marker={"size": 5, "opacity": 0.8}, customdata=custom,
+            marker={"size": 5, "opacity": 0.8, "color": colors[int(c) % len(colors)]},
+            customdata=custom,
             hovertemplate="class %{customdata[2]}<br>sample %{customdata[1]}<extra></extra>"))
     fig.update_layout(title=title, xaxis={"title": "dim 1", "showticklabels": False},
                       yaxis={"title": "dim 2", "showticklabels": False, "scaleanchor": "x"},

@@ -199,11 +199,58 @@ def surface_plotly(ls: Landscape, *, log: bool = False, title: str | None = None
             x=traj[:, 0], y=traj[:, 1], z=_surface_at(ls, traj, log), mode="lines+markers",
             text=[f"epoch {int(e)}" for e in np.asarray(ls.trajectory_epochs)],
             name="trajectory"))
+    drawn = [z] + ([np.asarray(fig.data[1].z, dtype=float)] if len(fig.data) > 1 else [])
     fig.update_layout(title=title or "loss surface around θ*",
-                      scene={"xaxis_title": "direction 1", "yaxis_title": "direction 2",
-                             "zaxis_title": "log10 loss" if log else "loss"},
+                      scene=surface_scene(ls.axes[0], ls.axes[1], drawn,
+                                          "log10 loss" if log else "loss"),
                       margin={"l": 0, "r": 0, "t": 40, "b": 0})
     return fig
+
+
+SURFACE_HEIGHT = 0.6
+"""Height of the 3-D box relative to its longer side: low enough that the bowl reads as a
+landscape, high enough that its walls are not flattened."""
+_EYE_DIRECTION = np.array([1.0, 1.0, 0.8])  # from the (+x, +y) corner, ~30° above the floor
+_FILL = 0.85  # the box's bounding sphere fills at most 85 % of the view cone
+
+
+def surface_scene(x: np.ndarray, y: np.ndarray, z: Sequence[np.ndarray], z_title: str
+                  ) -> dict[str, Any]:
+    """A plotly ``scene`` that shows the whole surface whatever the grid: explicit ranges,
+    a fixed box shape and a camera far enough away to see all of it.
+
+    Why: with plotly's defaults (``aspectmode='auto'``, eye (1.25, 1.25, 1.25)) the box of a
+    steep surface (dropout_cnn's) reached past the view and its corners were cut off.
+    Plotly draws the box as ±aspectratio/2 around the camera centre and sees it through a
+    45° vertical field of view, so the eye is put at the distance where the box's bounding
+    sphere fills :data:`_FILL` of that cone. The z-range holds every finite value drawn
+    (``z``: the surface and any trajectory), with 5 % to spare.
+    """
+    import math
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    span_x, span_y = float(np.ptp(x)) or 1.0, float(np.ptp(y)) or 1.0
+    # equal units on both axes where that stays readable; never thinner than 1:2
+    ratio = float(np.clip(span_y / span_x, 0.5, 2.0))
+    aspect = np.array([1.0 / max(1.0, ratio), min(1.0, ratio), SURFACE_HEIGHT])
+    finite = np.concatenate([np.asarray(v, dtype=float).reshape(-1) for v in z]) \
+        if len(z) else np.zeros(0)
+    finite = finite[np.isfinite(finite)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    pad = 0.05 * (hi - lo) if hi > lo else max(0.5 * abs(hi), 0.5)
+    radius = 0.5 * float(np.linalg.norm(aspect))
+    distance = radius / (_FILL * math.sin(math.radians(45 / 2)))
+    eye = _EYE_DIRECTION / np.linalg.norm(_EYE_DIRECTION) * distance
+    return {
+        "xaxis": {"title": {"text": "direction 1"}, "range": [float(x[0]), float(x[-1])]},
+        "yaxis": {"title": {"text": "direction 2"}, "range": [float(y[0]), float(y[-1])]},
+        "zaxis": {"title": {"text": z_title}, "range": [lo - pad, hi + pad]},
+        "aspectmode": "manual",
+        "aspectratio": {"x": float(aspect[0]), "y": float(aspect[1]), "z": float(aspect[2])},
+        "camera": {"eye": {"x": float(eye[0]), "y": float(eye[1]), "z": float(eye[2])},
+                   "center": {"x": 0, "y": 0, "z": 0}, "up": {"x": 0, "y": 0, "z": 1},
+                   "projection": {"type": "perspective"}},
+    }
 
 
 def _surface_at(ls: Landscape, pts: np.ndarray, log: bool) -> np.ndarray:

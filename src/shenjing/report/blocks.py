@@ -59,6 +59,7 @@ class Note:
     text: str
     level: str = "info"  # info | warning
     kind: str = "note"
+    stage: str = ""  # the run.json stage this note reports on (failed, skipped …), if any
 
 
 @dataclass

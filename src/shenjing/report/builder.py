@@ -1,7 +1,10 @@
 """``build_report(run)``: turn a run directory into one self-contained ``report.html``.
 
 Each section reads only files of the run (written by the stages) and is present only
-when its data is there: a view that was not computed is left out, never faked.
+when its data is there: a view that was not computed is left out, never faked. A view whose
+stage failed, was skipped or did not finish is shown with a note saying so (and why), never
+silently missing. Building the report runs no code the run folder names: it never builds
+the model, and reloads the data only when that is a built-in dataset or a plain data file.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from shenjing.report.blocks import Section
+from shenjing.report.blocks import Note, Section
+from shenjing.report.provenance import epoch_summary
 from shenjing.report.render import render_index, render_report, write_html
+from shenjing.report.stage_status import SECTION_TITLES, add_stage_notes, stage_states
 from shenjing.runs import Run
 
 SectionFn = Callable[[Run], "Section | None"]
@@ -27,6 +33,21 @@ def default_sections() -> list[SectionFn]:
             views.dynamics_section, views.embedding_section, views.maps_section,
             views.landscape_section, views.hessian_section, views.fit_section,
             views.warp_section]
+
+
+def _build(fn: SectionFn, run: Run) -> Section | None:
+    """One section; if its files cannot be read, the section says so instead of the whole
+    report failing (a run folder may come from an older or a foreign writer)."""
+    try:
+        return fn(run)
+    except Exception as exc:
+        name = getattr(fn, "__name__", "section").removesuffix("_section")
+        section_id = name if name in SECTION_TITLES else f"{name}s" if (
+            f"{name}s" in SECTION_TITLES) else name
+        title = SECTION_TITLES.get(section_id, name)
+        return Section(section_id, title, [Note(
+            f"This section could not be built from the run's files: {type(exc).__name__}: "
+            f"{exc}", level="warning")])
 
 
 @dataclass(frozen=True)
@@ -44,21 +65,35 @@ class ReportResult:
 
 def build_report(run: Run | str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
                  sections: Sequence[SectionFn] | None = None) -> ReportResult:
-    """Write ``RUN/report.html`` (or ``out``) from the files of the run."""
+    """Write ``RUN/report.html`` (or ``out``) from the files of the run.
+
+    Stage ``report`` in run.json is marked done with the page's path and sections, or failed
+    with the error.
+    """
     run = run if isinstance(run, Run) else Run(run)
-    built = [s for fn in (sections or default_sections()) if (s := fn(run)) is not None
-             and s.blocks]
-    m = run.manifest
-    model = m["model"].get("name") or m["model"].get("factory") or "model"
-    subtitle = (f"{model} on {m['data'].get('name')} · epochs {', '.join(map(str, run.epochs))}"
-                f" · run {run.path}")
-    html = render_report(built, title=f"{run.name}: what has {model} learned?",
-                         subtitle=subtitle, run_path=run.path)
-    target = Path(out) if out is not None else run.path / "report.html"
-    write_html(target, html)
+    with run.running_stage("report"):
+        built = [s for fn in (sections or default_sections())
+                 if (s := _build(fn, run)) is not None and s.blocks]
+        built = add_stage_notes(built, stage_states(run))
+        m = run.manifest
+        model = _model_label(m["model"])
+        subtitle = (f"{model} on {m['data'].get('name')} · epochs {epoch_summary(run.epochs)}"
+                    f" · run {run.path}")
+        html = render_report(built, title=f"{run.name}: what has {model} learned?",
+                             subtitle=subtitle, run_path=run.path)
+        target = Path(out) if out is not None else run.path / "report.html"
+        write_html(target, html)
     run.update_stage("report", "done", path=str(target), bytes=len(html.encode()),
                      sections=[s.id for s in built])
     return ReportResult(target, len(html.encode()), tuple(s.id for s in built))
+
+
+def _model_label(spec: dict[str, Any]) -> str:
+    """``mlp``; ``RowLSTM`` for the factory ``path/to/user_models.py:RowLSTM``."""
+    if spec.get("name"):
+        return str(spec["name"])
+    factory = str(spec.get("factory") or spec.get("class") or "model")
+    return factory.rsplit(":", 1)[-1] or factory
 
 
 def build_index(entries: Sequence[dict[str, str]], path: str | os.PathLike[str], *,

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from shenjing.report.blocks import Note, Section, Table, image_block, plotly_block
+from shenjing.report.provenance import epoch0_label
+from shenjing.report.stage_status import SECTION_TITLES
 from shenjing.runs import Run
 
 
@@ -27,18 +29,23 @@ def dynamics_section(run: Run) -> Section | None:
     status = data.get("status", {})
     moving, settled = status.get("moving", []), status.get("settled", [])
     ratios = status.get("last_update_ratio", {}) or {}
-    ratio_text = ", ".join(f"{k} {v:.2g}" for k, v in ratios.items() if v is not None)
+    known = sorted(((v, k) for k, v in ratios.items() if v is not None), reverse=True)
+    ratio_text = ", ".join(f"{k} {v:.2g}" for v, k in known[:_LISTED])
+    if len(known) > _LISTED:
+        ratio_text = f"largest {ratio_text} ({len(known)} layers in all, in the figure)"
+    coverage = _coverage_note(data.get("coverage"))
     blocks: list[Any] = [
+        coverage,
         _fig(run, "dynamics-layers",
              "What this shows: per layer and epoch, the weight norm, the relative update "
              "‖Δw‖/‖w‖ (how far an epoch moved the weights, relative to their size; log "
-             "scale), the gradient norm, the distance and cosine to the initial weights, and "
-             "the fraction of dead ReLU units. Last relative updates: "
-             f"{ratio_text or 'n/a'}."),
+             "scale), the gradient norm, the distance and cosine to the weights of epoch 0 "
+             f"(epoch 0 = {epoch0_label(run)}), and the fraction of dead ReLU units. Last "
+             f"relative updates: {ratio_text or 'n/a'}."),
         _fig(run, "dynamics-status",
              "What this shows: which layers still move and which have settled (log10 of "
-             f"‖Δw‖/‖w‖ per layer and epoch). Still moving: {', '.join(moving) or 'none'}; "
-             f"settled: {', '.join(settled) or 'none'}."),
+             f"‖Δw‖/‖w‖ per layer and epoch). Still moving: {_names(moving)}; "
+             f"settled: {_names(settled)}."),
         _fig(run, "weights-histograms",
              "What this shows: each layer's weight distribution at every saved epoch "
              "(one line per epoch); training widens or reshapes it."),
@@ -48,7 +55,32 @@ def dynamics_section(run: Run) -> Section | None:
     ]
     for w in status.get("warnings", []):
         blocks.append(Note(str(w.get("message", w)), level="warning"))
-    return Section("dynamics", "How the weights moved", [b for b in blocks if b is not None])
+    return Section("dynamics", SECTION_TITLES["dynamics"], [b for b in blocks if b is not None])
+
+
+_LISTED = 8  # names listed in a caption before "and N more": captions stay short at 100 layers
+
+
+def _names(names: list[str]) -> str:
+    """``"fc1, fc2"``; ``"a, b, … h and 54 more"`` for a long list; ``"none"`` for none."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def _coverage_note(coverage: Any) -> Note | None:
+    """What share of the model's parameters the per-layer dynamics track (and which not)."""
+    if not isinstance(coverage, dict) or not coverage.get("n_total"):
+        return None
+    n_tracked, n_total = int(coverage.get("n_tracked", 0)), int(coverage["n_total"])
+    share = float(coverage.get("share", n_tracked / n_total))
+    text = (f"The per-layer dynamics cover {n_tracked:,} of the model's {n_total:,} "
+            f"parameters ({share:.1%}).")
+    untracked = [str(u) for u in coverage.get("untracked", []) or []]
+    if untracked:
+        text += f" Not tracked: {_names(untracked)}."
+    return Note(text, level="info" if share >= 0.999 else "warning")
 
 
 _MAP_FILE = re.compile(r"^(?P<key>.+)-(?P<method>tsne|pca|umap)-epoch-(?P<epoch>\d{3,})$")
@@ -56,14 +88,17 @@ MAX_POINTS = 5000  # per scatter in the page; larger maps are subsampled (stated
 
 
 def _map_caption(key: str, method: str, epoch: int, metrics: dict[str, Any], n: int,
-                 shown: int) -> str:
+                 shown: int, *, epoch0: str, no_thumbnails: str = "") -> str:
     def num(name: str) -> str:
         v = metrics.get(name)
         return "n/a" if v is None else f"{v:.3f}"
 
+    hover = ("hover a point for its input image" if not no_thumbnails else
+             f"hover a point for its class and sample index (no input images: "
+             f"{no_thumbnails})")
     text = (f"What this shows: {n} test samples as the {key} layer sees them at epoch {epoch}"
-            f"{' (untrained)' if epoch == 0 else ''}, mapped to 2-D with {method}, coloured by "
-            "class; hover a point for its input image. Separability in the layer's own "
+            f"{f' (epoch 0 = {epoch0})' if epoch == 0 else ''}, mapped to 2-D with {method}, "
+            f"coloured by class; {hover}. Separability in the layer's own "
             f"feature space: linear-probe accuracy {num('probe_accuracy')}, kNN accuracy "
             f"{num('knn_accuracy')}. Faithfulness of this map: trustworthiness "
             f"{num('trustworthiness')}, kNN recall {num('knn_recall')}.")
@@ -78,8 +113,9 @@ def embedding_section(run: Run) -> Section | None:
     import json
 
     from shenjing import _io
-    from shenjing.plot.interactive import embedding_scatter, make_sprite
+    from shenjing.plot.interactive import embedding_scatter
     from shenjing.report.blocks import Asset, png_bytes_uri
+    from shenjing.report.thumbnails import TILE, sprite_png, thumbnail_inputs
 
     folder = run.path / "embeddings"
     files = sorted(p for p in folder.glob("*.npz") if _MAP_FILE.match(p.stem)) \
@@ -87,10 +123,10 @@ def embedding_section(run: Run) -> Section | None:
     if not files:
         return None
     blocks: list[Any] = []
-    split = run.data.test
+    inputs = thumbnail_inputs(run)
     classes = run.classes or tuple(str(i) for i in range(10))
-    sprite_for: dict[tuple[int, ...], dict[str, Any]] = {}
-    position_of = {int(v): i for i, v in enumerate(split.indices.tolist())}
+    sprite_for: dict[tuple[int, ...], dict[str, Any] | None] = {}
+    epoch0 = epoch0_label(run)
     for path in files:
         m = _MAP_FILE.match(path.stem)
         assert m is not None
@@ -103,20 +139,23 @@ def embedding_section(run: Run) -> Section | None:
             keep = np.sort(np.random.default_rng(0).choice(len(keep), MAX_POINTS, False))
         ids = tuple(int(i) for i in indices[keep])  # sample ids in the source files
         if ids not in sprite_for:
-            positions = [position_of.get(i, -1) for i in ids]
-            if min(positions) < 0:  # not this split's samples: no thumbnails to show
-                positions = [0] * len(ids)
-            png, cols = make_sprite(split.x[positions].numpy(), tile=28)
-            asset_id = f"sprite-{len(sprite_for)}"
-            blocks.append(Asset(asset_id, png_bytes_uri(png)))
-            sprite_for[ids] = {"asset": asset_id, "tile": 28, "cols": cols, "zoom": 2}
+            sheet = sprite_png(inputs, ids)
+            sprite_for[ids] = None
+            if sheet is not None:
+                asset_id = f"sprite-{sum(1 for b in blocks if b.kind == 'asset')}"
+                blocks.append(Asset(asset_id, png_bytes_uri(sheet[0])))
+                sprite_for[ids] = {"asset": asset_id, "tile": TILE, "cols": sheet[1], "zoom": 2}
+        sprite = sprite_for[ids]
+        missing = "" if sprite is not None else (
+            inputs.missing or "the map's samples are not in the run's test split")
         epoch = int(m["epoch"])
         fig = embedding_scatter(coords[keep], labels[keep], classes, np.asarray(ids),
                                 title=f"{m['key']} · {m['method']} · epoch {epoch}")
         blocks.append(plotly_block(
             fig, f"emb-{path.stem}", _map_caption(m["key"], m["method"], epoch, metrics,
-                                                  len(coords), len(keep)),
-            height=520, hover_sprite=sprite_for[ids], tag="embedding"))
+                                                  len(coords), len(keep), epoch0=epoch0,
+                                                  no_thumbnails=missing),
+            height=520, hover_sprite=sprite, tag="embedding"))
     figures = run.path / "figures"
     sep_path = folder / "separability.json"
     if sep_path.exists():
@@ -133,72 +172,110 @@ def embedding_section(run: Run) -> Section | None:
         blocks.append(_fig(run, "separability-probe", "What this shows: linear-probe accuracy "
                            "by layer and epoch, with the input pixels as the baseline."))
     for cka_png in sorted(figures.glob("cka-*.png")):
-        blocks.append(image_block(cka_png, "What this shows: linear CKA similarity (1 = the same "
-                                  "representation up to rotation and scale) between "
-                                  + ("layers" if "layers" in cka_png.stem else "epochs") + "."))
+        blocks.append(image_block(cka_png, _cka_caption(cka_png.stem)))
     for grid_png in sorted(figures.glob("embedding-grid-*.png")):
         blocks.append(image_block(grid_png, "What this shows: every layer × epoch map side by side "
                                   "(maps aligned across epochs, so clusters can be followed)."))
-    return Section("embeddings", "Hidden features: do the classes cluster?",
+    return Section("embeddings", SECTION_TITLES["embeddings"],
                    [b for b in blocks if b is not None],
                    intro="Separability is measured in the layer's full feature space; the 2-D "
                          "maps are pictures whose faithfulness is measured separately.")
 
 
-def _maps_caption(rec: dict[str, Any]) -> str:
+_CKA_FILE = re.compile(r"^cka-(?P<kind>layers|epochs|runs)-(?P<rest>.+)$")
+
+
+def _cka_caption(stem: str) -> str:
+    """The caption of a CKA figure, from the kind of file the embed stage wrote
+    (``cka-layers-epoch-NNN``, ``cka-epochs-<layer>``, ``cka-runs-<other run>``) — never from
+    a substring of a layer name (``cka-epochs-encoder.layers.0`` compares epochs)."""
+    head = ("What this shows: linear CKA similarity (1 = the same representation up to "
+            "rotation and scale) ")
+    m = _CKA_FILE.match(stem)
+    if m is None:
+        return head + f"({stem})."
+    kind, rest = m["kind"], m["rest"]
+    if kind == "layers":
+        epoch = rest.removeprefix("epoch-")
+        return head + (f"between layers at epoch {int(epoch)}." if epoch.isdigit()
+                       else "between layers.")
+    if kind == "epochs":
+        return head + f"of the {rest} layer between epochs."
+    return head + f"between the layers of this run and of the run {rest}."
+
+
+def _maps_caption(rec: dict[str, Any], epoch0: str) -> str:
     change = rec.get("change") or {}
     epochs = rec.get("epochs", [])
-    text = (f"What this shows: the {len(rec.get('channels_shown', []))} channels of layer "
-            f"{rec['layer']} for {rec.get('split', 'test')} image {rec.get('index')} "
-            f"(label {rec.get('label')}) at epochs {', '.join(map(str, epochs))} "
-            f"(epoch 0 = untrained), colour scale {rec.get('scale', 'shared')}.")
+    view = rec.get("view", "spatial")
+    axes = " × ".join(rec.get("axes") or [])
+    n = len(rec.get("channels_shown", []))
+    what = {"spatial": f"the {n} channel maps", "grid": f"the {n} channel maps",
+            "signal": f"the {axes} signals (heat map, and traces of the most changed "
+                      "channels)",
+            "sequence": f"the {axes} heat map", "tokens": f"the {axes} heat map",
+            "vector": "the activations (a vector)"}.get(view, "the activations")
+    text = (f"What this shows: {what} of layer {rec['layer']} for {rec.get('split', 'test')} "
+            f"image {rec.get('index')} (label {rec.get('label')}) at epochs "
+            f"{', '.join(map(str, epochs))} (epoch 0 = {epoch0}), colour scale "
+            f"{rec.get('scale', 'shared')}.")
     if change:
         text += (f" Mean absolute change of the activations between epochs "
                  f"{change.get('epochs', epochs)}: {change.get('mean_abs_change', 0):.4g} "
                  f"({change.get('relative_change', 0):.1%} of their mean magnitude).")
         top = change.get("top_changed", [])[:5]
         if top:
-            text += " Channels that changed most: " + ", ".join(
-                str(t["channel"]) for t in top) + "."
+            unit = change.get("unit", "channel")
+            text += f" The {unit}s that changed most: " + ", ".join(
+                str(t.get(unit, t.get("channel"))) for t in top) + "."
     dead = rec.get("dead_channels", {})
     if dead:
         text += " Channels off for this input (no positive value): " + "; ".join(
             f"epoch {e}: {len(v)}" for e, v in dead.items()) + "."
+    elif dead is None and rec.get("dead_channels_reason"):
+        text += f" 'Off' channels are not counted here: {rec['dead_channels_reason']}."
+    return text
+
+
+def _filters_caption(rec: dict[str, Any], fig: str, epoch0: str) -> str:
+    kind = str(rec.get("kind", ""))
+    reference = rec.get("reference_epoch", 0)
+    what = {"linear": "each first-layer unit's weights drawn as an image of the input: what "
+                      "that hidden unit looks at",
+            "conv1d": f"the Conv1d kernels as line plots (dashed: epoch {reference})"}.get(
+        kind, "the layer's convolution kernels as small images")
+    text = f"What this shows: {what} (layer {rec['layer']}, {Path(fig).stem})."
+    change = rec.get("change") or {}
+    if change.get("relative_change") is not None:
+        since = f"epoch 0 (epoch 0 = {epoch0})" if not reference else f"epoch {reference}"
+        text += f" Relative change since {since}: {change['relative_change']:.1%}."
     return text
 
 
 def maps_section(run: Run) -> Section | None:
-    """Feature maps (untrained next to trained) and filters."""
+    """Feature maps (epoch 0 next to trained) and filters."""
     from shenjing import _io
 
     folder = run.path / "maps"
     if not folder.is_dir():
         return None
     blocks: list[Any] = []
+    epoch0 = epoch0_label(run)
     for path in sorted(folder.glob("maps-*.json")):
         rec = _io.read_json(path)
         for fig in rec.get("figures", []):
             if fig.endswith(".png"):
-                blocks.append(image_block(run.path / fig, _maps_caption(rec)))
+                blocks.append(image_block(run.path / fig, _maps_caption(rec, epoch0)))
     for path in sorted(folder.glob("filters-*.json")):
         rec = _io.read_json(path)
-        change = rec.get("change") or {}
         for fig in rec.get("figures", []):
-            if not fig.endswith(".png"):
-                continue
-            what = ("each first-layer unit's weights drawn as an image of the input: what "
-                    "that hidden unit looks at" if rec.get("kind") == "linear" else
-                    "the layer's convolution kernels as small images")
-            text = f"What this shows: {what} (layer {rec['layer']}, {Path(fig).stem})."
-            if change.get("relative_change") is not None:
-                text += f" Relative change since the untrained net: " \
-                        f"{change['relative_change']:.1%}."
-            blocks.append(image_block(run.path / fig, text))
+            if fig.endswith(".png"):
+                blocks.append(image_block(run.path / fig, _filters_caption(rec, fig, epoch0)))
     blocks = [b for b in blocks if b is not None]
-    return Section("maps", "Feature maps and filters", blocks) if blocks else None
+    return Section("maps", SECTION_TITLES["maps"], blocks) if blocks else None
 
 
-def _line_caption(ls: Any) -> str:
+def _line_caption(ls: Any, epoch0: str) -> str:
     from shenjing.plot.landscape import caption
 
     axis = ls.axes[0]
@@ -207,8 +284,9 @@ def _line_caption(ls: Any) -> str:
     inside = loss[(axis >= 0) & (axis <= 1)]
     steps = np.diff(inside[np.isfinite(inside)])
     monotone = bool(steps.size) and bool(np.all(steps <= 1e-9))
-    return (f"What this shows: the loss along the straight line from the start weights θ₀ "
-            f"(α = 0) to the trained θ* (α = 1), and beyond. Loss {loss[i0]:.4g} at θ₀, "
+    return (f"What this shows: the loss along the straight line from the weights of epoch 0, "
+            f"θ₀ (α = 0; epoch 0 = {epoch0}), to the trained θ* (α = 1), and beyond. Loss "
+            f"{loss[i0]:.4g} at θ₀, "
             f"{loss[i1]:.4g} at θ*; between them it "
             + ("decreases monotonically (Goodfellow et al.'s observation holds here). "
                if monotone else "does not decrease monotonically (it has a bump). ")
@@ -244,7 +322,8 @@ def landscape_section(run: Run) -> Section | None:
         ls = load_landscape(path)
         stem = path.stem
         if ls.kind == "line" or len(ls.axes) == 1:
-            blocks.append(image_block(figures / f"landscape-{stem}.png", _line_caption(ls)))
+            blocks.append(image_block(figures / f"landscape-{stem}.png",
+                                      _line_caption(ls, epoch0_label(run))))
         elif ls.trajectory is not None:
             ev = ls.meta.get("directions", {}).get("explained_variance_ratio", [])
             share = f" They explain {sum(ev):.0%} of the trajectory's variance." if ev else ""
@@ -261,7 +340,7 @@ def landscape_section(run: Run) -> Section | None:
                 f"surface-{stem}", "Drag to rotate, scroll to zoom. The same grid as the "
                 "contour above, as a surface: a wide, flat bowl suggests a flat minimum.",
                 height=560, tag="surface"))
-    return Section("landscape", "Loss landscape", [b for b in blocks if b is not None],
+    return Section("landscape", SECTION_TITLES["landscape"], [b for b in blocks if b is not None],
                    intro="Evaluated in eval mode (dropout off, BatchNorm running statistics), "
                          "on the test split.")
 
@@ -304,7 +383,7 @@ def hessian_section(run: Run) -> Section | None:
                                   "What this shows: the top Hessian eigenvalue at every saved "
                                   f"epoch (from {data['top_eigenvalue'][0]:.3g} to "
                                   f"{data['top_eigenvalue'][-1]:.3g})."))
-    return Section("hessian", "Sharpness (Hessian)", [b for b in blocks if b is not None])
+    return Section("hessian", SECTION_TITLES["hessian"], [b for b in blocks if b is not None])
 
 
 def fit_section(run: Run) -> Section | None:
@@ -346,7 +425,7 @@ def fit_section(run: Run) -> Section | None:
              "inside the training range): a ReLU net is piecewise linear."),
         _fig(run, "fit-epochs", "What this shows: how the fit took shape, epoch by epoch."),
     ]
-    return Section("fit", "Fitting a function (seed 001)", [b for b in blocks if b is not None])
+    return Section("fit", SECTION_TITLES["fit"], [b for b in blocks if b is not None])
 
 
 def warp_section(run: Run) -> Section | None:
@@ -381,5 +460,4 @@ def warp_section(run: Run) -> Section | None:
         _fig(run, f"warp-boundary-e{epoch}",
              "What this shows: the decision boundary the net draws in the input plane."),
     ]
-    return Section("warp", "How the layers bend space (seed 001)",
-                   [b for b in blocks if b is not None])
+    return Section("warp", SECTION_TITLES["warp"], [b for b in blocks if b is not None])

@@ -171,13 +171,14 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
         train_range: tuple[float, float] = SEED_RANGE,
         extrapolation: tuple[float, float] | None = None, n_eval: int = 1401,
         device: str = "auto", retrain: bool = False, gif: bool = True,
-        progress: bool = True) -> FitResult:
+        progress: bool = True, trust_code: bool = False) -> FitResult:
     """Train (or reuse) a ``curve_mlp`` run on ``function`` and write the fitting study.
 
     Defaults are seed 001's: its function, 100 points on [−5, 5], one hidden layer of 64,
     Adam 1e-3 on the full batch, 20 recorded epochs × 250 passes; the study looks at
     [−7, 7]. A run that is already trained is analysed without retraining (``retrain=True``
-    starts it over); a killed training resumes.
+    starts it over); a killed training resumes. A function given as ``file.py:f`` is code:
+    reopening the run runs it only if you made the run here or pass ``trust_code=True``.
     """
     path = run.path if isinstance(run, Run) else Path(run)
     if depth < 1 or hidden < 1:
@@ -191,7 +192,8 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
     poly_specs = [parse_poly(p, degree) for p in polynomials]
 
     if _trained(path) and not retrain:
-        trained = Run(path)
+        trained = run if isinstance(run, Run) else Run(path, trust_code=trust_code)
+        trained.require_trust()  # the recipe may name a function in a file: code
         recipe = _recipe(trained)
         if function is not None and parse_function(function).source != recipe["function"]:
             raise RunError(f"run {path} was trained on {recipe['function']!r}, not "
@@ -218,6 +220,7 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
                        {"function": f.source, "kind": f.kind, "n_points": n_points,
                         "train_range": [lo, hi], "extrapolation": list(extrapolation),
                         "n_test": len(dataset.test)})
+        trained.record_code()  # a function from a file is code this user ran: trust it
     with trained.running_stage("fit"):
         return _study(trained, f, dataset, poly_specs, extrapolation, n_eval, gif)
 

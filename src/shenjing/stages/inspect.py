@@ -29,9 +29,10 @@ weights-load notes and the steps run.
 from __future__ import annotations
 
 import copy
-import inspect as _inspect
+import glob
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,13 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from shenjing._checks import bounded_int, choice, optional_int, random_seed
 from shenjing._imports import no_bytecode as _no_bytecode
 from shenjing.data.types import Dataset
-from shenjing.errors import RunError, ShapeMismatchError, UsageError
-from shenjing.hooks import forward_hooks
+from shenjing.errors import NotApplicableError, RunError, ShapeMismatchError, UsageError
 from shenjing.runs import Run
-
-CLASSIFICATION_LOSSES = ("cross_entropy", "nll")
 
 
 # ---- small results ----------------------------------------------------------------------------
@@ -237,224 +236,349 @@ def prepare_model(model_ref: str, model_args: dict[str, Any] | None, data: Datas
                          prediction_shape=tuple(pred.shape))
 
 
-# ---- layers -------------------------------------------------------------------------------------
-def execution_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, bool, bool]]:
-    """Leaf-or-weighted modules in the order they first run: (name, has own params,
-    returns a single tensor)."""
-    names = [n for n, m in model.named_modules() if n and (
-        not any(True for _ in m.children()) or any(True for _ in m.parameters(recurse=False)))]
-    order: list[tuple[str, bool, bool]] = []
-    seen: set[str] = set()
-
-    def make(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(mod: nn.Module, _a: Any, out: Any) -> None:
-            if name not in seen:
-                seen.add(name)
-                own = any(True for _ in mod.parameters(recurse=False))
-                order.append((name, own, isinstance(out, torch.Tensor)))
-        return hook
-
-    was = model.training
-    model.eval()
-    try:
-        with forward_hooks(model, {n: make(n) for n in names}), torch.no_grad():
-            model(example)
-    finally:
-        model.train(was)
-    return order
+# ---- options, checked before anything is written ----------------------------------------------
+EMBED_METHODS = ("tsne", "pca", "umap")
+MIN_EMBED_SAMPLES = 10
 
 
-def default_layers(model: nn.Module, example: torch.Tensor, n_last: int = 3) -> list[str]:
-    """The last ``n_last`` weighted layers that run, plus the penultimate layer.
+@dataclass(frozen=True)
+class InspectOptions:
+    """The sizes of the analysis ``inspect`` runs; :meth:`check` refuses bad values up front.
 
-    Normalisation layers (BatchNorm, LayerNorm, GroupNorm) are not counted as weighted.
-    Only modules returning one tensor are chosen (an LSTM's ``(output, (h, c))`` is
-    skipped: name it with ``--layers`` to capture it). The penultimate layer is the last
-    module that runs before the final weighted layer (e.g. ``relu3`` before ``fc2``: the
-    post-activation features the classifier reads), dropout skipped.
+    ``samples`` caps the test samples of the landscapes, ``embed_samples`` /
+    ``embed_train_samples`` those of the maps and their probes, ``hessian_samples`` those of
+    the Hessian (None: all); ``line_steps`` and ``plane_steps`` size the landscapes (the plane
+    is steps × steps); ``hessian_top`` is the number of top eigenvalues; ``skip`` names steps
+    not to run.
     """
-    order = [o for o in execution_order(model, example) if o[2]]
-    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-    weighted = [name for name, own, _ in order
-                if own and not isinstance(model.get_submodule(name), norms)]
-    if not weighted:
-        return [name for name, _, _ in order][-2:]
-    chosen = weighted[-n_last:]
-    last = weighted[-1]
-    position = [name for name, _, _ in order].index(last)
-    for name, _, _ in reversed(order[:position]):
-        module = model.get_submodule(name)
-        if isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten)):
-            continue
-        if name not in chosen:
-            chosen.append(name)
-        break
-    ordered = [name for name, _, _ in order]
-    return sorted(set(chosen), key=ordered.index)
+
+    line_steps: int = 31
+    plane_steps: int = 15
+    samples: int | None = 1000
+    embed_method: str = "tsne"
+    embed_samples: int | None = 2000
+    embed_train_samples: int | None = 5000
+    hessian_top: int = 5
+    hessian_samples: int | None = 500
+    skip: tuple[str, ...] = ()
+
+    def check(self, step_names: Sequence[str]) -> None:
+        """Raise a UsageError naming the option for the first value that cannot work."""
+        bounded_int("--line-steps", self.line_steps, low=2,
+                    why="a line needs its two end points")
+        bounded_int("--plane-steps", self.plane_steps, low=3,
+                    why="a plane needs a point on each side of θ*")
+        optional_int("--samples", self.samples)
+        optional_int("--embed-samples", self.embed_samples, low=MIN_EMBED_SAMPLES,
+                     why="a 2-D map and its kNN numbers need neighbours")
+        optional_int("--embed-train-samples", self.embed_train_samples,
+                     low=MIN_EMBED_SAMPLES, why="the linear probe is trained on them")
+        bounded_int("--hessian-top", self.hessian_top, low=1)
+        optional_int("--hessian-samples", self.hessian_samples)
+        choice("--method", self.embed_method, EMBED_METHODS)
+        if self.embed_method == "umap" and "embed" not in self.skip:
+            from shenjing._optional import require
+
+            require("umap", extra="umap")
+        for name in self.skip:
+            choice("--skip", name, step_names)
+        from shenjing.stages.landscape import (
+            validate_hessian_options,
+            validate_line_options,
+            validate_plane_options,
+        )
+
+        # the landscape and Hessian stages' own checks, in inspect's option names
+        validate_line_options(steps=self.line_steps, samples=self.samples,
+                              names={"steps": "--line-steps", "samples": "--samples"})
+        validate_plane_options(steps=self.plane_steps, samples=self.samples,
+                               names={"steps": "--plane-steps", "samples": "--samples"})
+        validate_hessian_options(top_k=self.hessian_top, samples=self.hessian_samples,
+                                 trace=True,
+                                 names={"top_k": "--hessian-top",
+                                        "samples": "--hessian-samples"})
 
 
-# ---- the analysis steps (kept small: the lead wires them to the final stage APIs) -------------
+# ---- the analysis steps -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InspectContext:
+    """What the steps need to know about the run's model beyond the run folder."""
+
+    model: nn.Module
+    layers: tuple[str, ...]
+    penultimate: str
+    options: InspectOptions
+    device: torch.device
+    n_test: int
+
+
 @dataclass(frozen=True)
 class AnalysisStep:
-    """One analysis stage to call if its module exists: ``module:function`` + how to call it.
+    """One analysis after the run is made: ``run(run, ctx)`` calls the stage function (the
+    same one the CLI command and a notebook call) and returns a short detail.
 
-    ``calls(run, ctx)`` returns a list of (label, kwargs) — one call per layer, say — or an
-    empty list when the step does not apply to this model (then it is ``skipped``).
+    It raises :class:`NotApplicableError` when the view does not apply to this model (then
+    the step is ``skipped`` with that reason); any other error makes it ``failed``.
+    ``stage`` is the name the stage records in run.json (to mark it failed if it could not).
     """
 
     name: str
-    target: str
-    calls: Callable[[Run, dict[str, Any]], list[tuple[str, dict[str, Any]]]]
+    run: Callable[[Run, InspectContext], str]
+    stages: tuple[str, ...] = ()
 
 
-def _conv_layers(ctx: dict[str, Any]) -> list[str]:
-    model = ctx["model"]
+def _conv_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
 
 
-def _embed_calls(run: Run, ctx: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    o = ctx["options"]
-    n = min(o["embed_samples"] or ctx["n_test"], ctx["n_test"])
+def _embed(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.embed import embed_stage
+
+    o = ctx.options
+    n = min(o.embed_samples or ctx.n_test, ctx.n_test)
     # small user datasets: neighbourhood sizes must stay below half the samples
-    kwargs = {"n_neighbors": max(1, min(10, n // 2 - 1)), "k": max(1, min(5, n // 2 - 1)),
-              "perplexity": float(min(30.0, max(2.0, (n - 1) / 3.0 - 1)))}
-    return [(", ".join(ctx["layers"]), {
-        "layers": list(ctx["layers"]), "epochs": ("init", "final"),
-        "method": o["embed_method"], "n": o["embed_samples"],
-        "n_train": o["embed_train_samples"], "device": ctx["device"], **kwargs})]
+    embed_stage(run, list(ctx.layers), epochs=("init", "final"), method=o.embed_method,
+                n=o.embed_samples, n_train=o.embed_train_samples, device=str(ctx.device),
+                n_neighbors=max(1, min(10, n // 2 - 1)), k=max(1, min(5, n // 2 - 1)),
+                perplexity=float(min(30.0, max(2.0, (n - 1) / 3.0 - 1))))
+    return ", ".join(ctx.layers)
 
 
-def _maps_calls(run: Run, ctx: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    convs = _conv_layers(ctx)
-    layers = ([convs[0]] if convs else []) + [ctx["penultimate"]]
-    return [(layer, {"layer": layer, "epochs": ("init", "final"), "device": ctx["device"]})
-            for layer in dict.fromkeys(layers) if layer]
+def _each_layer(layers: Sequence[str], call: Callable[[str], Any]) -> str:
+    """Call ``call`` per layer: skipped only if every layer is; failed if any fails."""
+    done, skipped, errors = [], [], []
+    for layer in dict.fromkeys(layers):
+        try:
+            call(layer)
+            done.append(layer)
+        except NotApplicableError as exc:
+            skipped.append(f"{layer}: {exc}")
+        except Exception as exc:  # isolate per layer: report every failure
+            errors.append(f"{layer}: {type(exc).__name__}: {exc}")
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    if not done:
+        raise NotApplicableError("; ".join(skipped))
+    return ", ".join(done) + (f" (skipped {'; '.join(skipped)})" if skipped else "")
 
 
-def _filters_calls(run: Run, ctx: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    convs = _conv_layers(ctx)
-    if convs:
-        return [(convs[0], {"layer": convs[0], "epochs": ("init", "final")})]
-    first = ctx.get("first_linear")
-    shape = tuple(ctx["input_shape"])
-    if first and len(shape) == 3 and \
-            ctx["model"].get_submodule(first).in_features == math.prod(shape):
-        # a linear layer reading the whole image: its units drawn as images
-        return [(first, {"layer": first, "epochs": ("init", "final")})]
-    return []
+def _maps(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.maps import maps_stage
+
+    convs = _conv_layers(ctx.model)
+    layers = ([convs[0]] if convs else []) + [ctx.penultimate]
+    return _each_layer(layers, lambda layer: maps_stage(
+        run, layer, epochs=("init", "final"), device=ctx.device))
 
 
-def _single(label: str = "") -> Callable[[Run, dict[str, Any]], list[tuple[str, dict]]]:
-    return lambda run, ctx: [(label, {})]
+def _filters(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.maps import filters_stage
+
+    # the stage's own rule picks the layer (the first convolution, else a first linear layer
+    # reading the whole input) or says why the view does not apply
+    return str(filters_stage(run, epochs=("init", "final")).layer)
 
 
-def _line_calls(run: Run, ctx: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    o = ctx["options"]
-    return [("", {"steps": o["line_steps"], "samples": o["samples"], "progress": False,
-                  "device": ctx["device"]})]
+def _dynamics(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.dynamics import dynamics_stage
+
+    dynamics_stage(run)
+    return ""
 
 
-def _plane_calls(run: Run, ctx: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    o = ctx["options"]
-    return [("", {"steps": o["plane_steps"], "samples": o["samples"], "progress": False,
-                  "device": ctx["device"]})]
+def _line(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.landscape import landscape_line
+
+    o = ctx.options
+    landscape_line(run, steps=o.line_steps, samples=o.samples, progress=False,
+                   device=str(ctx.device))
+    return f"{o.line_steps} points"
 
 
-#: the analysis run after a run is created; absent modules are skipped (``stages/embed.py``
-#: and ``report`` are written in parallel and hook in by name)
+def _plane(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.landscape import landscape_plane
+
+    o = ctx.options
+    landscape_plane(run, steps=o.plane_steps, samples=o.samples, progress=False,
+                    device=str(ctx.device))
+    return f"{o.plane_steps}×{o.plane_steps}"
+
+
+def _trajectory(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.landscape import landscape_trajectory
+
+    if len(run.epochs) < 3:
+        raise NotApplicableError(
+            f"the trajectory plane needs at least 3 checkpoints and this run has "
+            f"{len(run.epochs)} (epoch 0 and the weights); give your training's checkpoints "
+            "with --checkpoints 'ckpt/epoch-*.safetensors'")
+    o = ctx.options
+    landscape_trajectory(run, steps=o.plane_steps, samples=o.samples, progress=False,
+                         device=str(ctx.device))
+    return f"{len(run.epochs)} checkpoints"
+
+
+def _hessian(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.landscape import hessian
+
+    o = ctx.options
+    per_epoch = len(run.epochs) >= 3
+    result = hessian(run, top_k=o.hessian_top, trace=True, density=False, per_layer=False,
+                     across_epochs=per_epoch, samples=o.hessian_samples, progress=False,
+                     device=str(ctx.device))
+    top = result.summary.get("top_eigenvalues") or []
+    return (f"λ_max {top[0]:.4g}" if top else "") + (", per epoch" if per_epoch else "")
+
+
+def _report(run: Run, ctx: InspectContext) -> str:
+    from shenjing.report import build_report
+
+    build_report(run)
+    return ""
+
+
+#: every analysis ``inspect`` runs after creating the run, in order (the report last)
 ANALYSIS_STEPS: tuple[AnalysisStep, ...] = (
-    AnalysisStep("embed", "shenjing.stages.embed:embed_stage", _embed_calls),
-    AnalysisStep("maps", "shenjing.stages.maps:maps_stage", _maps_calls),
-    AnalysisStep("filters", "shenjing.stages.maps:filters_stage", _filters_calls),
-    AnalysisStep("dynamics", "shenjing.stages.dynamics:dynamics_stage", _single()),
-    AnalysisStep("landscape_line", "shenjing.stages.landscape:landscape_line", _line_calls),
-    AnalysisStep("landscape_plane", "shenjing.stages.landscape:landscape_plane", _plane_calls),
-    AnalysisStep("report", "shenjing.report:build_report", _single()),
+    AnalysisStep("embed", _embed, ("capture", "embed")),
+    AnalysisStep("maps", _maps, ("maps",)),
+    AnalysisStep("filters", _filters, ("filters",)),
+    AnalysisStep("dynamics", _dynamics, ("dynamics", "weights")),
+    AnalysisStep("landscape_line", _line, ("landscape_line",)),
+    AnalysisStep("landscape_plane", _plane, ("landscape_plane",)),
+    AnalysisStep("landscape_trajectory", _trajectory, ("landscape_trajectory",)),
+    AnalysisStep("hessian", _hessian, ("hessian",)),
+    AnalysisStep("report", _report, ("report",)),
 )
+STEP_NAMES: tuple[str, ...] = tuple(s.name for s in ANALYSIS_STEPS)
 
 
-def _find(target: str) -> Callable[..., Any] | None:
-    import importlib
-
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None  # the stage has not landed in this checkout
-        raise
-    return getattr(module, attr, None)
-
-
-def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Keep only the keyword arguments ``fn`` takes (stage signatures still move)."""
-    params = _inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
-def run_analysis(run: Run, ctx: dict[str, Any],
+def run_analysis(run: Run, ctx: InspectContext,
                  steps: Sequence[AnalysisStep] = ANALYSIS_STEPS,
                  on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
-    """Call each step's stage function if it exists; one failure does not stop the others."""
+    """Run each step; one failure does not stop the others.
+
+    A step that raises :class:`NotApplicableError` is ``skipped`` with its reason; any
+    other error makes it ``failed`` with the error, in the result and in run.json (a stage
+    that could not record its own failure is marked ``failed`` here).
+    """
     results = []
     for step in steps:
         start = time.perf_counter()
-        fn = _find(step.target)
-        if fn is None:
-            result = StepResult(step.name, "skipped", f"{step.target} not available")
+        if step.name in ctx.options.skip:
+            result = StepResult(step.name, "skipped", "turned off with --skip")
         else:
-            calls = step.calls(run, ctx)
-            if not calls:
-                result = StepResult(step.name, "skipped", "not applicable to this model")
-            else:
-                done, errors = [], []
-                for label, kwargs in calls:
-                    try:
-                        fn(run, **_accepted(fn, kwargs))
-                        done.append(label)
-                    except Exception as exc:  # isolate: record and go on
-                        errors.append(f"{label or step.name}: {type(exc).__name__}: {exc}")
-                status = "failed" if errors else "done"
-                detail = "; ".join(errors) if errors else ", ".join(x for x in done if x)
-                result = StepResult(step.name, status, detail,
+            try:
+                result = StepResult(step.name, "done", step.run(run, ctx),
                                     time.perf_counter() - start)
+            except NotApplicableError as exc:
+                result = StepResult(step.name, "skipped", str(exc), time.perf_counter() - start)
+                _mark(run, step, "skipped", reason=str(exc))
+            except Exception as exc:  # isolate: record and go on
+                error = f"{type(exc).__name__}: {exc}"
+                result = StepResult(step.name, "failed", error, time.perf_counter() - start)
+                _mark(run, step, "failed", error=error)
         results.append(result)
         if on_step is not None:
             on_step(result)
     return results
 
 
+def _mark(run: Run, step: AnalysisStep, status: str, **info: str) -> None:
+    """Record ``status`` for the step's stages that did not end themselves (still running
+    or never started), so run.json never says ``running`` for a step that ended."""
+    for name in step.stages or (step.name,):
+        if run.stage(name).get("status") in (None, "running"):
+            run.update_stage(name, status, **info)
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def _natural_key(path: Path) -> tuple[Any, ...]:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
+def checkpoint_series(pattern: str | os.PathLike[str]) -> list[Path]:
+    """The weights files a ``--checkpoints`` pattern names, in natural order
+    (``epoch-2`` before ``epoch-10``): a glob, or a folder (its weights files)."""
+    text = str(pattern)
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        files = [p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file()]
+    else:
+        files = [Path(p) for p in glob.glob(os.path.expanduser(text)) if Path(p).is_file()]
+    if not files:
+        raise UsageError(f"--checkpoints {text!r} matches no weights file; give a glob in "
+                         "quotes, e.g. --checkpoints 'ckpt/epoch-*.safetensors', or a folder")
+    return sorted(files, key=_natural_key)
+
+
+@dataclass(frozen=True)
+class EpochSource:
+    """Where one epoch of an inspect run comes from."""
+
+    epoch: int
+    weights: Path | None  # None: the seeded fresh initialisation
+    label: str
+
+
+def _epoch_sources(weights: str | os.PathLike[str] | None,
+                   init_weights: str | os.PathLike[str] | None,
+                   checkpoints: str | os.PathLike[str] | None) -> tuple[list[EpochSource], str]:
+    """The run's epochs (0 = init) and the kind of epoch 0: fresh, weights or checkpoints."""
+    if checkpoints is not None:
+        if weights is not None:
+            raise UsageError("give either --weights (one trained file) or --checkpoints (a "
+                             "series; the last is the trained net), not both")
+        series = checkpoint_series(checkpoints)
+        if init_weights is None and len(series) < 2:
+            raise UsageError(f"--checkpoints {str(checkpoints)!r} matches one file; a series "
+                             "needs at least two (epoch 0 = the first), or add --init-weights")
+        files: list[Path | None] = [Path(init_weights) if init_weights else None, *series] \
+            if init_weights is not None else list(series)
+        kind = "weights" if init_weights is not None else "checkpoints"
+    else:
+        if weights is None:
+            raise UsageError("inspect needs --weights FILE (the trained weights) or "
+                             "--checkpoints 'PATTERN' (a series of them)")
+        files = [Path(init_weights) if init_weights else None, Path(weights)]
+        kind = "weights" if init_weights is not None else "fresh"
+    sources = [EpochSource(i, f, str(f) if f is not None else "fresh initialisation")
+               for i, f in enumerate(files)]
+    return sources, kind
+
+
 # ---- the stage ----------------------------------------------------------------------------------
-def _first_linear(model: nn.Module) -> str | None:
-    return next((n for n, m in model.named_modules() if isinstance(m, nn.Linear)), None)
-
-
-def inspect_model(model: str, weights: str | os.PathLike[str], *, out: str | os.PathLike[str],
+def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
+                  out: str | os.PathLike[str],
                   data: str | Dataset = "digits", data_dir: str | os.PathLike[str] | None = None,
+                  normalize: str | None = None,
                   model_args: dict[str, Any] | None = None,
                   init_weights: str | os.PathLike[str] | None = None,
+                  checkpoints: str | os.PathLike[str] | None = None,
                   trust_pickle: bool = False, strict: bool = True,
                   output: str | int | None = None, loss: str | None = None,
                   layers: Sequence[str] | None = None, seed: int = 0,
                   analysis: bool = True, steps: Sequence[AnalysisStep] = ANALYSIS_STEPS,
-                  line_steps: int = 31, plane_steps: int = 15, samples: int | None = 1000,
-                  embed_method: str = "tsne", embed_samples: int | None = 2000,
-                  embed_train_samples: int | None = 5000,
+                  options: InspectOptions | None = None,
                   force: bool = False, device: str = "auto",
-                  on_step: Callable[[StepResult], None] | None = None) -> InspectResult:
+                  on_step: Callable[[StepResult], None] | None = None,
+                  **sizes: Any) -> InspectResult:
     """Make a run at ``out`` from a user's model and weights, then run the analysis on it.
 
     ``model``: ``pkg.module:Factory``, ``path/to/file.py:Factory`` or a zoo name
     (``simple_cnn``, ``shenjing.models:simple_cnn``), called with ``model_args``.
     ``weights``/``init_weights``: safetensors, a torch file read with ``weights_only=True``
     (``trust_pickle`` to allow a full unpickle), a TorchScript or torch.export archive.
+    ``checkpoints`` (instead of ``weights``): a glob or folder of weights files, in natural
+    order; they become epochs 0…n−1 (epochs 1…n after ``init_weights``), so the trajectory and
+    per-epoch sharpness views see the user's own training.
     ``data``: a built-in dataset name, a ``.npz``/``.npy``, an image folder, a
-    ``pkg.module:make_dataset`` factory, or a :class:`Dataset`.
-    ``samples`` caps the test samples used by the landscapes, ``embed_samples`` /
-    ``embed_train_samples`` those of the embeddings and their probes (None: all);
-    ``line_steps``/``plane_steps`` size the landscapes (the plane is steps × steps).
+    ``pkg.module:make_dataset`` factory, or a :class:`Dataset`; ``normalize`` scales its
+    pixels (``standard``, ``unit``, ``none``; None: the dataset's default, recorded).
+    ``options`` (or its fields as keyword arguments: ``line_steps=…``, ``samples=…``) sizes the
+    analysis; every option is checked before anything is written.
     """
     from shenjing._device import resolve_device
     from shenjing.data.custom import load_data
@@ -462,6 +586,17 @@ def inspect_model(model: str, weights: str | os.PathLike[str], *, out: str | os.
     from shenjing.models.weights import load_weights
     from shenjing.training import Recorder
 
+    opts = options if options is not None else InspectOptions(**sizes)
+    if options is not None and sizes:
+        raise UsageError(f"pass either options= or its fields ({', '.join(sizes)}), not both")
+    opts.check([s.name for s in steps])
+    random_seed("--seed", seed)
+    if normalize is not None:
+        from shenjing.data.scaling import NORMALIZE_CHOICES
+
+        choice("--normalize", normalize, NORMALIZE_CHOICES)
+    dev = resolve_device(device)
+    sources, init_kind = _epoch_sources(weights, init_weights, checkpoints)
     out = Path(out)
     if (out / "run.json").exists() and not force:
         raise RunError(f"{out} already holds a run; pass --force to replace it or choose "
@@ -471,79 +606,99 @@ def inspect_model(model: str, weights: str | os.PathLike[str], *, out: str | os.
                        "Choose an empty or new --out folder")
     with _no_bytecode():
         dataset = data if isinstance(data, Dataset) else load_data(
-            str(data), data_dir=data_dir, seed=seed, progress=False)
+            str(data), data_dir=data_dir, seed=seed, normalize=normalize, progress=False)
     prepared = prepare_model(model, model_args, dataset, output=output, loss=loss, seed=seed)
     net = prepared.model
     model_name = original_class(net).__name__
-    # load everything before writing anything: a mismatch must not leave a half run behind
+    # read every weights file before writing anything: a mismatch must not leave a half run
+    states: list[dict[str, torch.Tensor] | None] = []
+    notes: tuple[str, ...] = ()
+    formats: list[str] = []
+    scratch = copy.deepcopy(net)
+    for src in sources:
+        if src.weights is None:
+            states.append(None)
+            continue
+        what = "--init-weights" if (src.epoch == 0 and init_kind == "weights") else (
+            "--checkpoints" if checkpoints is not None else "--weights")
+        report = load_weights(scratch, src.weights, strict=strict, trust_pickle=trust_pickle,
+                              what=what)
+        states.append({k: v.detach().clone() for k, v in scratch.state_dict().items()})
+        notes, formats = report.notes, [*formats, report.file.format]
     final = copy.deepcopy(net)
-    final_report = load_weights(final, weights, strict=strict, trust_pickle=trust_pickle)
-    if init_weights is not None:
-        init_report = load_weights(net, init_weights, strict=strict, trust_pickle=trust_pickle,
-                                   what="--init-weights")
-        init_text = f"the weights of {init_weights} ({init_report.file.format})"
-    else:
-        init_text = (f"a fresh initialisation of {model_name} with torch seed {seed} (no "
-                     "--init-weights given): the 'untrained' side of every comparison")
+    final.load_state_dict(states[-1])  # type: ignore[arg-type]
+    init_text = _init_text(init_kind, sources, model_name, seed)
     example = dataset.test.x[:4]
-    chosen_layers = list(layers) if layers else default_layers(final, example)
-    if layers:
-        from shenjing.capture.layers import resolve_layers
+    from shenjing.capture.layers import default_layers, resolve_keys
 
-        chosen_layers = resolve_layers(final, list(layers))
-    dev = resolve_device(device)
-    config = {"source": "inspect", "weights": str(weights),
-              "weights_format": final_report.file.format,
-              "init": init_text, "init_weights": str(init_weights) if init_weights else None,
+    defaults = default_layers(final, example)
+    if layers:
+        chosen_layers = [str(k) for k in resolve_keys(final, example, list(layers))]
+        penultimate = chosen_layers[-2] if len(chosen_layers) > 1 else chosen_layers[-1]
+        layers_note = (f"Layers shown: {', '.join(chosen_layers)} (chosen with --layers). "
+                       f"By default these would be: {', '.join(defaults.names)}.")
+    else:
+        chosen_layers, penultimate = list(defaults.names), defaults.penultimate
+        layers_note = defaults.describe()
+    trained_from = [str(s.weights) for s in sources if s.weights is not None]
+    config = {"source": "inspect", "weights": trained_from[-1],
+              "weights_format": formats[-1], "init": init_text, "init_kind": init_kind,
+              "init_weights": str(init_weights) if init_weights else None,
+              "checkpoints": [{"epoch": s.epoch, "file": s.label} for s in sources]
+              if checkpoints is not None else None,
               "output_note": prepared.output_note, "layers": chosen_layers,
+              "layers_note": layers_note,
               "strict": strict, "trust_pickle": trust_pickle}
-    builtin_loss = prepared.loss if ":" not in prepared.loss else (
-        "cross_entropy" if prepared.task == "classification" else "mse")
+    user_loss = resolve_loss(prepared.loss) if ":" in prepared.loss else None
     if out.exists() and force and (out / "run.json").exists():
         import shutil
 
         shutil.rmtree(out)
     net.to(dev)
-    rec = Recorder(out, net, data=dataset, loss=builtin_loss, model_spec=prepared.spec,
-                   seed=seed, config=config, device=dev)
-    if builtin_loss != prepared.loss:  # a user loss function: evaluate with it, record its name
-        rec.loss_fn = resolve_loss(prepared.loss)
-        rec.loss_name = prepared.loss
-        rec.run.update_manifest(config={**rec.run.manifest["config"], "loss": prepared.loss})
+    rec = Recorder(out, net, data=dataset, loss=prepared.loss, loss_fn=user_loss,
+                   model_spec=prepared.spec, seed=seed, config=config, device=dev)
     run = rec.run
     # the stages below read run.data: hand them the dataset already in memory instead of
     # reloading it from its spec (Run.data is a cached_property)
     run.__dict__["data"] = dataset
-    run.update_stage("inspect", "running", weights=str(weights))
+    run.update_stage("inspect", "running", weights=trained_from[-1])
+    if states[0] is not None:
+        net.load_state_dict(states[0])
     rec.start()
-    with torch.no_grad():
-        net.load_state_dict(final.state_dict())
-    rec.end_epoch(extra={"source": "weights file", "weights": str(weights)})
+    for src, state in zip(sources[1:], states[1:], strict=True):
+        with torch.no_grad():
+            net.load_state_dict(state)  # type: ignore[arg-type]
+        rec.end_epoch(extra={"source": "weights file", "weights": src.label})
     records = run.metrics()
     metrics = {"init": records[0], "final": records[-1]}
-    ctx = {"model": final, "layers": chosen_layers,
-           "penultimate": chosen_layers[-2] if len(chosen_layers) > 1 else chosen_layers[-1],
-           "first_linear": _first_linear(final), "input_shape": dataset.input_shape,
-           "n_test": len(dataset.test),
-           "device": device,
-           "options": {"line_steps": line_steps, "plane_steps": plane_steps,
-                       "samples": samples, "embed_method": embed_method,
-                       "embed_samples": embed_samples,
-                       "embed_train_samples": embed_train_samples}}
+    ctx = InspectContext(model=final.to(dev), layers=tuple(chosen_layers),
+                         penultimate=penultimate, options=opts, device=dev,
+                         n_test=len(dataset.test))
     results = run_analysis(run, ctx, steps, on_step) if analysis else []
-    report = run.path / "report.html"
+    report_path = run.path / "report.html"
     run.update_stage(
-        "inspect", "done", weights=str(weights), weights_notes=list(final_report.notes),
+        "inspect", "done", weights=trained_from[-1], weights_notes=list(notes),
         init=init_text, output=prepared.output_note, loss=prepared.loss,
         layers=chosen_layers,
         steps=[{"name": s.name, "status": s.status, "detail": s.detail} for s in results])
-    return InspectResult(run=run, model_name=model_name, weights_notes=final_report.notes,
+    return InspectResult(run=run, model_name=model_name, weights_notes=notes,
                          init=init_text, output_note=prepared.output_note, loss=prepared.loss,
                          layers=tuple(chosen_layers), metrics=metrics, steps=tuple(results),
-                         report=report if report.exists() else None)
+                         report=report_path if report_path.exists() else None)
 
 
-__all__ = ["ANALYSIS_STEPS", "AnalysisStep", "InspectResult", "PreparedModel", "StepResult",
-           "choose_loss", "default_layers", "inspect_model", "prepare_model", "resolve_loss",
-           "run_analysis"]
+def _init_text(kind: str, sources: Sequence[EpochSource], model_name: str, seed: int) -> str:
+    """What epoch 0 is, in the words the report and the summary use."""
+    if kind == "fresh":
+        return (f"a fresh initialisation of {model_name} with torch seed {seed}, not your "
+                "model's real initial weights (no --init-weights given): the 'before' side of "
+                "every comparison; pass --init-weights or --checkpoints for your own")
+    first = sources[0].label
+    if kind == "checkpoints":
+        return f"the first file of --checkpoints, {first}"
+    return f"the weights of {first} (--init-weights)"
 
+
+__all__ = ["ANALYSIS_STEPS", "STEP_NAMES", "AnalysisStep", "InspectContext", "InspectOptions",
+           "InspectResult", "PreparedModel", "StepResult", "checkpoint_series", "choose_loss",
+           "inspect_model", "prepare_model", "resolve_loss", "run_analysis"]

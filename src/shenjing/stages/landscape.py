@@ -9,8 +9,13 @@ Files written into ``<run>/landscapes/`` (the HTML report reads only these):
 ``trajectory-e<NNN>.npz``             PCA plane of the trajectory (+ ``trajectory``,
                                       ``trajectory_epochs`` keys)
 ``<stem>.vtk``                        2-D landscapes as a legacy-VTK rectilinear grid (ParaView)
-``<stem>.directions.npz``             the directions (``vectors`` (k, n_params), ``center``,
-                                      ``layout``, ``info`` JSON) so a surface can be extended
+``<stem>.directions.npz``             the directions: ``meta`` JSON with their recipe (a
+                                      plane's seed and normalization, a line's two end
+                                      points: < 1 kB, remade bit for bit by
+                                      :func:`landscape_directions`) or, for the trajectory's
+                                      PCA directions only, ``vectors`` (k, n_params) float32
+                                      with the rounding error stated (see
+                                      :mod:`shenjing.analysis.landscape.storage`)
 ``hessian-e<NNN>.json``               top eigenvalues, trace ± CI, per-layer blocks
 ``hessian-e<NNN>.npz``                ``eigenvalues``, ``trace_samples``, and with a density
                                       ``density_grid``, ``density``, ``slq_nodes``,
@@ -40,19 +45,35 @@ from shenjing.analysis.hessian import (
     sharpness,
 )
 from shenjing.analysis.landscape import (
+    Directions,
     Landscape,
     ParamLayout,
+    directions_path,
     evaluate_landscape,
     export_vtk,
     line_direction,
+    load_directions,
+    load_landscape,
     make_axis,
     model_sha256,
     random_directions,
+    read_directions_meta,
     resolve_device,
     trajectory_pca,
 )
-from shenjing.errors import UsageError
-from shenjing.runs import Run, versions
+from shenjing.analysis.landscape.options import (
+    validate_hessian_options,
+    validate_line_options,
+    validate_plane_options,
+    validate_trajectory_options,
+)
+from shenjing.errors import LayerNotFoundError, UsageError, did_you_mean
+from shenjing.runs import Run, open_run, versions
+
+__all__ = ["HessianResult", "LandscapeResult", "hessian", "landscape_directions",
+           "landscape_line", "landscape_plane", "landscape_trajectory", "run_loss",
+           "validate_hessian_options", "validate_line_options", "validate_plane_options",
+           "validate_trajectory_options"]
 
 
 @dataclass(frozen=True)
@@ -92,10 +113,7 @@ def run_loss(run: Run) -> str:
 
 def _samples(run: Run, n: int | None, seed: int, split: str
              ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    if split not in ("test", "train"):
-        raise UsageError(f"split must be 'test' or 'train', got {split!r}")
-    if n is not None and n < 1:
-        raise UsageError(f"--samples must be at least 1, got {n}")
+    """A fixed subset of ``n`` samples of the split (options validated by the caller)."""
     data = getattr(run.data, split).subset(n, seed=seed)
     return data.x, data.y, data.indices.cpu().numpy()
 
@@ -212,8 +230,12 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     """Loss along θ(α) = (1−α)·θ_start + α·θ_end (Goodfellow et al. 2015), into landscapes/.
 
     ``start_run`` takes the start point from another run (same architecture required; the
-    error names the mismatched parameters). α = 0 and 1 are always on the axis.
+    error names the mismatched parameters). α = 0 and 1 are always on the axis. Every
+    option is checked first (:func:`validate_line_options`): bad input writes nothing.
     """
+    validate_line_options(steps=steps, range_=range_, samples=samples,
+                          sample_seed=sample_seed, split=split, device=device, engine=engine,
+                          dtype=dtype, precision=precision, batch_size=batch_size)
     e_end = run.resolve_epoch(end)
     src = start_run or run
     e_start = src.resolve_epoch(start)
@@ -237,7 +259,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
                                 engine=engine, dtype=dtype, precision=precision,
                                 batch_size=batch_size,
                                 compile=compile, sample_indices=idx, provenance=prov,
-                                progress=cb)
+                                line_start=start_state, progress=cb)
     return _finish(run, "landscape_line", ls, path, figures)
 
 
@@ -254,7 +276,12 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     Filter-normalized by default (Li et al. 2018), 1-D tensors (biases, BN γ/β) fixed unless
     ``include_1d``; ``bn='recompute'`` re-estimates BatchNorm statistics at every point
     from 2,000 training samples. Rerunning resumes; a finer/wider grid reuses points.
+    Every option is checked first (:func:`validate_plane_options`): bad input writes nothing.
     """
+    validate_plane_options(steps=steps, range_=range_, norm=norm, seed=seed, bn=bn,
+                           samples=samples, sample_seed=sample_seed, split=split,
+                           device=device, engine=engine, dtype=dtype, precision=precision,
+                           batch_size=batch_size)
     e = run.resolve_epoch(epoch)
     dev = resolve_device(device)
     model = run.model(e, device=dev)
@@ -289,7 +316,12 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
 
     Every epoch checkpoint (0 = init … final) is projected on the plane; the grid covers
     the projected points with ``margin`` to spare on each side and contains θ* (0, 0).
+    Every option is checked first (:func:`validate_trajectory_options`).
     """
+    validate_trajectory_options(steps=steps, margin=margin, samples=samples,
+                                sample_seed=sample_seed, split=split, device=device,
+                                engine=engine, dtype=dtype, precision=precision,
+                                batch_size=batch_size)
     epochs = run.epochs
     if len(epochs) < 3:
         raise UsageError(f"run {run.name!r} has {len(epochs)} checkpoints; a trajectory "
@@ -321,6 +353,40 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     return _finish(run, "landscape_trajectory", ls, path, figures)
 
 
+def _check_layers(model: torch.nn.Module, names: list[str]) -> None:
+    """Refuse layer names that own no parameters in ``model`` (before anything is written)."""
+    known = layers_with_parameters(model)
+    for name in names:
+        if name not in known:
+            raise LayerNotFoundError(f"no layer {name!r} with parameters in "
+                                     f"{type(model).__name__}.{did_you_mean(name, known)} "
+                                     f"Layers with parameters: {', '.join(known)}")
+
+
+def landscape_directions(run: Run, landscape: str | Path) -> Directions:
+    """The directions a landscape of ``run`` was computed along, remade from the run.
+
+    ``landscape`` is the landscape file (or its name in ``landscapes/``). Random directions
+    are regenerated from their seed around the checkpoint the plane is centred on, a line's
+    from its two checkpoints, and checked against the hashes stored; PCA directions are
+    read from their float32 vectors.
+    """
+    path = Path(landscape)
+    if not path.is_absolute() and not path.exists():
+        path = run.path / "landscapes" / path
+    ls = load_landscape(path)
+    dpath = directions_path(path)
+    meta = read_directions_meta(dpath)
+    epochs = ls.meta.get("provenance", {}).get("epochs", {})
+    if meta["stored_as"] == "seed":
+        return load_directions(dpath, center=run.state_dict(int(epochs["center"])))[0]
+    if meta["stored_as"] == "end points":
+        src = open_run(epochs["start_run"]) if epochs.get("start_run") else run
+        return load_directions(dpath, center=run.state_dict(int(epochs["end"])),
+                               start=src.state_dict(int(epochs["start"])))[0]
+    return load_directions(dpath)[0]
+
+
 def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool = True,
             density: bool = False, layers: list[str] | None = None, per_layer: bool = True,
             across_epochs: bool = False, trace_samples: int = 50, density_runs: int = 3,
@@ -330,16 +396,24 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
     """Sharpness of the loss at ``epoch``: top-k eigenvalues (Lanczos), Hutchinson trace
     with a 95 % CI, SLQ density, the same per layer, and optionally λ_max at every epoch.
 
-    Uses a fixed subset of ``samples`` (1,000 by default; None = the whole split).
+    Uses a fixed subset of ``samples`` (1,000 by default; None = the whole split). Every
+    option is checked first (:func:`validate_hessian_options`; layer names against the
+    model): bad input writes nothing.
     """
+    validate_hessian_options(top_k=top_k, trace=trace, trace_samples=trace_samples,
+                             density=density, density_runs=density_runs,
+                             density_steps=density_steps, samples=samples,
+                             sample_seed=sample_seed, split=split, seed=seed, tol=tol,
+                             device=device, layers=layers)
     dev = resolve_device(device)
     e = run.resolve_epoch(epoch)
     x, y, idx = _samples(run, samples, sample_seed, split)
     loss = run_loss(run)
     model = run.model(e, device=dev)
-    folder = run.landscapes_dir
     names = (layers_with_parameters(model) if layers is None else list(layers)) \
         if per_layer else []
+    _check_layers(model, names)
+    folder = run.landscapes_dir
     steps = (["top eigenvalues"] + (["trace"] if trace else [])
              + (["density"] if density else []) + [f"layer {n}" for n in names]
              + ([f"λ_max at epoch {ep}" for ep in run.epochs] if across_epochs else []))

@@ -177,7 +177,7 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
          lr: float | None = None, batch_size: int | None = None, seed: int = 0,
          epoch: int | str = "final", layers: Sequence[str] | None = None, n_lines: int = 17,
          resolution: int = 200, device: str = "auto", retrain: bool = False,
-         progress: bool = True) -> WarpResult:
+         progress: bool = True, trust_code: bool = False) -> WarpResult:
     """Train (or reuse) an ``mlp`` on 2-D points and write the space-warping study.
 
     A run folder that already holds a trained run (of any model on ``(N, 2)`` inputs) is
@@ -188,7 +188,7 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
     trained_before = (path / "run.json").is_file() and \
         Run(path).stage("train").get("status") == "done"
     if trained_before and not retrain:
-        the_run = Run(path)
+        the_run = run if isinstance(run, Run) else Run(path, trust_code=trust_code)
         dataset = _dataset(_run_dataset(the_run), seed)
     else:
         from shenjing.training import train

@@ -1,21 +1,26 @@
 """``Recorder``: write a run directory from any training loop, ours or the user's.
 
-    rec = Recorder("runs/mine", model, data=dataset, loss="cross_entropy")
-    rec.start()                       # epoch-000 checkpoint + untrained metrics
+    rec = Recorder("runs/mine", model, data=dataset, model_spec="my_pkg.nets:Net",
+                   model_kwargs={"width": 64})
+    rec.start()                       # epoch-000 checkpoint, layers.json, untrained metrics
     for epoch in range(5):
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
+            out = model(x); loss = F.cross_entropy(out, y)
             opt.zero_grad(); loss.backward()
-            rec.after_backward(loss, model_output=None, target=None)  # gradient norms
+            rec.after_backward(loss, output=out, target=y)  # gradient norms
             opt.step()
         rec.end_epoch(optimizer=opt)  # evaluate, stats, checkpoint, one metrics line
 
-Our own trainer (:func:`shenjing.training.train`) uses exactly this object.
+Every parameter is tracked, grouped by module (:mod:`shenjing.training.stats`); the
+epoch-0 line of metrics.jsonl lists the groups (``params``), so views read the coverage and
+the model order from files alone. Our own trainer (:func:`shenjing.training.train`) uses
+exactly this object.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,47 +29,147 @@ from torch import nn
 
 from shenjing import _io
 from shenjing.data.types import Dataset, Split
+from shenjing.errors import UsageError
 from shenjing.runs import Run
 from shenjing.training.evaluate import evaluate
-from shenjing.training.losses import get_loss, loss_task
-from shenjing.training.stats import layer_stats, snapshot, weighted_layers
+from shenjing.training.losses import LOSS_NAMES, LossFn, get_loss, loss_task
+from shenjing.training.stats import grad_norms as group_grad_norms
+from shenjing.training.stats import group_parameters, group_tensors, layer_stats, snapshot
+
+ModelSpec = Mapping[str, Any] | str
+
+_SPEC_FORMS = ("a zoo spec (shenjing.models.model_spec(...)), a factory spec {'factory': "
+               "'pkg.mod:Net', 'kwargs': {...}}, a string 'pkg.mod:Net' or "
+               "'path/to/file.py:Net' (with model_kwargs=...), or None")
+
+
+def recorded_model_spec(model: nn.Module, spec: ModelSpec | None,
+                        kwargs: Mapping[str, Any] | None, data: Dataset | None
+                        ) -> dict[str, Any]:
+    """The model entry of run.json: a zoo spec, a factory spec, or — without ``spec`` —
+    ``{"class", "rebuildable": False, "why", "input_shape", "n_outputs"}`` saying what the
+    network is and why the run cannot rebuild it. Checks the spec's form (no import).
+    """
+    from shenjing.models.spec import user_model_spec, zoo_name
+    from shenjing.models.zoo import MODELS
+
+    sizes: dict[str, Any] = {}
+    if data is not None:
+        sizes = {"input_shape": list(data.input_shape), "n_outputs": int(data.output_dim)}
+    if spec is None:
+        if kwargs:
+            raise UsageError("model_kwargs needs model_spec: pass model_spec='pkg.mod:Net' "
+                             "(or 'path/to/file.py:Net') to say what the kwargs are for")
+        from shenjing.models.outputs import original_class
+
+        cls = original_class(model)  # the user's class, not an output-selecting wrapper
+        return {"name": cls.__name__, "class": f"{cls.__module__}.{cls.__qualname__}",
+                "rebuildable": False,
+                "why": "was recorded by sj.Recorder without a model_spec",
+                **sizes}
+    if isinstance(spec, str):
+        name = zoo_name(spec)
+        if name is not None:
+            if data is None:
+                raise UsageError(f"model_spec {spec!r} is a zoo model: pass data= so its "
+                                 "input shape and number of outputs are known")
+        else:
+            module_ref, _, attr = spec.rpartition(":")
+            if not module_ref or not attr:
+                raise UsageError(f"model_spec {spec!r} must be a zoo model name "
+                                 f"({', '.join(MODELS)}) or 'pkg.module:Factory' / "
+                                 "'path/to/file.py:Factory'")
+            if module_ref.endswith(".py") and not Path(module_ref).is_file():
+                raise UsageError(f"model_spec {spec!r}: no file {module_ref} (from "
+                                 f"{Path.cwd()})")
+        return user_model_spec(spec, dict(kwargs or {}),
+                               input_shape=data.input_shape if data is not None else None,
+                               n_outputs=data.output_dim if data is not None else None)
+    if not isinstance(spec, Mapping):
+        raise UsageError(f"model_spec must be {_SPEC_FORMS}; got a {type(spec).__name__}")
+    if kwargs:
+        raise UsageError("model_kwargs goes with a string model_spec; a dict spec carries "
+                         "its own 'kwargs'")
+    out = dict(spec)
+    zoo = out.get("name") in MODELS and "input_shape" in out and "n_outputs" in out
+    factory = isinstance(out.get("factory"), str) and ":" in out["factory"]
+    opaque = out.get("rebuildable") is False and isinstance(out.get("class"), str)
+    if not (zoo or factory or opaque):
+        raise UsageError(f"model_spec must be {_SPEC_FORMS}; got {out!r:.120}")
+    if factory:  # a file path is stored absolute, so the run opens from any folder
+        module_ref, _, attr = out["factory"].rpartition(":")
+        if module_ref.endswith(".py"):
+            out["factory"] = f"{Path(module_ref).resolve()}:{attr}"
+    if opaque:
+        out = {**sizes, **out}
+    return out
+
+
+def _loss_reference(fn: Callable[..., Any]) -> str:
+    """How run.json names a loss callable: ``pkg.mod:name`` when that re-imports it, else
+    ``custom`` (a lambda, a local function or a script's ``__main__``: later views that need
+    the loss say so)."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        return "custom"
+    return f"{module}:{qualname}"
 
 
 class Recorder:
-    """Records checkpoints, per-epoch metrics and per-layer dynamics into a run directory.
+    """Records checkpoints, per-epoch metrics and per-group dynamics into a run directory.
 
-    ``model_spec`` is how the run rebuilds the architecture later (a zoo spec from
-    :func:`shenjing.models.model_spec`, or ``{"factory": "pkg.mod:Net", "kwargs": {...}}``);
-    without one the run still holds checkpoints and metrics, but ``Run.model()`` cannot
-    rebuild the network.
+    ``model_spec`` is how the run rebuilds the architecture later: a zoo spec from
+    :func:`shenjing.models.model_spec`, a factory spec ``{"factory": "pkg.mod:Net",
+    "kwargs": {...}}``, or a string ``"pkg.mod:Net"`` / ``"path/file.py:Net"`` (or a zoo
+    name) with ``model_kwargs``. Without one the run still holds checkpoints, metrics and
+    the layer table (dynamics, weights and the report work), and run.json says that the
+    network cannot be rebuilt and why.
+
+    ``loss`` names the loss (a built-in name or ``pkg.mod:function``); ``loss_fn`` is the
+    callable itself (``fn(output, target)`` → batch mean), used to evaluate; with both,
+    ``loss`` is the name recorded.
     """
 
     def __init__(self, run: str | os.PathLike[str] | Run, model: nn.Module, *,
-                 data: Dataset | None = None, loss: str = "cross_entropy",
-                 model_spec: dict[str, Any] | None = None, seed: int = 0,
+                 data: Dataset | None = None, loss: str | None = None,
+                 loss_fn: LossFn | None = None,
+                 model_spec: ModelSpec | None = None,
+                 model_kwargs: Mapping[str, Any] | None = None, seed: int = 0,
                  config: dict[str, Any] | None = None, eval_split: Split | None = None,
                  device: torch.device | str | None = None, overwrite: bool = False) -> None:
+        if loss_fn is not None and not callable(loss_fn):
+            raise UsageError(f"loss_fn must be a callable fn(output, target) -> loss, got "
+                             f"{type(loss_fn).__name__}; pass a name as loss=")
+        task: str = data.task if data is not None else "classification"
+        if loss_fn is None:
+            self.loss_name = loss or "cross_entropy"
+            self.loss_fn = get_loss(self.loss_name)
+            task = loss_task(self.loss_name, task)
+        else:
+            self.loss_name = loss or _loss_reference(loss_fn)
+            self.loss_fn = loss_fn
+            if self.loss_name in LOSS_NAMES:
+                task = loss_task(self.loss_name, task)
         self.model = model
-        self.loss_name = loss
-        self.loss_fn = get_loss(loss)
-        task = data.task if data is not None else "classification"
-        self.classification = loss_task(loss, task) == "classification"
+        self.classification = task == "classification"
         self.data = data
         self.eval_split = eval_split if eval_split is not None else (
             data.test if data is not None else None)
         self.device = torch.device(device) if device is not None else _model_device(model)
+        self._groups = group_parameters(model)
         if isinstance(run, Run):
             self.run = run
         elif (Path(run) / "run.json").exists() and not overwrite:
             self.run = Run(run)
         else:
+            spec = recorded_model_spec(model, model_spec, model_kwargs, data)
             self.run = Run.create(
-                run, model=model_spec or {"name": type(model).__name__, "class":
-                                          f"{type(model).__module__}.{type(model).__qualname__}"},
+                run, model=spec,
                 data=data.spec if data is not None else {"name": "custom"}, seed=seed,
                 task="classification" if self.classification else "regression",
                 classes=data.classes if data is not None else (),
-                config={**(config or {}), "loss": loss}, overwrite=overwrite)
+                config={**(config or {}), "loss": self.loss_name}, overwrite=overwrite)
         self.epoch = 0
         self._initial: dict[str, torch.Tensor] | None = None
         self._previous: dict[str, torch.Tensor] | None = None
@@ -77,19 +182,22 @@ class Recorder:
 
     # ---- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
-        """Save the untrained net as epoch 0 and record its metrics."""
-        self._initial = snapshot(self.model)
+        """Save the untrained net as epoch 0, its layer table, and record its metrics."""
+        self._initial = snapshot(self._tensors())
         self._previous = None
         self.run.save_checkpoint(0, self.model)
-        self._write_epoch(0, lr=None, train_loss=None, train_accuracy=None, grad_norms=None)
+        self._write_layer_table()
+        self._write_epoch(0, lr=None, train_loss=None, train_accuracy=None, grad_norms=None,
+                          extra={"params": self._groups.to_record()})
         self._previous = self._initial
 
     def resume(self, epoch: int) -> None:
         """Continue after ``epoch``: reload the weights there and forget later records."""
         self.model.load_state_dict(self.run.state_dict(epoch))
-        self._initial = {k: v.to(torch.float64) for k, v in _weights_from(
-            self.run.state_dict(0), self.model).items()}
-        self._previous = snapshot(self.model)
+        initial = self.run.state_dict(0)
+        self._initial = snapshot({g.name: [initial[p] for p in g.params]
+                                  for g in self._groups.groups})
+        self._previous = snapshot(self._tensors())
         self.epoch = epoch
         records = [r for r in self.run.metrics() if r["epoch"] <= epoch]
         _io.write_text(self.run.metrics_path, "".join(_io_line(r) for r in records))
@@ -98,15 +206,11 @@ class Recorder:
     def after_backward(self, loss: torch.Tensor | float | None = None, *,
                        output: torch.Tensor | None = None,
                        target: torch.Tensor | None = None) -> None:
-        """Call after ``loss.backward()``, before ``optimizer.step()``: gradient norms and
-        (optionally) the batch's loss and accuracy for the epoch's training averages."""
-        layers = weighted_layers(self.model)
-        with torch.no_grad():
-            names = [n for n, w in layers.items() if w.grad is not None]
-            grads = [g for n in names if (g := layers[n].grad) is not None]
-            norms = torch._foreach_norm(grads) if grads else []
-            for name, norm in zip(names, norms, strict=True):
-                self._grad_sums[name] = self._grad_sums.get(name, 0.0) + float(norm)
+        """Call after ``loss.backward()``, before ``optimizer.step()``: gradient norms of every
+        parameter group and (optionally) the batch's loss and accuracy for the epoch's
+        training averages."""
+        for name, norm in group_grad_norms(self._tensors()).items():
+            self._grad_sums[name] = self._grad_sums.get(name, 0.0) + norm
         self._n_steps_epoch += 1
         self.steps += 1
         if loss is not None:
@@ -139,11 +243,27 @@ class Recorder:
         return record
 
     # ---- internals --------------------------------------------------------------------
+    def _tensors(self) -> dict[str, list[torch.Tensor]]:
+        # looked up each time: the user may move the model or swap a parameter between calls
+        return group_tensors(self.model, self._groups)
+
+    def _write_layer_table(self) -> None:
+        """``RUN/layers.json`` (run-format contract): the model's layers, shapes and
+        parameter counts from one 2-sample test batch, so views that never build the model
+        still know its structure and order."""
+        from shenjing.capture.layers import list_layers
+
+        if self.eval_split is None or len(self.eval_split) == 0:
+            return
+        example = self.eval_split.x[:2].to(self.device)
+        table = list_layers(self.model, example)
+        _io.write_json(self.run.path / "layers.json", table.to_dict())
+
     def _write_epoch(self, epoch: int, *, lr: float | None, train_loss: float | None,
                      train_accuracy: float | None, grad_norms: dict[str, float] | None,
                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
         assert self._initial is not None
-        current = snapshot(self.model)
+        current = snapshot(self._tensors())
         record: dict[str, Any] = {"epoch": epoch, "steps": self.steps, "lr": lr,
                                   "train_loss": train_loss, "train_accuracy": train_accuracy}
         if self.eval_split is not None:
@@ -173,10 +293,6 @@ def _io_line(record: dict[str, Any]) -> str:
     import json
 
     return json.dumps(_io.to_jsonable(record), sort_keys=True, allow_nan=True) + "\n"
-
-
-def _weights_from(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: state[f"{name}.weight"].to("cpu") for name in weighted_layers(model)}
 
 
 def _model_device(model: nn.Module) -> torch.device:

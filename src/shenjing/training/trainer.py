@@ -54,12 +54,13 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UsageError(f"epochs must be ≥ 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise UsageError(f"batch size must be ≥ 1 (got {self.batch_size})")
-        if not self.lr > 0:
-            raise UsageError(f"learning rate must be > 0 (got {self.lr})")
+        from shenjing._checks import finite_float, positive_int
+
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        positive_int("passes_per_epoch", self.passes_per_epoch)
+        finite_float("lr", self.lr, low=0.0, low_open=True)
+        finite_float("weight_decay", self.weight_decay, low=0.0)
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         get_loss(self.loss)
@@ -88,7 +89,7 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
           resume: bool = False, force: bool = False, loss: str | None = None,
           weight_decay: float = 0.0, model_kwargs: dict[str, Any] | None = None,
           passes_per_epoch: int | None = None, progress: bool = True,
-          stop_after_steps: int | None = None) -> Run:
+          stop_after_steps: int | None = None, normalize: str | None = None) -> Run:
     """Train a zoo model and record it into a run directory; return the :class:`Run`.
 
     Hyper-parameters left as None take the seed's values for that model
@@ -101,15 +102,19 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
     [0, 1]
     """
     dataset = data if isinstance(data, Dataset) else load_dataset(
-        data, data_dir=data_dir, seed=seed, progress=progress)
+        data, data_dir=data_dir, seed=seed, progress=progress, normalize=normalize)
     defaults = dataclasses.replace(train_defaults(model),
                                    **DATASET_DEFAULTS.get(dataset.name, {}))
     cfg = TrainConfig(
-        model=model, data=dataset.name, epochs=epochs or defaults.epochs,
-        optimizer=optimizer or defaults.optimizer, lr=lr or defaults.lr,
-        batch_size=batch_size or defaults.batch_size, weight_decay=weight_decay,
-        loss=loss or defaults.loss, seed=seed,
-        passes_per_epoch=passes_per_epoch or defaults.passes_per_epoch,
+        # None means the seed's default; any other value (0 included) is checked as given
+        model=model, data=dataset.name,
+        epochs=defaults.epochs if epochs is None else epochs,
+        optimizer=optimizer or defaults.optimizer,
+        lr=defaults.lr if lr is None else lr,
+        batch_size=defaults.batch_size if batch_size is None else batch_size,
+        weight_decay=weight_decay, loss=loss or defaults.loss, seed=seed,
+        passes_per_epoch=defaults.passes_per_epoch if passes_per_epoch is None
+        else passes_per_epoch,
         model_kwargs=dict(model_kwargs or {}))
     task = loss_task(cfg.loss, dataset.task)
     if (task == "classification") != (dataset.task == "classification"):

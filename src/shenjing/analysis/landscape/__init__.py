@@ -11,14 +11,10 @@
 """
 
 from shenjing.analysis.landscape.core import (
-    directions_path,
     evaluate_landscape,
     line,
-    load_directions,
     model_sha256,
     plane,
-    save_directions,
-    tensor_sha256,
 )
 from shenjing.analysis.landscape.directions import (
     NORMS,
@@ -47,12 +43,19 @@ from shenjing.analysis.landscape.grid import (
     make_axis,
     merge_previous,
 )
+from shenjing.analysis.landscape.storage import (
+    directions_path,
+    load_directions,
+    read_directions_meta,
+    save_directions,
+    tensor_sha256,
+)
 
 __all__ = [
     "NORMS", "PATHS", "Directions", "EngineConfig", "Evaluator", "Landscape", "ParamLayout",
     "TrajectoryPCA", "choose_engine", "directions_path", "evaluate_landscape", "export_vtk",
     "find_first_layer", "flat_params", "grid_coords", "line", "line_direction",
     "load_directions", "load_landscape", "make_axis", "merge_previous", "model_sha256",
-    "normalize_direction", "plane", "random_directions", "resolve_device", "save_directions",
-    "tensor_sha256", "trajectory_pca",
+    "normalize_direction", "plane", "random_directions", "read_directions_meta",
+    "resolve_device", "save_directions", "tensor_sha256", "trajectory_pca",
 ]

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from shenjing import _io
 from shenjing.analysis.landscape.directions import (
     Directions,
     ParamLayout,
@@ -32,51 +31,21 @@ from shenjing.analysis.landscape.grid import (
     make_axis,
     merge_previous,
 )
+from shenjing.analysis.landscape.storage import (
+    Weights,
+    directions_path,
+    save_directions,
+    stored_directions_sha256,
+    tensor_sha256,
+)
 from shenjing.errors import UsageError
 from shenjing.training.losses import loss_task
-
-
-def tensor_sha256(*tensors: torch.Tensor) -> str:
-    """sha256 over the CPU bytes of the given tensors (provenance of weights and data)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        arr = t.detach().to("cpu").contiguous()
-        h.update(str(arr.dtype).encode())
-        h.update(arr.numpy().tobytes() if arr.dtype != torch.bfloat16 else
-                 arr.float().numpy().tobytes())
-    return h.hexdigest()
 
 
 def model_sha256(model: nn.Module) -> str:
     """sha256 of a model's state dict (parameters and buffers, sorted by name)."""
     state = model.state_dict()
     return tensor_sha256(*[state[k] for k in sorted(state)])
-
-
-def directions_path(path: str | os.PathLike[str]) -> Path:
-    """Where a landscape file's directions are kept: ``<stem>.directions.npz`` beside it."""
-    path = Path(path)
-    return path.with_name(path.stem + ".directions.npz")
-
-
-def save_directions(path: str | os.PathLike[str], directions: Directions,
-                    center: torch.Tensor | None = None) -> Path:
-    """Write directions (``vectors`` (k, n) float32, optional flat ``center``) + layout JSON."""
-    arrays: dict[str, Any] = {
-        "vectors": directions.vectors.detach().to("cpu", torch.float32).numpy(),
-        "layout": directions.layout.to_json(), "info": directions.info}
-    if center is not None:
-        arrays["center"] = center.detach().to("cpu", torch.float32).numpy()
-    return _io.save_npz(path, **arrays)
-
-
-def load_directions(path: str | os.PathLike[str]) -> tuple[Directions, np.ndarray | None]:
-    """Read directions written by :func:`save_directions` (and the centre if stored)."""
-    with np.load(path, allow_pickle=False) as z:
-        layout = ParamLayout.from_json(json.loads(str(z["layout"])))
-        info = json.loads(str(z["info"]))
-        center = z["center"] if "center" in z.files else None
-        return Directions(torch.from_numpy(z["vectors"].copy()), layout, info), center
 
 
 def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.ndarray, ...],
@@ -91,6 +60,7 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                        sample_indices: np.ndarray | None = None,
                        provenance: Mapping[str, Any] | None = None,
                        extra_arrays: Mapping[str, np.ndarray] | None = None,
+                       line_start: Weights | None = None,
                        progress: Callable[[int, int], None] | None = None,
                        save_every: float = 2.0) -> Landscape:
     """Loss/accuracy of ``model`` at ``center + Σ (coordₖ − originₖ)·dₖ`` over a grid.
@@ -102,7 +72,9 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     engine settings recorded in the file are reused so a resumed surface is identical.
     ``precision='bf16'``/``'tf32'`` trade exactness for speed; the error that causes is
     measured against exact evaluation at a few computed points and recorded in
-    ``meta['precision']``.
+    ``meta['precision']``. The directions go beside ``path`` (:mod:`.storage`): random ones
+    as their seed, a line's (give ``line_start``, its θ₀) as its end points, others as
+    float32 vectors.
     """
     classification = loss_task(loss) == "classification"
     dev_model = next(model.parameters()).device
@@ -178,8 +150,8 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                           bn_data=bn_data) if n_todo else None
     if path is not None:
         dpath = directions_path(path)
-        if not dpath.exists() or load_directions(dpath)[0].sha256() != directions.sha256():
-            save_directions(dpath, directions, center_t)
+        if stored_directions_sha256(dpath) != directions.sha256():
+            save_directions(dpath, directions, center_t, start=line_start)
         fresh.meta["directions"]["file"] = dpath.name
     if evaluator is None:
         return replace(fresh, path=path)
@@ -268,4 +240,4 @@ def line(start: nn.Module | Mapping[str, torch.Tensor], end: nn.Module, x: torch
     else:
         center, dirs = line_direction(start, end)
     return evaluate_landscape(end, dirs, (axis,), x, y, loss=loss, kind="line",
-                              center=center, origin=(1.0,), **kwargs)
+                              center=center, origin=(1.0,), line_start=start, **kwargs)

@@ -311,5 +311,21 @@ def trajectory_pca(checkpoints: Sequence[Mapping[str, torch.Tensor]], epochs: Se
             "one_d_policy": ("1-D tensors held at θ*" if ignore_1d else
                              "all parameters included in the PCA"),
             "buffers": "taken from θ*"}
-    dirs = Directions(u.to(torch.float32), layout, info)
+    u32 = u.to(torch.float32)
+    # the float32 directions are what is evaluated and stored: say how far from float64
+    info["float32_error"] = float32_error(u, u32)
+    dirs = Directions(u32, layout, info)
     return TrajectoryPCA(dirs, coords, tuple(map(int, epochs)), explained, residual)
+
+
+def float32_error(exact: torch.Tensor, stored: torch.Tensor) -> dict[str, float]:
+    """How far ``stored`` (float32) is from ``exact`` (float64): the largest relative error of
+    one entry (over entries ≠ 0) and the relative error of each row's norm-2 difference."""
+    exact = exact.detach().to("cpu", torch.float64)
+    diff = (stored.detach().to("cpu", torch.float64) - exact).abs()
+    nonzero = exact != 0
+    elementwise = float((diff[nonzero] / exact.abs()[nonzero]).max()) if nonzero.any() else 0.0
+    rows = exact.reshape(exact.shape[0], -1) if exact.ndim > 1 else exact[None]
+    drows = diff.reshape(rows.shape)
+    normwise = float((drows.norm(dim=1) / rows.norm(dim=1).clamp_min(1e-300)).max())
+    return {"max_rel_error_vs_float64": elementwise, "max_rel_norm_error_vs_float64": normwise}

@@ -18,7 +18,8 @@ Three paths compute the same numbers:
     matrix products in feature-major layout (:mod:`.chain`). The fast path for MLPs.
 ``vmap``
     ``torch.func.functional_call`` + ``torch.vmap`` over chunks of parameter sets: the GPU
-    path (on CPU batched weights become grouped convolutions, usually slower).
+    path (on CPU batched weights become grouped convolutions, usually slower). Attention
+    runs on the math backend there (:mod:`.kernels`): the fused kernels cannot be batched.
 
 :func:`choose_engine` times the candidates on the actual model, samples and device and
 returns the fastest with the measurements, so a run records why a path was used. The
@@ -42,6 +43,7 @@ from torch import nn
 
 from shenjing._device import resolve_device
 from shenjing.analysis.landscape.chain import ChainRunner, trace_chain
+from shenjing.analysis.landscape.kernels import differentiable_kernels
 from shenjing.errors import UsageError
 from shenjing.training.losses import loss_function
 
@@ -151,19 +153,15 @@ class Evaluator:
         if config.path not in PATHS:
             raise UsageError(f"unknown evaluation path {config.path!r}; choose one of "
                              f"{', '.join(PATHS)} or auto")
-        if config.bn not in BN_POLICIES:
-            raise UsageError(f"bn policy must be one of {', '.join(BN_POLICIES)}, "
-                             f"got {config.bn!r}")
-        if config.bn == "recompute" and config.path != "loop":
-            raise UsageError("bn='recompute' needs the loop path (BatchNorm statistics are "
-                             "re-estimated per point); use path='loop'")
+        validate_settings(path=config.path, bn=config.bn, dtype=config.dtype,
+                          precision=config.precision, device=config.device,
+                          batch_size=config.batch_size)
         if config.bn == "recompute" and bn_data is None:
             raise UsageError("bn='recompute' needs bn_data: training inputs to re-estimate "
                              "BatchNorm statistics from")
         self.config = config
         self.device = torch.device(config.device)
         self.dtype = _torch_dtype(config.dtype)
-        _check_precision(config.precision, config.path, self.device, config.dtype)
         self.classification = classification
         self.loss_sum = loss_function(loss, "sum")
         self.n = int(x.shape[0])
@@ -302,12 +300,14 @@ class Evaluator:
                 out = self._loop(c, callback)
             elif self.config.path == "linear":
                 out = self._linear(c, callback)
-            elif self.config.path == "linear-vmap":
-                out = self._linear_vmap(c, callback)
             elif self.config.path == "chain":
                 out = self._chain_path(c, callback)
             else:
-                out = self._vmap(c, callback)
+                # attention (fused kernels, the transformer fast path) has no vmap batching
+                # rule: PyTorch would loop over the points one by one
+                with differentiable_kernels(self.net, self.device):
+                    out = (self._linear_vmap(c, callback) if self.config.path == "linear-vmap"
+                           else self._vmap(c, callback))
         loss, correct = out
         acc = correct / self.n if self.classification else np.full(len(loss), np.nan)
         return loss / self.n, acc
@@ -577,6 +577,30 @@ def chain_steps(net: nn.Module, first: _FirstLayer, loss: str, x: torch.Tensor,
     return trace_chain(net, first.name, loss)
 
 
+def validate_settings(*, path: str = "auto", bn: str = "eval", dtype: str = "float32",
+                      precision: str = "exact", device: str | torch.device = "auto",
+                      batch_size: int | None = None) -> torch.device:
+    """Refuse engine settings that cannot work together, before any work (cheap: no model).
+
+    Returns the resolved device. The same checks guard :class:`Evaluator`, so a setting
+    refused here is refused there with the same message.
+    """
+    if path not in (*PATHS, "auto"):
+        raise UsageError(f"unknown evaluation path {path!r}; choose one of "
+                         f"{', '.join(PATHS)} or auto")
+    if bn not in BN_POLICIES:
+        raise UsageError(f"bn policy must be one of {', '.join(BN_POLICIES)}, got {bn!r}")
+    if bn == "recompute" and path not in ("loop", "auto"):
+        raise UsageError("bn='recompute' needs the loop path (BatchNorm statistics are "
+                         "re-estimated per point); use path='loop'")
+    _torch_dtype(dtype)
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    dev = resolve_device(device)
+    _check_precision(precision, "loop" if path == "auto" else path, dev, dtype)
+    return dev
+
+
 def _check_precision(precision: str, path: str, device: torch.device, dtype: str) -> None:
     if precision not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -674,12 +698,9 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
     (:data:`COMPILE_WORTH_S`). Anything passed explicitly is used as given. The returned
     config carries the measurements (ms per point) and the reason for the choice.
     """
-    dev = resolve_device(device)
+    dev = validate_settings(path=path, bn=bn, dtype=dtype, precision=precision,
+                            device=device, batch_size=batch_size)
     dt = _torch_dtype(dtype)
-    if path not in (*PATHS, "auto"):
-        raise UsageError(f"unknown evaluation path {path!r}; choose one of "
-                         f"{', '.join(PATHS)} or auto")
-    _check_precision(precision, "loop" if path == "auto" else path, dev, dtype)
     n = int(x.shape[0])
     threads_given = threads is not None
     meas: dict[str, float] = {}

@@ -1,0 +1,74 @@
+"""Input images for the embedding maps' hover thumbnails — read only when that runs no code.
+
+A run folder is data: the report reloads the run's dataset only when it is a built-in dataset
+or a plain data file. A dataset made by code (a data factory), one the run cannot reload, or
+inputs that are not images get no thumbnails, and the caption says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shenjing.errors import ShenjingError, UntrustedCodeError
+from shenjing.runs import Run
+
+TILE = 28  # thumbnail side in the sprite sheet, pixels
+
+
+@dataclass(frozen=True)
+class ThumbnailInputs:
+    """The test split's inputs and their sample ids, or why there are none to show."""
+
+    x: Any  # (n, channels, height, width) or (n, height, width) tensor, or None
+    position_of: dict[int, int]  # sample id in the source files → row of ``x``
+    missing: str = ""  # why there are no thumbnails ("" when there are)
+
+
+def data_is_code(run: Run) -> bool:
+    """Whether reloading the run's data would run code named by the run folder."""
+    flag = getattr(run, "data_is_code", None)
+    if isinstance(flag, bool):
+        return flag
+    return run.manifest.get("data", {}).get("name") == "factory"
+
+
+def _is_image(x: Any) -> bool:
+    shape = tuple(getattr(x, "shape", ()))[1:]
+    return (len(shape) == 2 and min(shape) >= 4) or (
+        len(shape) == 3 and shape[0] in (1, 3) and min(shape[1:]) >= 4)
+
+
+def thumbnail_inputs(run: Run) -> ThumbnailInputs:
+    """The inputs of the run's test split, when they can be read without running code."""
+    loaded = run.__dict__.get("data")  # already in memory (inspect hands it over): no code runs
+    if loaded is None:
+        if data_is_code(run):
+            return ThumbnailInputs(None, {}, "the run's data is made by code (a data factory), "
+                                        "which the report does not run")
+        try:
+            loaded = run.data
+        except UntrustedCodeError:
+            return ThumbnailInputs(None, {}, "reading the run's data would run code it names, "
+                                        "which the report does not run")
+        except (ShenjingError, OSError, ValueError) as exc:
+            return ThumbnailInputs(None, {}, f"the run's data could not be reloaded ({exc})")
+    split = loaded.test
+    if not _is_image(split.x):
+        return ThumbnailInputs(None, {}, "the inputs are not images")
+    return ThumbnailInputs(split.x, {int(v): i for i, v in enumerate(split.indices.tolist())})
+
+
+def sprite_png(inputs: ThumbnailInputs, ids: tuple[int, ...]) -> tuple[bytes, int] | None:
+    """One PNG sheet of the inputs with sample ids ``ids`` (in that order) and its number of
+    columns; None when any of them is not in the test split (so no image would be wrong)."""
+    from shenjing.plot.interactive import make_sprite
+
+    if inputs.x is None:
+        return None
+    positions = [inputs.position_of.get(i, -1) for i in ids]
+    if not positions or min(positions) < 0:
+        return None
+    return make_sprite(np.asarray(inputs.x[positions]), tile=TILE)
