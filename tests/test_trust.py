@@ -81,6 +81,11 @@ def _hostile(zoo_run: Path, tmp_path: Path, kind: str = "model") -> tuple[Path, 
     return run, sender / "MARKER"
 
 
+def _contents(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def _invoke(capsys, *args: str) -> tuple[int, str, str]:
     try:
         main(list(args))
@@ -120,8 +125,10 @@ def _args(template: list[str], run: Path) -> list[str]:
 @pytest.mark.parametrize("command", list(NEEDS_MODEL))
 def test_a_hostile_run_folder_runs_no_code(tmp_path, capsys, zoo_run, command):
     run, marker = _hostile(zoo_run, tmp_path)
+    before = _contents(run)
     code, out, err = _invoke(capsys, *_args(NEEDS_MODEL[command], run))
     assert not marker.exists(), f"{command} ran the run folder's code"
+    assert _contents(run) == before  # refused: nothing in the folder created or changed
     assert code == 2, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("UntrustedCodeError: "), err

@@ -27,10 +27,19 @@ import torch
 from torch import nn
 
 from shenjing import _io
+from shenjing._labels import epoch0_called
 from shenjing._version import __version__
-from shenjing.errors import CheckpointError, EpochNotFoundError, NotApplicableError, RunError
+from shenjing.errors import (
+    CheckpointError,
+    EpochNotFoundError,
+    NotApplicableError,
+    RunError,
+    UsageError,
+)
 
 FORMAT_VERSION = 1
+_EPOCH0_WORDS = {"trained": "untrained", "fresh": "fresh init", "weights": "init weights",
+                 "checkpoints": "first checkpoint"}
 MANIFEST = "run.json"
 _EPOCH_FILE = re.compile(r"^epoch-(\d{3,})\.safetensors$")
 SUBDIRS = ("checkpoints", "activations", "embeddings", "landscapes", "figures")
@@ -145,6 +154,25 @@ class Run:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.manifest.get("classes", ()))
 
+    @property
+    def init_kind(self) -> str:
+        """What epoch 0 is: ``trained`` (shenjing trained the net from its own seeded
+        initialisation: the real start), ``fresh`` (an ``inspect`` run whose epoch 0 is a
+        seeded fresh initialisation of the architecture, not the user's real one),
+        ``weights`` (``--init-weights``) or ``checkpoints`` (the first of ``--checkpoints``)."""
+        config = self.manifest.get("config", {}) or {}
+        kind = config.get("init_kind")
+        if kind in _EPOCH0_WORDS:
+            return str(kind)
+        if config.get("source") == "inspect":
+            return "weights" if config.get("init_weights") else "fresh"
+        return "trained"
+
+    @property
+    def epoch0_words(self) -> str:
+        """Epoch 0 in a figure title: ``untrained``, ``fresh init``, ``init weights`` …"""
+        return _EPOCH0_WORDS[self.init_kind]
+
     def stage(self, name: str) -> dict[str, Any]:
         """The recorded status of a stage (``{}`` if it never ran)."""
         return dict(self.manifest.get("stages", {}).get(name, {}))
@@ -172,13 +200,22 @@ class Run:
         with the error and re-raise (the block marks it done itself, with its results).
 
         A :class:`~shenjing.errors.NotApplicableError` marks it ``skipped`` with the
-        message as the reason instead (and is re-raised too).
+        message as the reason instead (and is re-raised too). Any other usage error (bad
+        input found inside the block, a refused run folder) puts the stage's record back as
+        it was: bad input changes nothing in the run.
         """
+        before = (self.path / MANIFEST).read_bytes()
         self.update_stage(name, "running", **info)
+        marked = (self.path / MANIFEST).read_bytes()
         try:
-            yield
+            with epoch0_called(self.epoch0_words):  # figures name epoch 0 for what it is
+                yield
         except NotApplicableError as exc:
             self.update_stage(name, "skipped", reason=str(exc))
+            raise
+        except UsageError:
+            if (self.path / MANIFEST).read_bytes() == marked:  # nobody wrote since: undo
+                _io.write_bytes(self.path / MANIFEST, before)
             raise
         except BaseException as exc:
             self.update_stage(name, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -110,3 +110,21 @@ def test_bad_arguments():
         embed(np.full((10, 2), np.nan), "pca")
     with pytest.raises(UsageError, match=r"init must have shape \(10, 2\)"):
         embed(np.ones((10, 3)), "pca", init=np.zeros((9, 2)))
+
+
+def test_a_vanished_signal_still_gets_a_map_and_faithful_numbers():
+    """Activations of ~1e-28 (a deep untrained net) underflow float32 distances: without
+    rescaling every map collapsed to one point and trustworthiness was meaningless."""
+    from shenjing.analysis.embedding import embed
+    from shenjing.analysis.separability import map_quality
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    tiny = x * np.float32(1e-28)
+    normal = embed(x, "pca")
+    small = embed(tiny, "pca")
+    assert small.coords.std() > 0
+    np.testing.assert_allclose(small.coords / small.coords.std(),
+                               normal.coords / normal.coords.std(), rtol=1e-4, atol=1e-4)
+    assert map_quality(tiny, small.coords)["trustworthiness"] == pytest.approx(
+        map_quality(x, normal.coords)["trustworthiness"], abs=1e-6)

@@ -395,3 +395,28 @@ def test_input_that_does_not_fit_the_model_is_explained():
     with pytest.raises(ShapeMismatchError, match=r"does not fit Sequential: its first weighted "
                                                  r"layer '0' \(Conv2d\) takes 1 channels"):
         feature_maps(hand_net(), torch.zeros(3, 2, 2), "0")
+
+
+def test_a_vanished_signal_gets_no_astronomical_relative_change():
+    """A deep untrained net's layer 58 outputs ~1e-28: the change is stated, the relative
+    change is not (it would read 2e29 %)."""
+    from torch import nn
+
+    from shenjing.analysis.featuremaps import compare_feature_maps, feature_maps
+
+    net = nn.Sequential(nn.Linear(4, 3))
+    x = torch.ones(4)
+    with torch.no_grad():
+        net[0].weight.fill_(1e-30)
+        net[0].bias.zero_()
+    before = feature_maps(net, x, "0", epoch=0)
+    with torch.no_grad():
+        net[0].weight.fill_(0.25)
+    after = feature_maps(net, x, "0", epoch=1)
+    change = compare_feature_maps(before, after)
+    assert change.mean_abs_change == pytest.approx(1.0)
+    assert change.relative_text() == ("no relative change: the activations at epoch 0 are "
+                                      "nearly zero (mean |activation| 4e-30)")
+    assert change.to_dict()["relative_change"] > 1e29  # finite: kept, the text explains
+    still = compare_feature_maps(after, after)
+    assert still.relative_text() == "0% of mean |activation| at epoch 1"

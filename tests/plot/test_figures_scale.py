@@ -95,12 +95,17 @@ def check_readable(fig) -> None:
                 boxes = [t.get_window_extent(renderer) for t in labels]
                 assert not overlapping(boxes), \
                     f"tick labels overlap on {ax.get_label()!r}: {[t.get_text() for t in labels]}"
+    figure_texts = [t for t in (*fig.texts, fig._suptitle, fig._supxlabel, fig._supylabel)
+                    if t is not None and t.get_visible() and t.get_text().strip()]
     for legend in fig.legends:
         leg = legend.get_window_extent(renderer)
         inside(leg, box, "figure legend")
         for ax in fig.axes:
             if ax.get_visible() and ax.get_label() != "<colorbar>":
                 assert not leg.overlaps(ax.bbox), f"the legend covers axes {ax.get_label()!r}"
+        for t in figure_texts:  # e.g. the warnings line under the status heat map
+            assert not overlapping([leg, t.get_window_extent(renderer)]), \
+                f"the legend covers the text {t.get_text()[:40]!r}"
     for ax in fig.axes:
         for legend in [ax.get_legend()] if ax.get_legend() is not None else []:
             inside(legend.get_window_extent(renderer), box, "axes legend")

@@ -170,3 +170,34 @@ def test_failing_and_inapplicable_steps_are_recorded(tmp_path, series):
     assert run.stage("filters")["reason"] == "filters: 'lstm' is an LSTM"
     recorded = {s["name"]: s["status"] for s in run.stage("inspect")["steps"]}
     assert recorded == {"maps": "failed", "filters": "skipped"}
+
+
+def test_figures_never_call_a_fresh_initialisation_untrained(tmp_path, series, monkeypatch):
+    import shenjing.stages.dynamics as dynamics_stage_module
+    import shenjing.stages.maps as maps_stage_module
+
+    inspect_model("inspect_models:Shared", series / "epoch-2.safetensors", out=tmp_path / "r",
+                  model_args={"hidden": 16}, analysis=False)
+    run = Run(tmp_path / "r")
+    assert run.init_kind == "fresh" and run.epoch0_words == "fresh init"
+    titles: list[str] = []
+
+    def spy(module):
+        original = module.save_figure
+
+        def save(fig, *args, **kwargs):
+            texts = [ax.get_title() for ax in fig.axes] + [ax.get_xlabel() for ax in fig.axes]
+            if fig._suptitle is not None:
+                texts.append(fig._suptitle.get_text())
+            titles.extend(texts)
+            return original(fig, *args, **kwargs)
+
+        monkeypatch.setattr(module, "save_figure", save)
+
+    spy(maps_stage_module)
+    spy(dynamics_stage_module)
+    maps_stage_module.maps_stage(run, "inp", epochs=("init", "final"))
+    dynamics_stage_module.dynamics_stage(run)
+    text = " | ".join(titles)
+    assert "fresh init" in text, text
+    assert "untrained" not in text, text

@@ -56,6 +56,9 @@ class Embedding:
                 + (f", {nums}" if nums else "") + ")")
 
 
+_TINY, _HUGE = 1e-6, 1e6  # activation scales outside these are rescaled before distances
+
+
 def _as_2d(features: Any) -> np.ndarray:
     x = np.asarray(features)
     if x.ndim < 2:
@@ -66,7 +69,24 @@ def _as_2d(features: Any) -> np.ndarray:
     if not np.isfinite(x).all():
         raise UsageError("features contain NaN or infinity; the model's activations "
                          "overflowed or the checkpoint is broken")
-    return np.ascontiguousarray(x)
+    return np.ascontiguousarray(unit_scale(x))
+
+
+def unit_scale(x: np.ndarray) -> np.ndarray:
+    """``x`` divided by its largest |value| when that is below 1e-6 or above 1e6, else ``x``.
+
+    A deep untrained net's activations can be ~1e-28: their squared distances underflow
+    float32 and every map collapses to one point. Maps, neighbours and trustworthiness do not
+    depend on the overall scale, so it is brought to 1 first (ordinary scales are left as
+    they are, bit for bit).
+
+    >>> unit_scale(np.array([[2e-28, -1e-28]], dtype=np.float32)).tolist()
+    [[1.0, -0.5]]
+    """
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if 0.0 < peak < _TINY or peak > _HUGE:
+        return x / np.asarray(peak, dtype=x.dtype)
+    return x
 
 
 def reduce_pca(x: np.ndarray, n_dims: int | None, random_state: int = 0) -> np.ndarray:

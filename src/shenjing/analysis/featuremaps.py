@@ -214,6 +214,10 @@ def _article(word: str) -> str:
     return "an" if word[:1].upper() in ("AEFHILMNORSX" if acronym else "AEIOU") else "a"
 
 
+#: a relative change above this (10⁴ %) means the "before" activations are essentially zero
+MAX_RELATIVE = 100.0
+
+
 @dataclass(frozen=True, repr=False)
 class MapChange:
     """How one layer's output for the same input changed between two epochs.
@@ -237,6 +241,18 @@ class MapChange:
     top_positions: tuple[int, ...] = ()
     position_name: str | None = None
 
+    def relative_text(self) -> str:
+        """``"26% of mean |activation| at epoch 0"``, or, when epoch 0's activations are
+        (nearly) zero — a signal that vanished through a deep untrained net — a statement
+        that no relative change can be given, instead of an astronomical percentage."""
+        a = self.epochs[0]
+        if not np.isfinite(self.relative_change) or self.relative_change > MAX_RELATIVE:
+            base = self.mean_abs_change / self.relative_change \
+                if np.isfinite(self.relative_change) and self.relative_change else 0.0
+            return (f"no relative change: the activations at epoch {a} are nearly zero "
+                    f"(mean |activation| {base:.2g})")
+        return f"{self.relative_change:.0%} of mean |activation| at epoch {a}"
+
     def table(self) -> list[dict[str, float | int]]:
         """The top changed channels as rows: channel, change, mean before, mean after."""
         return [{"channel": int(c), "mean_abs_change": float(self.per_channel[c]),
@@ -247,7 +263,9 @@ class MapChange:
         """JSON-able summary (what the maps stage writes next to its figure)."""
         out: dict[str, Any] = {
             "layer": self.layer, "epochs": list(self.epochs),
-            "mean_abs_change": self.mean_abs_change, "relative_change": self.relative_change,
+            "mean_abs_change": self.mean_abs_change,
+            "relative_change": self.relative_change if np.isfinite(self.relative_change)
+            else None,  # strict JSON: "before" was all zero
             "unit": self.unit_name, "per_channel_change": self.per_channel.tolist(),
             "top_changed": self.table()}
         if self.per_position is not None:

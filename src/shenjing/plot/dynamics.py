@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from shenjing._labels import epoch0_words
 from shenjing.analysis.dynamics import Coverage, Dynamics, LayerStatus
 
 LAYER_PANELS: tuple[tuple[str, str, bool], ...] = (
@@ -218,7 +219,7 @@ def plot_training_curves(dyn: Dynamics, *, title: str | None = None) -> Any:
         ax.legend(fontsize=8)
     for a in axes.ravel():
         epoch_ticks(a, dyn.epochs)
-    fig.suptitle(title or "loss and accuracy (epoch 0 = untrained)", fontsize=11)
+    fig.suptitle(title or f"loss and accuracy (epoch 0 = {epoch0_words()})", fontsize=11)
     return fig
 
 
@@ -253,6 +254,8 @@ def plot_layer_dynamics(dyn: Dynamics, *, status: LayerStatus | None = None,
     flat = axes.ravel()
     markers = {"marker": "o", "ms": 3} if len(dyn.epochs) <= 40 and len(dyn.layers) <= 40 \
         else {}
+    if len(dyn.epochs) <= 3:  # an update ratio with one epoch after init is a single point
+        markers = {"marker": "o", "ms": 3 if len(dyn.layers) <= 40 else 2}
     width_lines = 1.5 if colours.legend else 0.8
     for ax, (key, label, log) in zip(flat, panels, strict=False):
         ax.set_label(key)
@@ -415,7 +418,7 @@ def plot_layer_status(dyn: Dynamics, status: LayerStatus, *, title: str | None =
     fig.colorbar(image, ax=[ax, strip], label="log10 ‖Δw‖/‖w‖", fraction=0.04, pad=0.02)
     present = [s for s in STATUS_COLOURS if s in status.status.values()]
     fig.legend([Patch(color=STATUS_COLOURS[s]) for s in present], present,
-               loc="outside lower center", ncol=len(present) or 1, fontsize=_SMALL,
+               loc="outside upper center", ncol=len(present) or 1, fontsize=_SMALL,
                frameon=False)
     th = status.thresholds
     moving, settled = name_list(status.moving), name_list(status.settled)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from shenjing._labels import epoch0_words
+
 _METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}
 
 # Tableau's categorical palettes (matplotlib's tab10 and tab20), as hex so the plotly maps of
@@ -145,7 +147,7 @@ def plot_embedding_grid(embeddings: Mapping[tuple[str, int], Any], *,
 def plot_separability(records: Sequence[Mapping[str, Any]], *,
                       baseline: Mapping[str, Any] | None = None,
                       metric: str = "probe_accuracy", ax: Any = None,
-                      title: str | None = None, epoch0: str = "untrained") -> Any:
+                      title: str | None = None, epoch0: str | None = None) -> Any:
     """Accuracy of a layer's features by epoch, one line per layer; the input as a baseline.
 
     ``records``: dicts with ``layer``, ``epoch`` and ``metric`` (``probe_accuracy`` or
@@ -168,7 +170,7 @@ def plot_separability(records: Sequence[Mapping[str, Any]], *,
                    label=f"input pixels ({baseline[metric]:.3f})")
     label = {"probe_accuracy": "linear-probe accuracy (test)",
              "knn_accuracy": "kNN accuracy (test)"}.get(metric, metric)
-    ax.set_xlabel(f"epoch (0 = {epoch0.removeprefix('the ')})")
+    ax.set_xlabel(f"epoch (0 = {(epoch0 or epoch0_words()).removeprefix('the ')})")
     ax.set_ylabel(label)
     epochs = sorted({r["epoch"] for r in records})
     ax.set_xticks(epochs)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from shenjing._labels import epoch0_words
 from shenjing.analysis.featuremaps import (
     FeatureMaps,
     MapChange,
@@ -49,7 +50,7 @@ def _as_list(maps: FeatureMaps | Sequence[FeatureMaps]) -> list[FeatureMaps]:
 def panel_title(fm: FeatureMaps) -> str:
     """``'epoch 5'`` (or ``'input #3'`` for maps without an epoch)."""
     if fm.epoch is not None:
-        return f"epoch {fm.epoch}" + (" (untrained)" if fm.epoch == 0 else "")
+        return f"epoch {fm.epoch}" + (f" ({epoch0_words()})" if fm.epoch == 0 else "")
     return f"input #{fm.index}" if fm.index is not None else "maps"
 
 
@@ -181,7 +182,7 @@ def plot_feature_maps(maps: FeatureMaps | Sequence[FeatureMaps], *, scale: Scale
         a, b = change.epochs
         fig.supxlabel(
             f"mean |Δ activation| epoch {a}→{b} = {change.mean_abs_change:.4g} "
-            f"({change.relative_change:.0%} of mean |activation| at epoch {a}); "
+            f"({change.relative_text()}); "
             f"most changed channels: {', '.join(map(str, change.top[:8]))}", fontsize=9)
     return fig
 
@@ -463,7 +464,7 @@ def plot_feature_heatmap(maps: FeatureMaps | Sequence[FeatureMaps], *,
                  if change.top_positions else "")
         fig.supxlabel(
             f"mean |Δ activation| epoch {a}→{b} = {change.mean_abs_change:.4g} "
-            f"({change.relative_change:.0%} of mean |activation| at epoch {a}); most changed "
+            f"({change.relative_text()}); most changed "
             f"{unit}s: {', '.join(map(str, change.top[:6]))}{where}", fontsize=9)
     return fig
 

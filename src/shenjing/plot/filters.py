@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from shenjing._labels import epoch0_words
 from shenjing.analysis.featuremaps import evenly_spaced, grid_shape
 from shenjing.analysis.filters import (
     Filters,
@@ -43,7 +44,7 @@ _SCALE_TEXT = {"shared": "one colour scale for the whole layer",
 def _epoch_text(epoch: int | None) -> str:
     if epoch is None:
         return ""
-    return f", epoch {epoch}" + (" (untrained)" if epoch == 0 else "")
+    return f", epoch {epoch}" + (f" ({epoch0_words()})" if epoch == 0 else "")
 
 
 def _tile(fig: Any, images: np.ndarray, labels: Sequence[str], titles: Sequence[str],

@@ -22,17 +22,9 @@ _EPOCH0 = {
 
 
 def init_kind(run: Run) -> str:
-    """What epoch 0 of ``run`` is: ``trained`` (shenjing trained the net from its own seeded
-    initialisation, so epoch 0 is the real start), ``fresh`` (an ``inspect`` run whose epoch 0
-    is a seeded fresh initialisation of the architecture, not the user's real one),
-    ``weights`` (``--init-weights`` given) or ``checkpoints`` (``--checkpoints`` given)."""
-    config = run.manifest.get("config", {}) or {}
-    kind = config.get("init_kind")
-    if kind in _EPOCH0 and kind != "trained":
-        return str(kind)
-    if config.get("source") == "inspect":
-        return "weights" if config.get("init_weights") else "fresh"
-    return "trained"
+    """What epoch 0 of ``run`` is (:attr:`shenjing.runs.Run.init_kind`): ``trained``,
+    ``fresh``, ``weights`` or ``checkpoints``."""
+    return run.init_kind
 
 
 def epoch0_label(run: Run) -> str:

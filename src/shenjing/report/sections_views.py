@@ -220,9 +220,12 @@ def _maps_caption(rec: dict[str, Any], epoch0: str) -> str:
             f"{', '.join(map(str, epochs))} (epoch 0 = {epoch0}), colour scale "
             f"{rec.get('scale', 'shared')}.")
     if change:
+        rel = change.get("relative_change")
+        rel_text = (f"{rel:.1%} of their mean magnitude" if rel is not None and rel <= 100
+                    else "no relative change: the activations before were nearly zero")
         text += (f" Mean absolute change of the activations between epochs "
                  f"{change.get('epochs', epochs)}: {change.get('mean_abs_change', 0):.4g} "
-                 f"({change.get('relative_change', 0):.1%} of their mean magnitude).")
+                 f"({rel_text}).")
         top = change.get("top_changed", [])[:5]
         if top:
             unit = change.get("unit", "channel")

@@ -122,20 +122,20 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
 
     e = run.resolve_epoch(epoch)
     data = _split(run, split).subset(n, seed=seed)
-    run.update_stage("capture", "running", epoch=e, layers=list(layers))
-    model = run.model(e, device=_device(device))
-    acts = capture_dataset(model, data, layers, batch_size=batch_size, dtype=dtype, pool=pool,
-                           out_dir=run.activations_dir, stem=f"epoch-{e:03d}",
-                           max_memory=max_memory, input_shape=run.data.input_shape,
-                           meta={"epoch": e, "split": split}, verbose=verbose)
-    result = CaptureResult(epoch=e, split=split, n_samples=acts.n_samples,
-                           paths=dict(acts.paths),
-                           shapes={k: tuple(a.shape) for k, a in acts.items()},
-                           nbytes=acts.nbytes)
-    run.update_stage("capture", "done", epoch=e, split=split, n_samples=acts.n_samples,
-                     keys=list(acts), files=[str(p.relative_to(run.path))
-                                             for p in acts.paths.values()])
-    return result
+    model = run.model(e, device=_device(device))  # refusals (untrusted code) write nothing
+    with run.running_stage("capture", epoch=e, layers=list(layers)):
+        acts = capture_dataset(model, data, layers, batch_size=batch_size, dtype=dtype, pool=pool,
+                               out_dir=run.activations_dir, stem=f"epoch-{e:03d}",
+                               max_memory=max_memory, input_shape=run.data.input_shape,
+                               meta={"epoch": e, "split": split}, verbose=verbose)
+        result = CaptureResult(epoch=e, split=split, n_samples=acts.n_samples,
+                               paths=dict(acts.paths),
+                               shapes={k: tuple(a.shape) for k, a in acts.items()},
+                               nbytes=acts.nbytes)
+        run.update_stage("capture", "done", epoch=e, split=split, n_samples=acts.n_samples,
+                         keys=list(acts), files=[str(p.relative_to(run.path))
+                                                 for p in acts.paths.values()])
+        return result
 
 
 @dataclass
@@ -228,6 +228,7 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     if method == "umap":
         _import_umap()  # the pip line now, not after minutes of capture
     epoch_list = _epochs(run, epochs)
+    run.require_trust()  # before anything is written: the model is built per epoch below
     data = run.data
     classify = run.task == "classification" and data.test.y.ndim == 1
     test = _split(run, split).subset(n, seed=seed)
@@ -237,117 +238,117 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     dev = _device(device)
     emb_dir = run.embeddings_dir
     result = EmbedResult(method=method, epochs=epoch_list, keys=[])
-    run.update_stage("embed", "running", method=method, epochs=epoch_list)
+    with run.running_stage("embed", method=method, epochs=epoch_list):
 
-    sep_path = emb_dir / SEPARABILITY_FILE
-    sep_doc: dict[str, Any] = _io.read_json(sep_path) if sep_path.is_file() else {}
-    if sep_doc.get("split") != split or sep_doc.get("n_test") != len(test):
-        sep_doc = {}
-    records = {(r["layer"], r["epoch"]): r for r in sep_doc.get("records", [])}
-    if classify and "input" not in sep_doc:
-        sep_doc["input"] = separability(train.x.numpy(), train.y.numpy(), test.x.numpy(),
-                                        y_test, k=k, max_features=max_features).to_dict()
+        sep_path = emb_dir / SEPARABILITY_FILE
+        sep_doc: dict[str, Any] = _io.read_json(sep_path) if sep_path.is_file() else {}
+        if sep_doc.get("split") != split or sep_doc.get("n_test") != len(test):
+            sep_doc = {}
+        records = {(r["layer"], r["epoch"]): r for r in sep_doc.get("records", [])}
+        if classify and "input" not in sep_doc:
+            sep_doc["input"] = separability(train.x.numpy(), train.y.numpy(), test.x.numpy(),
+                                            y_test, k=k, max_features=max_features).to_dict()
 
-    layer_list = [layers] if isinstance(layers, str) else list(layers)
-    if "input" in layer_list:
-        layer_list.remove("input")
-        result.input_embedding = _embed_input(
-            run, test, y_test, sep_doc.get("input"), method=method, seed=seed,
-            pca_dims=pca_dims, perplexity=perplexity, n_neighbors=n_neighbors, k=k,
-            max_features=max_features, n_jobs=n_jobs, split=split)
-        result.files.append(emb_dir / f"input-{method}.npz")
-        if not layer_list:
-            raise UsageError("give at least one model layer besides 'input', e.g. relu1")
-    layers = layer_list
-    prev: dict[str, np.ndarray] = {}
-    notes: dict[str, str | None] = {}
-    feats_by_epoch: dict[int, dict[str, np.ndarray]] = {}
-    for e in epoch_list:
-        model = run.model(e, device=dev)
-        acts = capture_dataset(model, test, layers, batch_size=batch_size, verbose=False,
-                               input_shape=data.input_shape)
-        train_acts: Any = (capture_dataset(model, train, layers, batch_size=batch_size,
-                                      verbose=False) if classify else None)
-        if not result.keys:
-            result.keys = list(acts)
-        # kept for CKA and the projector, already reduced so epochs × wide layers stay small
-        feats_by_epoch[e] = {}
-        for key in acts:
-            feats_by_epoch[e][key], notes[key] = reduce_features(
-                acts[key], max_features, random_state=seed)
-        for key in acts:
-            name = safe_name(key)
-            path = emb_dir / f"{name}-{method}-epoch-{e:03d}.npz"
-            params = {"method": method, "key": key, "layer": acts.info[key]["layer"],
-                      "epoch": e, "split": split, "n": len(test), "seed": seed,
-                      "pca_dims": pca_dims if method != "pca" else None,
-                      "perplexity": perplexity if method == "tsne" else None,
-                      "aligned_to_epoch": (epoch_list[epoch_list.index(e) - 1]
-                                           if align and key in prev else None)}
-            emb = _load_map(path, params)
-            if emb is None:
-                x = acts[key]
-                emb = embed(x, method, pca_dims=pca_dims, random_state=seed,
-                            perplexity=perplexity, init=prev.get(key) if align else None,
-                            n_jobs=n_jobs, labels=y_test, indices=test.indices.numpy())
-                metrics = map_quality(x, emb.coords, y_test, n_neighbors=n_neighbors, k=k,
-                                      max_features=max_features, random_state=seed)
-                if classify:
-                    sep = separability(train_acts[key], train.y.numpy(), x, y_test, k=k,
-                                       max_features=max_features, random_state=seed)
-                    metrics.update(sep.to_dict())
-                    records[(key, e)] = {"layer": key, "epoch": e, **sep.to_dict()}
-                emb = Embedding(coords=emb.coords, method=method,
-                                params={**emb.params, **params}, labels=y_test,
-                                indices=test.indices.numpy(), metrics=metrics)
-                arrays: dict[str, Any] = {"coords": emb.coords, "indices": emb.indices,
-                                          "metrics": emb.metrics, "params": emb.params}
-                if y_test is not None:
-                    arrays["labels"] = y_test
-                _io.save_npz(path, **arrays)
-            elif classify:
-                records[(key, e)] = {"layer": key, "epoch": e, **{
-                    f: emb.metrics.get(f) for f in ("probe_accuracy", "probe_train_accuracy",
-                                                    "knn_accuracy", "k", "n_train", "n_test",
-                                                    "n_features", "reduction")}}
-            prev[key] = emb.coords
-            result.embeddings[(key, e)] = emb
-            result.files.append(path)
-        del acts, train_acts
+        layer_list = [layers] if isinstance(layers, str) else list(layers)
+        if "input" in layer_list:
+            layer_list.remove("input")
+            result.input_embedding = _embed_input(
+                run, test, y_test, sep_doc.get("input"), method=method, seed=seed,
+                pca_dims=pca_dims, perplexity=perplexity, n_neighbors=n_neighbors, k=k,
+                max_features=max_features, n_jobs=n_jobs, split=split)
+            result.files.append(emb_dir / f"input-{method}.npz")
+            if not layer_list:
+                raise UsageError("give at least one model layer besides 'input', e.g. relu1")
+        layers = layer_list
+        prev: dict[str, np.ndarray] = {}
+        notes: dict[str, str | None] = {}
+        feats_by_epoch: dict[int, dict[str, np.ndarray]] = {}
+        for e in epoch_list:
+            model = run.model(e, device=dev)
+            acts = capture_dataset(model, test, layers, batch_size=batch_size, verbose=False,
+                                   input_shape=data.input_shape)
+            train_acts: Any = (capture_dataset(model, train, layers, batch_size=batch_size,
+                                          verbose=False) if classify else None)
+            if not result.keys:
+                result.keys = list(acts)
+            # kept for CKA and the projector, already reduced so epochs × wide layers stay small
+            feats_by_epoch[e] = {}
+            for key in acts:
+                feats_by_epoch[e][key], notes[key] = reduce_features(
+                    acts[key], max_features, random_state=seed)
+            for key in acts:
+                name = safe_name(key)
+                path = emb_dir / f"{name}-{method}-epoch-{e:03d}.npz"
+                params = {"method": method, "key": key, "layer": acts.info[key]["layer"],
+                          "epoch": e, "split": split, "n": len(test), "seed": seed,
+                          "pca_dims": pca_dims if method != "pca" else None,
+                          "perplexity": perplexity if method == "tsne" else None,
+                          "aligned_to_epoch": (epoch_list[epoch_list.index(e) - 1]
+                                               if align and key in prev else None)}
+                emb = _load_map(path, params)
+                if emb is None:
+                    x = acts[key]
+                    emb = embed(x, method, pca_dims=pca_dims, random_state=seed,
+                                perplexity=perplexity, init=prev.get(key) if align else None,
+                                n_jobs=n_jobs, labels=y_test, indices=test.indices.numpy())
+                    metrics = map_quality(x, emb.coords, y_test, n_neighbors=n_neighbors, k=k,
+                                          max_features=max_features, random_state=seed)
+                    if classify:
+                        sep = separability(train_acts[key], train.y.numpy(), x, y_test, k=k,
+                                           max_features=max_features, random_state=seed)
+                        metrics.update(sep.to_dict())
+                        records[(key, e)] = {"layer": key, "epoch": e, **sep.to_dict()}
+                    emb = Embedding(coords=emb.coords, method=method,
+                                    params={**emb.params, **params}, labels=y_test,
+                                    indices=test.indices.numpy(), metrics=metrics)
+                    arrays: dict[str, Any] = {"coords": emb.coords, "indices": emb.indices,
+                                              "metrics": emb.metrics, "params": emb.params}
+                    if y_test is not None:
+                        arrays["labels"] = y_test
+                    _io.save_npz(path, **arrays)
+                elif classify:
+                    records[(key, e)] = {"layer": key, "epoch": e, **{
+                        f: emb.metrics.get(f) for f in ("probe_accuracy", "probe_train_accuracy",
+                                                        "knn_accuracy", "k", "n_train", "n_test",
+                                                        "n_features", "reduction")}}
+                prev[key] = emb.coords
+                result.embeddings[(key, e)] = emb
+                result.files.append(path)
+            del acts, train_acts
 
-    if classify:
-        sep_doc.update(split=split, n_test=len(test), n_train=len(train), k=k,
-                       note="probe = logistic regression trained on the other split's "
-                            f"{len(train)} samples, scored on {len(test)} {split} samples; "
-                            "kNN = k-nearest-neighbour vote in the layer's own space; wide "
-                            "layers reduced as each record's 'reduction' says",
-                       records=sorted(records.values(),
-                                      key=lambda r: (str(r["layer"]), r["epoch"])))
-        _io.write_json(sep_path, sep_doc)
-        result.separability = sep_doc
-        result.files.append(sep_path)
+        if classify:
+            sep_doc.update(split=split, n_test=len(test), n_train=len(train), k=k,
+                           note="probe = logistic regression trained on the other split's "
+                                f"{len(train)} samples, scored on {len(test)} {split} samples; "
+                                "kNN = k-nearest-neighbour vote in the layer's own space; wide "
+                                "layers reduced as each record's 'reduction' says",
+                           records=sorted(records.values(),
+                                          key=lambda r: (str(r["layer"]), r["epoch"])))
+            _io.write_json(sep_path, sep_doc)
+            result.separability = sep_doc
+            result.files.append(sep_path)
 
-    if cka:
-        _cka_files(run, result, feats_by_epoch, notes, epoch_list, seed)
-    if figures:
-        _figures(run, result, classify)
-    if projector:
-        from shenjing.analysis.projector import export_projector
+        if cka:
+            _cka_files(run, result, feats_by_epoch, notes, epoch_list, seed)
+        if figures:
+            _figures(run, result, classify)
+        if projector:
+            from shenjing.analysis.projector import export_projector
 
-        last = epoch_list[-1]
-        folder = export_projector(
-            emb_dir / "projector",
-            {f"{key}@epoch{last}": feats_by_epoch[last][key].reshape(len(test), -1)
-             for key in result.keys},
-            labels=y_test, indices=test.indices.numpy(), classes=run.classes or None,
-            images=test.x.numpy() if test.x.ndim == 4 else None)
-        result.files.append(folder)
+            last = epoch_list[-1]
+            folder = export_projector(
+                emb_dir / "projector",
+                {f"{key}@epoch{last}": feats_by_epoch[last][key].reshape(len(test), -1)
+                 for key in result.keys},
+                labels=y_test, indices=test.indices.numpy(), classes=run.classes or None,
+                images=test.x.numpy() if test.x.ndim == 4 else None)
+            result.files.append(folder)
 
-    run.update_stage("embed", "done", method=method, epochs=epoch_list, keys=result.keys,
-                     n=len(test), split=split,
-                     files=[str(Path(p).relative_to(run.path)) for p in result.files],
-                     figures=[str(Path(p).relative_to(run.path)) for p in result.figures])
-    return result
+        run.update_stage("embed", "done", method=method, epochs=epoch_list, keys=result.keys,
+                         n=len(test), split=split,
+                         files=[str(Path(p).relative_to(run.path)) for p in result.files],
+                         figures=[str(Path(p).relative_to(run.path)) for p in result.figures])
+        return result
 
 
 def _embed_input(run: Run, test: Any, y_test: Any, input_sep: dict[str, Any] | None, *,

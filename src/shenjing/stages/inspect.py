@@ -366,7 +366,9 @@ def _maps(run: Run, ctx: InspectContext) -> str:
     from shenjing.stages.maps import maps_stage
 
     convs = _conv_layers(ctx.model)
-    layers = ([convs[0]] if convs else []) + [ctx.penultimate]
+    # the first convolution (what the input becomes first), the first default block (an
+    # LSTM's time × hidden output, a transformer's tokens) and the features the head reads
+    layers = ([convs[0]] if convs else []) + [ctx.layers[0], ctx.penultimate]
     return _each_layer(layers, lambda layer: maps_stage(
         run, layer, epochs=("init", "final"), device=ctx.device))
 

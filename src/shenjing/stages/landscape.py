@@ -260,7 +260,8 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
                                 batch_size=batch_size,
                                 compile=compile, sample_indices=idx, provenance=prov,
                                 line_start=start_state, progress=cb)
-    return _finish(run, "landscape_line", ls, path, figures)
+        # figures inside the block: a failure while drawing ends the stage as failed
+        return _finish(run, "landscape_line", ls, path, figures)
 
 
 def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
@@ -303,7 +304,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                                 compile=compile, bn=bn,
                                 bn_data=bn_data, sample_indices=idx, provenance=prov,
                                 progress=cb)
-    return _finish(run, "landscape_plane", ls, path, figures)
+        # figures inside the block: a failure while drawing ends the stage as failed
+        return _finish(run, "landscape_plane", ls, path, figures)
 
 
 def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
@@ -350,7 +352,8 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                                 provenance=prov, progress=cb,
                                 extra_arrays={"trajectory": pca.coords,
                                               "trajectory_epochs": np.asarray(epochs)})
-    return _finish(run, "landscape_trajectory", ls, path, figures)
+        # figures inside the block: a failure while drawing ends the stage as failed
+        return _finish(run, "landscape_trajectory", ls, path, figures)
 
 
 def _check_layers(model: torch.nn.Module, names: list[str]) -> None:
@@ -457,21 +460,23 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
         finally:
             if bar is not None:
                 bar.close()
-    figs: list[Path] = []
-    if figures:
-        from shenjing.plot.landscape import plot_hessian_density, plot_sharpness_epochs
-        from shenjing.plot.save import save_figure
+        figs: list[Path] = []
+        if figures:  # inside the block: a failure while drawing ends the stage as failed
+            from shenjing.plot.landscape import plot_hessian_density, plot_sharpness_epochs
+            from shenjing.plot.save import save_figure
 
-        if rep.density is not None:
-            figs += save_figure(plot_hessian_density(rep.density.grid, rep.density.density,
-                                                     top=rep.top.values.tolist()),
-                                run.figures_dir, f"hessian-density-e{e:03d}")
-        if curve is not None:
-            figs += save_figure(plot_sharpness_epochs(curve["epochs"], curve["top_eigenvalue"]),
-                                run.figures_dir, "sharpness-epochs")
-    info: dict[str, Any] = {"epoch": e, "top_eigenvalues": summary["top_eigenvalues"],
-                            "file": f"landscapes/hessian-e{e:03d}.json"}
-    if "trace" in summary:
-        info["trace"] = summary["trace"]["mean"]
-    run.update_stage("hessian", "done", **info)
-    return HessianResult(summary, paths, figs)
+            if rep.density is not None:
+                figs += save_figure(plot_hessian_density(rep.density.grid,
+                                                         rep.density.density,
+                                                         top=rep.top.values.tolist()),
+                                    run.figures_dir, f"hessian-density-e{e:03d}")
+            if curve is not None:
+                figs += save_figure(plot_sharpness_epochs(curve["epochs"],
+                                                          curve["top_eigenvalue"]),
+                                    run.figures_dir, "sharpness-epochs")
+        info: dict[str, Any] = {"epoch": e, "top_eigenvalues": summary["top_eigenvalues"],
+                                "file": f"landscapes/hessian-e{e:03d}.json"}
+        if "trace" in summary:
+            info["trace"] = summary["trace"]["mean"]
+        run.update_stage("hessian", "done", **info)
+        return HessianResult(summary, paths, figs)

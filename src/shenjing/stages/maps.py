@@ -211,8 +211,7 @@ class MapsResult:
         if self.change is not None:
             a, b = self.change.epochs
             lines.append(f"mean |Δ activation| epoch {a}→{b}: {self.change.mean_abs_change:.4g}"
-                         f" ({self.change.relative_change:.0%} of mean |activation| at "
-                         f"epoch {a}); most changed {unit}s: "
+                         f" ({self.change.relative_text()}); most changed {unit}s: "
                          f"{', '.join(map(str, self.change.top[:5]))}")
             if self.change.top_positions:
                 lines.append(f"most changed {self.change.position_name}s: "
