@@ -29,6 +29,9 @@ fi
 
 if [[ $DEV == 1 ]]; then
   "${PIP[@]}" -e ".[dev]"
+  # vit-pytorch (a third-party ViT for the tests) declares torchvision, which would replace
+  # the CPU torch; its ViT needs only torch and einops, so it is installed without deps.
+  "${PIP[@]}" --no-deps "vit-pytorch==1.26.14" "einops>=0.8.2"
   # The report's end-to-end test drives a real headless Chromium (Debian's package).
   if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
      && [[ "$(id -u)" == 0 ]]; then

@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from shenjing import trust
-from shenjing.cli.app import main
 from shenjing.errors import UntrustedCodeError
 from shenjing.runs import Run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: cli_invoke
+from cli_invoke import invoke
 
 EVIL = '''
 from pathlib import Path
@@ -86,16 +89,6 @@ def _contents(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _invoke(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 #: every command that opens a run folder, with the arguments it needs
 NEEDS_MODEL = {
     "layers --dry-run": ["layers", "{run}", "--dry-run"],
@@ -126,7 +119,7 @@ def _args(template: list[str], run: Path) -> list[str]:
 def test_a_hostile_run_folder_runs_no_code(tmp_path, capsys, zoo_run, command):
     run, marker = _hostile(zoo_run, tmp_path)
     before = _contents(run)
-    code, out, err = _invoke(capsys, *_args(NEEDS_MODEL[command], run))
+    code, out, err = invoke(capsys, *_args(NEEDS_MODEL[command], run))
     assert not marker.exists(), f"{command} ran the run folder's code"
     assert _contents(run) == before  # refused: nothing in the folder created or changed
     assert code == 2, (out, err)
@@ -139,7 +132,7 @@ def test_a_hostile_run_folder_runs_no_code(tmp_path, capsys, zoo_run, command):
 @pytest.mark.parametrize("command", list(NO_MODEL))
 def test_views_that_need_no_model_work_and_run_no_code(tmp_path, capsys, zoo_run, command):
     run, marker = _hostile(zoo_run, tmp_path)
-    code, out, err = _invoke(capsys, *_args(NO_MODEL[command], run))
+    code, out, err = invoke(capsys, *_args(NO_MODEL[command], run))
     assert not marker.exists(), f"{command} ran the run folder's code"
     assert code == 0, (out, err)
 
@@ -147,7 +140,7 @@ def test_views_that_need_no_model_work_and_run_no_code(tmp_path, capsys, zoo_run
 @pytest.mark.parametrize("command", ["layers --dry-run", "hessian", "landscape-line"])
 def test_with_trust_code_it_runs(tmp_path, capsys, zoo_run, command):
     run, marker = _hostile(zoo_run, tmp_path)
-    code, _, err = _invoke(capsys, *_args(NEEDS_MODEL[command], run), "--trust-code")
+    code, _, err = invoke(capsys, *_args(NEEDS_MODEL[command], run), "--trust-code")
     assert code == 0, err
     assert marker.exists()  # the control: this code does run when consented to
 
@@ -180,7 +173,7 @@ def test_a_target_function_in_a_fit_run_needs_consent(tmp_path, capsys):
     # someone else's machine: a fresh trust list, and the file rewritten to write a marker
     (tmp_path / "mine.py").write_text(EVIL + "\nimport numpy as np\ndef f(x):\n"
                                       "    return np.sin(x)\n")
-    code, out, err = _invoke(capsys, "fit", "--run", str(tmp_path / "fit"), "--no-gif")
+    code, out, err = invoke(capsys, "fit", "--run", str(tmp_path / "fit"), "--no-gif")
     assert code == 2 and "changed since the run was made" in err, (out, err)
     assert not (tmp_path / "MARKER").exists()
 

@@ -41,6 +41,7 @@ FORMAT_VERSION = 1
 _EPOCH0_WORDS = {"trained": "untrained", "fresh": "fresh init", "weights": "init weights",
                  "checkpoints": "first checkpoint"}
 MANIFEST = "run.json"
+LAYER_TABLE = "layers.json"  # the model's layer table, saved when the run is made
 _EPOCH_FILE = re.compile(r"^epoch-(\d{3,})\.safetensors$")
 SUBDIRS = ("checkpoints", "activations", "embeddings", "landscapes", "figures")
 
@@ -316,7 +317,7 @@ class Run:
 
         Reading it runs no code: the report and ``shenjing layers`` show the model from it.
         """
-        path = self.path / "layers.json"
+        path = self.path / LAYER_TABLE
         if not path.is_file():
             return None
         try:

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 import shenjing as sj
-from shenjing.cli.app import main
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))  # tests/: inspect_models
+from cli_invoke import invoke  # noqa: E402
 
 
 def _recipe(folder: Path, **recorder_options):
@@ -45,16 +45,6 @@ def _recipe(folder: Path, **recorder_options):
     return folder
 
 
-def _invoke(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 NEEDS_MODEL = [
     ["layers", "{run}", "--dry-run"],
     ["embed", "{run}", "--layers", "out", "--method", "pca", "--n", "50", "--n-train", "100"],
@@ -74,7 +64,7 @@ def recipe_run(tmp_path_factory):
 
 @pytest.mark.parametrize("args", NEEDS_MODEL, ids=lambda a: a[0])
 def test_a_run_without_model_spec_says_in_one_line_what_is_missing(capsys, recipe_run, args):
-    code, out, err = _invoke(capsys, *[a.format(run=recipe_run) for a in args])
+    code, out, err = invoke(capsys, *[a.format(run=recipe_run) for a in args])
     assert code == 1, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -84,7 +74,7 @@ def test_a_run_without_model_spec_says_in_one_line_what_is_missing(capsys, recip
 
 @pytest.mark.parametrize("args", FROM_FILES, ids=lambda a: a[0])
 def test_views_from_saved_files_work_without_model_spec(capsys, recipe_run, args):
-    code, out, err = _invoke(capsys, *[a.format(run=recipe_run) for a in args])
+    code, out, err = invoke(capsys, *[a.format(run=recipe_run) for a in args])
     assert code == 0, (out, err)
 
 
@@ -92,7 +82,7 @@ def test_with_model_spec_every_command_works(tmp_path, capsys):
     run = _recipe(tmp_path / "mine", model_spec=f"{TESTS / 'inspect_models.py'}:Shared",
                   model_kwargs={"hidden": 16})
     for args in NEEDS_MODEL:
-        code, out, err = _invoke(capsys, *[a.format(run=run) for a in args])
+        code, out, err = invoke(capsys, *[a.format(run=run) for a in args])
         assert code == 0, (args, out, err)
     # the rebuilt net is the trained one
     from inspect_models import Shared

@@ -59,7 +59,7 @@ def test_report_of_a_hostile_run_runs_none_of_its_code(hostile_run):
     assert sorted(p.name for p in markers.iterdir()) == []
     parts = sections(html)
     assert ("The layer table was not saved with this run; `shenjing layers "
-            f"{run.path}` prints it.") in parts["model"]
+            f"{run.path} --dry-run` prints it.") in parts["model"]
     # the map is there, without thumbnails, and says why
     assert "emb-fc-pca-epoch-001" in parts["embeddings"]
     assert "no input images: the run&#39;s data is made by code" in parts["embeddings"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from shenjing.cli.app import main
 from shenjing.errors import NotApplicableError, UsageError
 from shenjing.models.weights import save_safetensors
 from shenjing.runs import Run
@@ -23,6 +22,7 @@ from shenjing.stages.inspect import (
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))  # tests/: inspect_models
 import inspect_models as im  # noqa: E402
+from cli_invoke import invoke  # noqa: E402
 
 FAST = {"line_steps": 5, "plane_steps": 3, "samples": 64, "embed_method": "pca",
         "embed_samples": 150, "embed_train_samples": 300, "hessian_top": 2,
@@ -43,13 +43,7 @@ def series(tmp_path_factory, digits):
 
 
 def _invoke(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(["inspect", *args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return invoke(capsys, "inspect", *args)
 
 
 BAD = [

@@ -11,8 +11,6 @@ from shenjing.report.provenance import epoch0_label, epoch0_note, epoch_summary,
 from shenjing.report.stage_status import SECTION_TITLES, stage_states, stages_table
 from shenjing.runs import Run
 
-LAYERS_FILE = "layers.json"  # the layer table saved when the run was created (run format)
-
 
 def _final_record(run: Run) -> dict[str, Any]:
     records = run.metrics()
@@ -112,21 +110,22 @@ def model_section(run: Run) -> Section | None:
     """Layers with their types, output shapes, parameters and call counts, read from
     ``RUN/layers.json`` (saved when the run was created). The report never builds the model:
     a run folder is data, and building it could run the code it names."""
-    from shenjing import _io
+    from shenjing.runs import LAYER_TABLE
 
     title = SECTION_TITLES["model"]
-    path = run.path / LAYERS_FILE
-    if not path.is_file():
+    table = run.saved_layer_table()
+    if table is None and not (run.path / LAYER_TABLE).is_file():
         return Section("model", title, [Note(
             "The layer table was not saved with this run; `shenjing layers "
-            f"{run.path}` prints it.")])
+            f"{run.path} --dry-run` prints it.")])
     try:
-        table = _io.read_json(path)
+        if table is None:
+            raise ValueError("it cannot be read as JSON")
         layer_rows = list(table["rows"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         return Section("model", title, [Note(
-            f"{path.name} is not a layer table ({type(exc).__name__}: {exc}); "
-            f"`shenjing layers {run.path}` prints it.", level="warning")])
+            f"{LAYER_TABLE} is not a layer table ({type(exc).__name__}: {exc}); "
+            f"`shenjing layers {run.path} --dry-run` prints it.", level="warning")])
     ran = {r["name"] for r in layer_rows if int(r.get("calls", 0))}
     batch = _batch_size(table)
     rows = []

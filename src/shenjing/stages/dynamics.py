@@ -68,19 +68,11 @@ from shenjing.plot.save import save_figure
 from shenjing.runs import Run
 from shenjing.stages.maps import resolve_epochs
 
-LAYER_TABLE = "layers.json"
-
 
 def _layer_table(run: Run) -> Mapping[str, Any] | None:
     """``RUN/layers.json`` as plain JSON (None when the run has none or it is unreadable)."""
-    path = run.path / LAYER_TABLE
-    if not path.is_file():
-        return None
-    try:
-        table = _io.read_json(path)
-    except (OSError, ValueError):
-        return None
-    return table if isinstance(table, Mapping) and isinstance(table.get("rows"), list) else None
+    table = run.saved_layer_table()
+    return table if table is not None and isinstance(table.get("rows"), list) else None
 
 
 def _model_order(run: Run, groups: Sequence[str]) -> list[str] | None:

@@ -416,13 +416,10 @@ def module_types(run: Run) -> dict[str, str]:
     """Layer name → module type from the run's ``layers.json`` (saved when it was created),
     in the model's module order; empty for runs made before it existed. Reading it runs no
     code."""
-    path = run.path / "layers.json"
-    if not path.is_file():
-        return {}
+    table = run.saved_layer_table() or {}
     try:
-        rows = _io.read_json(path)["rows"]
-        return {str(r["name"]): str(r["type"]) for r in rows}
-    except (ValueError, KeyError, TypeError):
+        return {str(r["name"]): str(r["type"]) for r in table.get("rows", [])}
+    except (KeyError, TypeError):
         return {}
 
 
@@ -432,10 +429,10 @@ def _input_shape(run: Run) -> tuple[int, ...] | None:
     spec = run.manifest.get("model", {})
     if spec.get("input_shape"):
         return tuple(int(s) for s in spec["input_shape"])
-    path = run.path / "layers.json"
-    if path.is_file():
+    table = run.saved_layer_table()
+    if table is not None:
         try:
-            return tuple(int(s) for s in _io.read_json(path)["input_shape"])
+            return tuple(int(s) for s in table["input_shape"])
         except (ValueError, KeyError, TypeError):
             pass
     if run.data_is_code:

@@ -30,7 +30,7 @@ from torch import nn
 from shenjing import _io
 from shenjing.data.types import Dataset, Split
 from shenjing.errors import UsageError
-from shenjing.runs import Run
+from shenjing.runs import LAYER_TABLE, Run
 from shenjing.training.evaluate import evaluate
 from shenjing.training.losses import LOSS_NAMES, LossFn, get_loss, loss_task
 from shenjing.training.stats import grad_norms as group_grad_norms
@@ -257,7 +257,7 @@ class Recorder:
             return
         example = self.eval_split.x[:2].to(self.device)
         table = list_layers(self.model, example)
-        _io.write_json(self.run.path / "layers.json", table.to_dict())
+        _io.write_json(self.run.path / LAYER_TABLE, table.to_dict())
 
     def _write_epoch(self, epoch: int, *, lr: float | None, train_loss: float | None,
                      train_accuracy: float | None, grad_norms: dict[str, float] | None,
