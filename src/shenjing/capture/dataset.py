@@ -582,8 +582,13 @@ def _check_budget(total: int, specs: Mapping[str, tuple[tuple[int, ...], np.dtyp
                 f"out_dir=... to stream to disk (the CLI's `shenjing capture` does), or reduce "
                 f"it: {'; '.join(hints)}")
     else:
-        out_path.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(out_path).free
+        if max_memory is not None and total > max_memory:  # the user's own cap, on disk too
+            raise ResourceError(
+                f"capturing {n} samples needs {format_bytes(total)} ({total} bytes; largest: "
+                f"{biggest!r}), above the {format_bytes(max_memory)} allowed (--max-memory); "
+                f"raise --max-memory or reduce it: {'; '.join(hints)}")
+        existing = next((p for p in (out_path, *out_path.parents) if p.exists()), out_path)
+        free = shutil.disk_usage(existing).free
         if total > free:
             raise ResourceError(
                 f"capturing {n} samples needs {format_bytes(total)} ({total} bytes) on disk "

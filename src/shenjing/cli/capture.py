@@ -30,11 +30,13 @@ def _parse_bytes(text: str | None) -> int | None:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(float(t))
-    except ValueError:
+        size = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, OverflowError):
         raise UsageError(f"--max-memory {text!r} is not a size; use e.g. 2G or 500M") from None
+    if not size >= 1 or size == float("inf"):
+        raise UsageError(f"--max-memory {text!r} must be a positive size; use e.g. 2G or "
+                         "500M")
+    return int(size)
 
 
 def register(app: typer.Typer) -> None:
@@ -136,7 +138,8 @@ def register(app: typer.Typer) -> None:
         the_run = open_run(run, trust_code=trust_code)
         result = embed_stage(the_run, parse_list(layers), epochs=chosen, method=method,
                              n=n, n_train=n_train, split=split, seed=seed,
-                             perplexity=perplexity, pca_dims=pca_dims or None,
+                             perplexity=perplexity,
+                             pca_dims=None if pca_dims == 0 else pca_dims,
                              align=not no_align, cka=not no_cka, projector=projector,
                              device=device)
         out.print(result.summary(), markup=False)

@@ -105,9 +105,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show how each layer warps a grid and the data of a 2-D set, with the linear-probe
         accuracy per layer and the decision boundary."""
+        from shenjing._checks import int_list
         from shenjing.stages.warp import warp as warp_stage
 
-        widths = [int(w) for w in parse_list(hidden)] if hidden else None
+        widths = int_list("--hidden", hidden, example="64,64") if hidden else None
         result = warp_stage(run, data=data, hidden=widths, epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed,
                             epoch=int(epoch) if epoch.lstrip("-").isdigit() else epoch,

@@ -118,8 +118,14 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
     fly. Files: ``activations/<key>/epoch-NNN.npy`` (+ ``.indices.npy``, ``.labels.npy``,
     ``.json``).
     """
+    from shenjing._checks import bounded_int, optional_int, positive_int, random_seed
     from shenjing.capture import capture_dataset
 
+    optional_int("--n", n)
+    positive_int("--batch-size", batch_size)
+    random_seed("--seed", seed)
+    if max_memory is not None:
+        bounded_int("--max-memory", max_memory, low=1, example="2G")
     e = run.resolve_epoch(epoch)
     data = _split(run, split).subset(n, seed=seed)
     model = run.model(e, device=_device(device))  # refusals (untrusted code) write nothing
@@ -200,6 +206,23 @@ def _load_map(path: Path, params: dict[str, Any]) -> Any | None:
         return None
 
 
+def _check_embed_options(*, n: int | None, n_train: int | None, seed: int,
+                         pca_dims: int | None, perplexity: float, k: int, n_neighbors: int,
+                         max_features: int | None, batch_size: int) -> None:
+    """Refuse a value that cannot work before any capture or file (one line each)."""
+    from shenjing._checks import finite_float, optional_int, positive_int, random_seed
+
+    optional_int("--n", n, low=3, why="a 2-D map needs at least 3 samples")
+    optional_int("--n-train", n_train, low=2, why="the probe is trained on them")
+    random_seed("--seed", seed)
+    optional_int("--pca-dims", pca_dims)
+    finite_float("--perplexity", perplexity, low=0.0, low_open=True)
+    positive_int("k", k)
+    positive_int("n_neighbors", n_neighbors)
+    optional_int("max_features", max_features)
+    positive_int("--batch-size", batch_size)
+
+
 def embed_stage(run: Run, layers: Sequence[str] | str, *,
                 epochs: Sequence[int | str] | str = ("init", "final"), method: str = "tsne",
                 n: int | None = 2000, n_train: int | None = 5000, split: str = "test",
@@ -225,6 +248,9 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
         from shenjing.errors import unknown_name
 
         raise unknown_name("embedding method", method, METHODS)
+    _check_embed_options(n=n, n_train=n_train, seed=seed, pca_dims=pca_dims,
+                         perplexity=perplexity, k=k, n_neighbors=n_neighbors,
+                         max_features=max_features, batch_size=batch_size)
     if method == "umap":
         _import_umap()  # the pip line now, not after minutes of capture
     epoch_list = _epochs(run, epochs)

@@ -184,6 +184,17 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
     analysed as it is; otherwise an ``mlp`` with ``hidden`` widths (default
     :data:`WARP_HIDDEN`) is trained on ``data`` with :data:`WARP_TRAIN` settings unless given.
     """
+    from shenjing._checks import bounded_int, finite_float, optional_int, random_seed
+
+    for width in hidden or ():
+        bounded_int("--hidden", width, low=1, example="64,64")
+    optional_int("--epochs", epochs)
+    optional_int("--batch-size", batch_size)
+    if lr is not None:
+        finite_float("--lr", lr, low=0.0, low_open=True)
+    random_seed("--seed", seed)
+    bounded_int("--lines", n_lines, low=2, why="a grid needs 2 or more lines")
+    bounded_int("resolution", resolution, low=2)
     path = run.path if isinstance(run, Run) else Path(run)
     trained_before = (path / "run.json").is_file() and \
         Run(path).stage("train").get("status") == "done"
