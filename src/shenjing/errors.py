@@ -13,6 +13,7 @@ Every message says what was expected, what was given, and how to fix it.
     │   └── ChecksumError
     ├── RunError              a run directory is missing, foreign or of a newer format
     │   ├── EpochNotFoundError    the run has no checkpoint for the asked epoch
+    │   ├── RunLockedError        another process is writing the run
     │   └── UntrustedCodeError    the run names user code this user has not trusted
     ├── CheckpointError       a weights file is unsafe, or does not match the model
     ├── ResourceError         a job would not fit the memory allowed
@@ -70,6 +71,10 @@ class RunError(ShenjingError):
 
 class EpochNotFoundError(RunError, UsageError):
     """A run has no checkpoint for the epoch asked for."""
+
+
+class RunLockedError(RunError):
+    """Another live process holds the run's writer lock (two writers would corrupt it)."""
 
 
 class UntrustedCodeError(RunError, UsageError):
