@@ -131,6 +131,18 @@ def int_list(name: str, text: str, *, low: int = 1, example: str = "64,32") -> l
     return out
 
 
+def device(name: str, value: str) -> str:
+    """``value`` if it names a device this machine has (``auto``, ``cpu``, ``cuda:1`` …);
+    otherwise the reason, in one line naming the option. torch is imported only here."""
+    from shenjing._device import resolve_device
+
+    try:
+        resolve_device(value)
+    except UsageError as exc:
+        raise UsageError(f"{name} {value!r}: {exc}") from None
+    return value
+
+
 def _example_between(low: float | None, high: float | None) -> float:
     if low is not None and high is not None:
         return (low + high) / 2
@@ -141,5 +153,5 @@ def _example_between(low: float | None, high: float | None) -> float:
     return 0.0
 
 
-__all__ = ["SEED_MAX", "bounded_int", "choice", "finite_float", "int_list", "optional_int",
-           "positive_int", "probability", "random_seed"]
+__all__ = ["SEED_MAX", "bounded_int", "choice", "device", "finite_float", "int_list",
+           "optional_int", "positive_int", "probability", "random_seed"]

@@ -60,7 +60,7 @@ def load_file_module(path: Path, ref: str, *, kind: str = "model",
     try:
         with no_bytecode():
             spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a script's sys.exit() at import, too
         sys.modules.pop(mod_name, None)
         raise UsageError(f"{kind} file {path} failed while being imported: "
                          f"{type(exc).__name__}: {exc}{where(exc)}. Fix the file, or check "
@@ -87,9 +87,10 @@ def import_module(module_ref: str, ref: str, *, option: str = "--model") -> Any:
         raise UsageError(f"cannot import module {module_ref!r} for {option} {ref!r} "
                          f"({exc}). Is the package installed, or its folder on PYTHONPATH? "
                          "A single file can be named as path/to/file.py:name") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UsageError(f"importing {module_ref!r} for {option} {ref!r} raised "
-                         f"{type(exc).__name__}: {exc}{where(exc)}") from None
+                         f"{type(exc).__name__}: {exc}{where(exc)}. Fix the module, or check "
+                         f"that `python -c 'import {module_ref}'` works") from None
 
 
 def import_reference(ref: str, *, kind: str = "model", option: str = "--model") -> Any:
@@ -108,7 +109,8 @@ def import_reference(ref: str, *, kind: str = "model", option: str = "--model") 
     if module_ref.endswith(".py"):
         path = Path(module_ref)
         if not path.is_file():
-            raise UsageError(f"{kind} file {path} does not exist (from {option} {ref!r})")
+            raise UsageError(f"{option} {ref!r}: the {kind} file {path} does not exist; check "
+                             "the path (relative to the current folder)")
         module = load_file_module(path, ref, kind=kind, option=option)
     else:
         module = import_module(module_ref, ref, option=option)

@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from shenjing import _io
 from shenjing.data import Dataset, load_dataset
 from shenjing.errors import UsageError
 from shenjing.runs import Run
@@ -195,18 +196,25 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
     PNGs); each view's own command also writes SVG. A study that finished before (same
     options) is reused; ``force`` redoes everything.
     """
-    if data not in ("digits", "mnist", "fashion-mnist"):
-        raise UsageError(f"demo data must be digits, mnist or fashion-mnist (got {data!r})")
-    from shenjing._checks import positive_int
+    from shenjing._checks import choice, positive_int
+    from shenjing._checks import device as check_device
     from shenjing._device import resolve_device
 
+    choice("--data", data, ("digits", "mnist", "fashion-mnist"))
+    check_device("--device", device)
     if jobs is None:
         on_cpu = resolve_device(device).type == "cpu"
         jobs = min(2, os.cpu_count() or 1) if on_cpu else 1
     positive_int("--jobs", jobs)
     started = time.perf_counter()
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is a file, not a folder; give a folder for the "
+                         "demo's runs, e.g. --out runs/demo")
+    # the data first (a bad --data-dir is refused before the folder exists); the studies
+    # load it again in their own processes
+    load_dataset(data, data_dir=data_dir)
+    _io.make_folder(folder)
     plan = _plan(data, fast)
     tasks = [DemoTask(study, folder, data, str(data_dir) if data_dir else None, plan, force,
                       device, quiet=jobs > 1) for study in STUDIES]

@@ -115,9 +115,33 @@ def test_module_reference_from_file(tmp_path):
     ("numpy:sinn",
      "has no attribute 'sinn' \\(from --function 'numpy:sinn'\\). Did you mean 'sin'"),
     ("numpy:_private", "private attribute"),
-    ("numpy:pi", "is a float, not a function"),
+    ("numpy:pi", "names a float, not a function of x"),
     ("missing/file.py:f", "function file missing/file.py does not exist"),
 ])
 def test_bad_module_references(text, match):
     with pytest.raises(UsageError, match=match):
         parse_function(text)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    # Python's own parser: MemoryError (deep unary), RecursionError (a long chain)
+    ("-" * 5000 + "x", r"nests too deeply to be parsed \(more than 500 levels"),
+    ("+".join(["x"] * 3000), r"nests too deeply to be parsed"),
+    # parsed, but deeper than the tree-walking interpreter may recurse
+    ("+".join(["x"] * 600), r"nests 600 levels deep; at most 500 are allowed"),
+    ("x+" * 6000 + "x", r"is longer than the 10,000 characters an expression may have"),
+])
+def test_deeply_nested_or_huge_expressions_are_one_usage_error(text, match):
+    """Used to escape as a bare MemoryError / RecursionError (a traceback in the CLI)."""
+    with pytest.raises(UsageError, match=match) as info:
+        parse_function(text)
+    message = str(info.value)
+    assert message.startswith("--function '") and len(message) < 400  # the text is cut short
+    assert "characters)" in message
+
+
+def test_nesting_up_to_the_limit_still_evaluates():
+    f = parse_function("+".join(["x"] * 450))
+    np.testing.assert_allclose(f(X), 450 * X, rtol=1e-12)
+    g = parse_function("-" * 490 + "x")  # an even number of minus signs
+    np.testing.assert_array_equal(g(X), X)

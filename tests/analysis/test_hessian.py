@@ -270,3 +270,73 @@ def test_kernel_settings_are_restored_after_each_product(vit):
     # outside the operator, attention uses its fused kernels again
     assert attention_kernel() == fused
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
+
+
+class _KilledError(Exception):
+    """Stands for a kill: raised by a product, so nothing after the last save is kept."""
+
+
+def _sharpness_with_a_kill_after(tiny, path, monkeypatch, n_products):
+    """Run ``sharpness`` on ``tiny`` with a resume file, stopping it at product
+    ``n_products`` (None: never); return the report (or None) and the products computed."""
+    from shenjing.analysis.hessian import hessian_settings_key
+    from shenjing.analysis.landscape.resume import ResumeFile
+
+    net, x, y, _ = tiny
+    settings = dict(top_k=3, trace=True, density=True, layers=["0", "2"], trace_samples=6,
+                    density_runs=2, density_steps=5, tol=1e-4, seed=3)
+    key = hessian_settings_key(net, x, y, loss="cross_entropy", **settings)
+    real = HessianOperator._matvec
+    count = [0]
+
+    def counted(self, v):
+        if n_products is not None and count[0] == n_products:
+            raise _KilledError
+        count[0] += 1
+        return real(self, v)
+
+    monkeypatch.setattr(HessianOperator, "_matvec", counted)
+    try:
+        rep = sharpness(net, x, y, loss="cross_entropy", **settings,
+                        resume=ResumeFile(path, key, save_every=0.0))
+    except _KilledError:
+        rep = None
+    monkeypatch.setattr(HessianOperator, "_matvec", real)
+    return rep, count[0]
+
+
+def test_a_killed_sharpness_resumes_with_the_same_numbers_and_products(tiny, tmp_path,
+                                                                       monkeypatch):
+    """Issue 13 item 11: hessian killed after 100 s started from zero. Every loop (Lanczos
+    steps, Hutchinson probes, SLQ runs, per-layer blocks) saves its state; killed at any
+    product and resumed, the report equals an uninterrupted one bit for bit, and no product
+    is computed twice."""
+    clean, total = _sharpness_with_a_kill_after(tiny, None, monkeypatch, None)
+    assert total == clean.top.n_hvp + 6 + clean.density.n_hvp + sum(
+        e["n_hvp"] + 3 for e in clean.per_layer.values())
+    for stop in sorted({1, 2, 5, total // 3, total // 2, total - 4, total - 1}):
+        path = tmp_path / f"stop-{stop}.npz"
+        killed, done = _sharpness_with_a_kill_after(tiny, path, monkeypatch, stop)
+        assert killed is None and done == stop and path.is_file()
+        resumed, rest = _sharpness_with_a_kill_after(tiny, path, monkeypatch, None)
+        assert done + rest == total, stop  # nothing redone
+        assert resumed.to_json() == clean.to_json(), stop
+        np.testing.assert_array_equal(resumed.trace.samples, clean.trace.samples)
+        np.testing.assert_array_equal(resumed.density.density, clean.density.density)
+        np.testing.assert_array_equal(resumed.density.nodes, clean.density.nodes)
+
+
+def test_a_resume_file_of_other_settings_is_not_used(tiny, tmp_path):
+    from shenjing.analysis.hessian import hessian_settings_key
+    from shenjing.analysis.landscape.resume import ResumeFile
+
+    net, x, y, _ = tiny
+    path = tmp_path / "p.npz"
+    key = hessian_settings_key(net, x, y, loss="cross_entropy", seed=0)
+    op = HessianOperator(net, x, y, loss="cross_entropy")
+    first = hutchinson_trace(op, op.dim, n_samples=4, seed=0, resume=ResumeFile(path, key))
+    other = hessian_settings_key(net, x, y, loss="cross_entropy", seed=1)
+    assert other != key
+    assert not ResumeFile(path, other).resumed and ResumeFile(path, key).resumed
+    again = hutchinson_trace(op, op.dim, n_samples=4, seed=1, resume=ResumeFile(path, other))
+    assert again.mean != first.mean  # recomputed with seed 1, not read back

@@ -268,6 +268,39 @@ def test_choose_engine_measures_and_records():
                       classification=True, path="fast")
 
 
+def test_the_engine_records_the_thread_count_it_runs_with():
+    """A config with threads=None would run with whatever count the process has, so a
+    resume in another process could compute differently: the count is always recorded."""
+    net = _mlp()
+    x, y = _data(200)
+    x = x.flatten(1)  # (samples, features) and a batch size: nothing to time the forward on
+    d = random_directions(net, 2, seed=0)
+    torch.set_num_threads(1)
+    for path in ("loop", "linear", "auto"):
+        cfg = choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+                            classification=True, device="cpu", n_points=9, path=path,
+                            batch_size=64)
+        assert cfg.threads == 1, (path, cfg)
+
+
+def test_compiled_evaluation_uses_static_shapes(monkeypatch):
+    """torch.compile's automatic dynamic shapes make the kernels depend on the batch sizes a
+    process saw before (a resumed run would compute with other kernels): compile static."""
+    seen = {}
+
+    def fake_compile(model, **kwargs):
+        seen.update(kwargs)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    net = _mlp()
+    x, y = _data(50)
+    d = random_directions(net, 2, seed=0)
+    Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
+              classification=True, config=EngineConfig(path="loop", compile=True))
+    assert seen.get("dynamic") is False
+
+
 def test_plane_records_provenance_and_symmetric_grid():
     net = _mlp()
     x, y = _data()

@@ -47,6 +47,114 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+CHILD = textwrap.dedent("""
+    # a landscape job that tells its parent, through a pipe, the point it has reached (the
+    # file is saved after every chunk), then waits to be killed: no sleeps, no polling
+    import os, sys, torch
+    from torch import nn
+    from shenjing.analysis.landscape import plane
+
+    torch.set_num_threads(2)  # the parent runs with one: the engine's record must decide
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3)).eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, 1, 4, 4, generator=g), torch.randint(0, 3, (300,), generator=g)
+    fd, stop_at = int(sys.argv[2]), int(sys.argv[3])
+
+    def reached(done, total):
+        if done >= stop_at:
+            os.write(fd, f"{done}\\n".encode())
+            sys.stdin.read()  # blocks until the parent kills this process
+
+    plane(net, x, y, loss="cross_entropy", steps=13, range_=(-1, 1), device="cpu",
+          engine="auto", path=sys.argv[1], save_every=0.0, progress=reached)
+""")
+
+
+def _child_data():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 3)).eval()
+    g = torch.Generator().manual_seed(1)
+    return net, torch.randn(300, 1, 4, 4, generator=g), torch.randint(0, 3, (300,), generator=g)
+
+
+def test_resume_after_kill_with_the_automatic_engine_is_bit_identical(tmp_path):
+    """Issue 13 item 11: a resumed landscape with the automatic engine could choose another
+    path than before the kill (loss off by up to 4e-7 at 605 of 625 points). The path,
+    batch, threads, layout and compile chosen are recorded with the first points and reused
+    on resume: every point equals an uninterrupted run with those settings, bit for bit."""
+    import select
+
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    target = tmp_path / "killed.npz"
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, str(script), str(target), str(write_end), "40"],
+                            pass_fds=(write_end,), stdin=subprocess.PIPE)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 120)
+        assert ready, "the child never reported its progress"
+        reached = int(os.read(read_end, 64).decode().split()[0])
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+    partial = load_landscape(target)
+    assert 40 <= reached < 169 and partial.n_done == reached
+    engine = partial.meta["engine"]
+    assert isinstance(engine["threads"], int) and engine["threads"] >= 1
+    net, x, y = _child_data()
+    seen = []
+    resumed = plane(net, x, y, loss="cross_entropy", steps=13, range_=(-1, 1), device="cpu",
+                    engine="auto", path=target, progress=lambda d, t: seen.append(d))
+    assert seen[0] == reached and resumed.complete
+    assert resumed.meta["engine"] == engine  # the same settings, not chosen again
+    np.testing.assert_array_equal(resumed.loss[partial.done], partial.loss[partial.done])
+    clean = plane(net, x, y, loss="cross_entropy", steps=13, range_=(-1, 1), device="cpu",
+                  engine=engine["path"], batch_size=engine["batch_size"],
+                  channels_last=engine["channels_last"], compile=engine["compile"],
+                  threads=engine["threads"], path=tmp_path / "clean.npz")
+    assert {k: clean.meta["engine"][k] for k in ("path", "batch_size", "threads", "chunk")} \
+        == {k: engine[k] for k in ("path", "batch_size", "threads", "chunk")}
+    np.testing.assert_array_equal(resumed.loss, clean.loss)
+    np.testing.assert_array_equal(resumed.accuracy, clean.accuracy)
+
+
+def test_resume_refuses_settings_other_than_those_of_the_stored_points(tmp_path):
+    """Points computed one way are never mixed with points computed another way: an
+    explicit engine, batch size, layout, compile or thread count that differs from the
+    stored one is refused (naming both), and leaving them out resumes exactly."""
+    net, x, y = _build()
+    path = tmp_path / "p.npz"
+
+    def stop(done, total):
+        if done >= 20:
+            raise KeyboardInterrupt
+
+    kw = dict(loss="cross_entropy", steps=9, range_=(-1, 1), device="cpu", path=path)
+    with pytest.raises(KeyboardInterrupt):
+        plane(net, x, y, engine="loop", batch_size=16, channels_last=False, save_every=0.0,
+              progress=stop, **kw)
+    before = path.read_bytes()
+    for other, shown in ((dict(engine="linear"), "--engine linear"),
+                         (dict(batch_size=8), "--batch-size 8"),
+                         (dict(compile=True), "--compile"),
+                         (dict(channels_last=True), "channels_last=True"),
+                         (dict(threads=3), "threads 3")):
+        with pytest.raises(UsageError, match=rf"^p\.npz holds 2\d of 81 points computed with "
+                                             rf"engine loop \(batch 16, 1 thread\(s\), "
+                                             rf"NCHW, eager\); resuming with {shown} would "
+                                             rf"mix .*leave .* out to resume exactly"):
+            plane(net, x, y, **other, **kw)
+        assert path.read_bytes() == before
+    done = plane(net, x, y, **kw)  # nothing given: the stored settings are used
+    assert done.complete and done.meta["engine"]["path"] == "loop"
+    assert done.meta["engine"]["batch_size"] == 16
+
+
 def _build():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3))
@@ -145,6 +253,38 @@ def test_resume_after_kill_9_gives_the_identical_surface(tmp_path):
                   engine="loop", batch_size=16, path=tmp_path / "clean.npz")
     np.testing.assert_array_equal(resumed.loss, clean.loss)
     np.testing.assert_array_equal(resumed.accuracy, clean.accuracy)
+
+
+def test_grid_and_weight_copies_beyond_the_memory_allowed_are_refused_first(tmp_path,
+                                                                           monkeypatch):
+    """Issue 13 item 7: the grid's arrays (256 bytes per point) and the engine's copies of
+    the weights are estimated before either is allocated; above the budget one
+    ResourceError names the size and what reduces it, and no file is written."""
+    import shenjing.capture.dataset as ds
+    from shenjing.errors import ResourceError
+
+    net, x, y = _build()  # 243 parameters
+    kw = dict(loss="cross_entropy", device="cpu", engine="loop", batch_size=16)
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 40_000)  # 40 kB allowed
+    with pytest.raises(ResourceError, match=r"^a 13×13 plane \(169 points\) needs about "
+                                            r"42\.25 KiB .* only 39\.06 KiB is allowed .*; "
+                                            r"reduce steps, e.g. steps=11$"):
+        plane(net, x, y, steps=13, range_=(-1, 1), path=tmp_path / "p.npz", **kw)
+    with pytest.raises(ResourceError, match=r"^a line of 200 points"):
+        line(net, net, x, y, steps=198, path=tmp_path / "l.npz", **kw)
+    assert list(tmp_path.iterdir()) == []
+    assert plane(net, x, y, steps=11, range_=(-1, 1), **kw).complete  # 11×11 fits
+    # the engine's copies: 15 vectors of 243 float64 parameters + 2 × the samples = 39,400 B;
+    # the 3×3 grid (2,304 B) fits in 10 kB, they do not
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 10_000)
+    with pytest.raises(ResourceError, match=r"^evaluating 2 direction\(s\) of a model with "
+                                            r"243 parameters needs about 38\.48 KiB .*15 "
+                                            r"vectors of 8 bytes per parameter, and the "
+                                            r"samples\) but only 9\.77 KiB is allowed .*; "
+                                            r"use --dtype float32"):
+        plane(net, x, y, steps=3, range_=(-1, 1), path=tmp_path / "p.npz",
+              **{**kw, "dtype": "float64"})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_finer_and_wider_grids_reuse_computed_points(tmp_path):

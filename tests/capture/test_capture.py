@@ -161,6 +161,33 @@ def test_interrupted_stream_leaves_no_file(tmp_path):
     assert count_hooks(model) == 0
 
 
+def test_streamed_files_get_the_umask_mode_and_pid_named_temporaries(tmp_path):
+    """Issue 13 items 6 and 12: a killed capture left `.epoch-003.*.tmp.npy` files no later
+    stage could tell from a live writer's, and its `.npy` files were 0600 while the rest of
+    a run is what the umask gives. The streaming files are named by pid (swept once the
+    writer is gone) and get the run's one mode."""
+    import os
+    import stat
+
+    folder = tmp_path / "acts" / "0"
+    seen: list[str] = []
+
+    class Peek(nn.Module):  # looks at the folder while the rows stream in
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.extend(p.name for p in folder.glob(".*"))
+            return x
+
+    model = nn.Sequential(nn.Linear(3, 4), Peek())
+    capture_dataset(model, torch.ones(10, 3), ["0"], batch_size=4, out_dir=tmp_path / "acts",
+                    stem="epoch-001", verbose=False)
+    assert seen and all(name.startswith(f".epoch-001.{os.getpid()}.") and
+                        name.endswith(".tmp.npy") for name in seen), seen
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes
+
+
 def test_split_keeps_indices_labels_and_limit(digits):
     model = build_model("mlp", digits.input_shape, 10)
     acts = capture_dataset(model, digits.test, ["relu1"], batch_size=64, limit=100,
@@ -263,11 +290,54 @@ def test_too_big_for_memory_is_refused_with_bytes_and_options():
                         verbose=False)
 
 
+def test_pool_larger_than_the_maps_is_refused_before_anything_is_allocated(tmp_path,
+                                                                          monkeypatch):
+    """Issue 13 item 7: `capture --pool 1000` upsampled 28×28 maps to 1000×1000 and tried
+    to allocate 32 GB. Adaptive pooling to k×k can only shrink: k above a map's size is
+    refused (a usage error naming the key, its size and the largest k), before any pooled
+    tensor exists and with nothing written."""
+    import torch.nn.functional as F
+
+    model = build_model("simple_cnn", (1, 8, 8), 10)  # conv1: 8×8 maps, conv2: 4×4
+    pooled: list[tuple[int, int]] = []  # (smallest side of the map, k) of every pooling
+    real = F.adaptive_avg_pool2d
+    monkeypatch.setattr(F, "adaptive_avg_pool2d",
+                        lambda t, k: pooled.append((min(t.shape[2:]), k)) or real(t, k))
+    with pytest.raises(UsageError, match=r"pool=1000 \(--pool 1000\) would enlarge 'conv1'\'s "
+                                         r"8×8 maps to 1000×1000.*at most 8.*'mean'"):
+        capture_dataset(model, torch.zeros(4, 1, 8, 8), ["conv1"], pool=1000,
+                        out_dir=tmp_path / "acts", verbose=False)
+    with pytest.raises(UsageError, match=r"'conv2'\'s 4×4 maps.*at most 4"):
+        capture_dataset(model, torch.zeros(4, 1, 8, 8), ["conv1", "conv2"], pool=6,
+                        out_dir=tmp_path / "acts", verbose=False)
+    assert all(k <= side for side, k in pooled), pooled  # nothing was ever enlarged
+    assert not (tmp_path / "acts").exists()
+    acts = capture_dataset(model, torch.zeros(4, 1, 8, 8), ["conv1"], pool=8, verbose=False)
+    assert acts["conv1"].shape == (4, 32, 8, 8)  # k equal to the map size is fine
+
+
+def test_streaming_buffers_above_the_memory_budget_are_refused(tmp_path, monkeypatch):
+    """On disk the rows stream through a few batch-sized buffers per key; a batch size that
+    makes those larger than the memory allowed is refused up front, naming --batch-size."""
+    import shenjing.capture.dataset as ds
+
+    model = build_model("simple_cnn", (1, 8, 8), 10)
+    monkeypatch.setattr(ds, "available_memory", lambda: 200_000)
+    with pytest.raises(ResourceError, match=r"batches of 256 .*'conv1'\) need 8\.00 MiB of "
+                                            r"memory .* only 97\.66 KiB .*--batch-size 2"):
+        capture_dataset(model, torch.zeros(300, 1, 8, 8), ["conv1"], batch_size=256,
+                        out_dir=tmp_path / "acts", verbose=False)
+    assert not (tmp_path / "acts").exists()
+    acts = capture_dataset(model, torch.zeros(300, 1, 8, 8), ["conv1"], batch_size=2,
+                           out_dir=tmp_path / "acts", verbose=False)
+    assert acts["conv1"].shape == (300, 32, 8, 8)
+
+
 def test_bad_options():
     model = nn.Linear(2, 2)
     with pytest.raises(UsageError, match="dtype 'int8' is not supported"):
         capture_dataset(nn.Sequential(model), torch.zeros(2, 2), ["0"], dtype="int8")
-    with pytest.raises(UsageError, match="pool='avg' is not a pooling option"):
+    with pytest.raises(UsageError, match="--pool 'avg' is not a pooling option"):
         capture_dataset(nn.Sequential(model), torch.zeros(2, 2), ["0"], pool="avg")
 
 

@@ -36,9 +36,9 @@ def test_warp_prints_probe_table(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "code", "start"), [
-    (["fit", "--function", "x.__class__"], 2, "UsageError: function 'x.__class__' accesses"),
-    (["fit", "--function", "sin(x"], 2, "UsageError: function 'sin(x' is not a valid"),
-    (["fit", "--range", "5:-5"], 2, "UsageError: range '5:-5' has min ≥ max"),
+    (["fit", "--function", "x.__class__"], 2, "UsageError: --function 'x.__class__' accesses"),
+    (["fit", "--function", "sin(x"], 2, "UsageError: --function 'sin(x' is not a valid"),
+    (["fit", "--range", "5:-5"], 2, "UsageError: --range '5:-5' has min ≥ max"),
     (["warp", "--data", "digits"], 2, "ShapeMismatchError: warp needs 2-D points"),
 ])
 def test_bad_input_is_one_red_line(tmp_path, capsys, args, code, start):

@@ -34,3 +34,10 @@ def test_help_texts_are_whole(capsys, command):
 def test_bracketed_defaults_are_shown(capsys):
     text = _help(capsys, "train")
     assert "Run folder to write [default: runs/MODEL-DATA]." in " ".join(text.split())
+
+
+@pytest.mark.parametrize("command", [c for c in _commands() if c not in ("runs", "layers")])
+def test_every_command_says_whether_it_resumes(capsys, command):
+    """Issue 13 item 11: a user must know before a long job whether a kill costs it all."""
+    text = " ".join(_help(capsys, command).split()).lower()
+    assert "resum" in text, text[:400]

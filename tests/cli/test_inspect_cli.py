@@ -85,7 +85,11 @@ def test_full_model_pickle_needs_trust_pickle_and_warns(tmp_path, capsys, shared
                                          "'Nope'"),
     ({"--data": "no/such/file.npz"}, "UsageError: --data 'no/such/file.npz': no such file or "
                                      "folder, and not a built-in dataset"),
-    ({"--output": "logits"}, None),
+    # --output on a single-tensor model used to be "ignored" with a note and exit 0
+    ({"--output": "logits"}, "UsageError: --output 'logits': the model Shared returns one "
+                             "tensor (4, 10), with nothing to select from; leave --output out"),
+    ({"--model-arg": "hidden=[16"}, "UsageError: --model-arg 'hidden=[16': '[16' is not a "
+                                    "Python literal"),
 ])
 def test_usage_errors_exit_2(tmp_path, capsys, shared_weights, override, message):
     _, weights, _ = shared_weights
@@ -93,8 +97,6 @@ def test_usage_errors_exit_2(tmp_path, capsys, shared_weights, override, message
                "--out": str(tmp_path / "r"), "--model-arg": "hidden=16", **override}
     code, out, err = _invoke(capsys, *[x for kv in options.items() for x in kv],
                              "--no-analysis")
-    if message is None:  # --output on a single-tensor model: stated, not an error
-        assert code == 0 and "(--output 'logits' not needed, ignored)" in out
-        return
     assert code == 2, (out, err)
     assert err.startswith(message)
+    assert not (tmp_path / "r").exists()

@@ -72,14 +72,16 @@ def test_trajectory_and_hessian_commands(run_dir):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--plane", "--range", "1:-1"], "UsageError: range '1:-1' has min ≥ max"),
+    (["--plane", "--range", "1:-1"], "UsageError: --range '1:-1' has min ≥ max"),
     (["--plane", "--steps", "0"], "UsageError: --steps 0: expected a whole number ≥ 2"),
     (["--line", "0"], "UsageError: --line '0' must look like START:END"),
     (["--line", "0:final", "--plane"], "UsageError: choose exactly one of"),
-    (["--plane", "--norm", "filters"], "UsageError: unknown normalization 'filters'"),
-    (["--plane", "--engine", "fast"], "UsageError: unknown evaluation path 'fast'"),
+    (["--plane", "--norm", "filters"], "UnknownNameError: --norm 'filters': expected one of"),
+    (["--plane", "--engine", "fast"],
+     "UnknownNameError: --engine 'fast': expected one of loop, linear"),
     (["--line", "0:7"], "EpochNotFoundError: run 'mlp' has no checkpoint for epoch 7"),
-    (["--plane", "--precision", "half"], "UsageError: precision must be one of exact, bf16"),
+    (["--plane", "--precision", "half"],
+     "UnknownNameError: --precision 'half': expected one of exact, bf16"),
     (["--plane", "--split", "valid"],
      "UnknownNameError: --split 'valid': expected one of test, train"),
     pytest.param(["--plane", "--precision", "tf32"],
@@ -111,8 +113,8 @@ def _listing(folder):
     (["--line", "0:final", "--samples", "-5"], "--samples -5: expected a whole number ≥ 1"),
     (["--plane", "--seed", "-1"], "--seed -1: expected a whole number ≥ 0, e.g. --seed 0"),
     (["--plane", "--batch-size", "0"], "--batch-size 0: expected a whole number ≥ 1"),
-    (["--plane", "--bn", "train"], "bn policy must be one of eval, recompute, got 'train'"),
-    (["--plane", "--dtype", "float16"], "dtype must be float32 or float64, got 'float16'"),
+    (["--plane", "--bn", "train"], "--bn 'train': expected one of eval, recompute"),
+    (["--plane", "--dtype", "float16"], "--dtype 'float16': expected one of float32, float64"),
     (["--plane", "--device", "tpu9"], "unknown device 'tpu9'"),
     (["--plane", "--precision", "bf16", "--engine", "chain"], "precision 'bf16' runs the "
                                                               "model's own forward pass"),
@@ -131,6 +133,49 @@ def test_bad_landscape_options_create_nothing(run_dir, capsys, args, message):
     assert message in err, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert _listing(run_dir) == before  # no file created, run.json untouched
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--plane", "--steps", "100000"],
+     r"^ResourceError: a 100001×100001 plane \(10,000,200,001 points\) needs about "
+     r"2\.33 TiB of memory \(256 bytes per point\) but only .* is allowed .*; reduce "
+     r"--steps, e.g. --steps \d+$"),
+    (["--trajectory", "--steps", "100000"], r"^ResourceError: a 100001×100001 trajectory plane"),
+    (["--line", "0:final", "--steps", "1000000000000"],
+     r"^ResourceError: a line of 1,000,000,000,000 points needs about 232\.83 TiB .*; "
+     r"reduce --steps, e.g. --steps \d+$"),
+])
+def test_grids_too_big_for_memory_are_refused_exit_1_creating_nothing(run_dir, capsys, args,
+                                                                      message):
+    """Issue 13 item 7: `landscape --steps 100000` died allocating 74.5 GiB. The grid's bytes
+    are estimated with the options, before the run is opened: one line, exit 1."""
+    import re
+
+    before = _listing(run_dir)
+    with pytest.raises(SystemExit) as exc:
+        main(["landscape", str(run_dir), *args, "--quiet"])
+    assert exc.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert re.search(message, err), err
+    assert _listing(run_dir) == before
+
+
+def test_a_grid_that_fits_but_not_with_this_much_memory_is_refused_by_the_stage(
+        run_dir, capsys, monkeypatch):
+    """The estimate uses the memory available now: with 1 MiB allowed, a 100×100 plane
+    (2.49 MiB) is refused, naming the steps that fit; with the default it runs."""
+    import shenjing.capture.dataset as ds
+
+    before = _listing(run_dir)
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 2**20)
+    with pytest.raises(SystemExit) as exc:
+        main(["landscape", str(run_dir), "--plane", "--steps", "100", "--quiet",
+              "--samples", "20"])
+    assert exc.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "needs about 2.49 MiB of memory" in err and "only 1.00 MiB is allowed" in err, err
+    assert "e.g. --steps 63" in err, err
+    assert _listing(run_dir) == before
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -183,3 +228,20 @@ def test_validators_name_the_callers_own_options():
     validate_line_options()
     validate_plane_options()
     validate_hessian_options()
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    ("landscape", "Resumes: the grid is saved as it is computed"),
+    ("hessian", "Resumes: progress is saved every 2 s"),
+])
+def test_help_says_whether_the_command_resumes(capsys, command, says):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cli_invoke
+    from cli_invoke import invoke
+
+    code, out, _ = invoke(capsys, command, "--help")
+    assert code == 0
+    out = " ".join(out.replace("│", " ").split())
+    assert says in out, out

@@ -65,7 +65,7 @@ def test_maps_command_several_inputs_by_class(run_dir, capsys):
     assert out.count("relu3: vector (unit) of input #") == 2
     assert "(label 3)" in out and "(label 7)" in out
     code, _, err = call(["maps", str(run_dir), "--layer", "conv1", "--index", "a,b"], capsys)
-    assert code == 2 and "--index 'a,b' must be numbers" in err
+    assert code == 2 and "--index 'a,b' must be positions in the split" in err
 
 
 def test_maps_command_errors_are_one_red_line(run_dir, capsys):
@@ -135,7 +135,7 @@ def test_maps_checks_every_input_before_writing(tmp_path, capsys):
     assert not (run / "maps").exists() or not any((run / "maps").iterdir())
     assert "maps" not in _io.read_json(run / "run.json")["stages"]
     code, _, err = call(["maps", str(run), "--layer", "lstm", "--top-k", "0"], capsys)
-    assert code == 2 and "--top-k must be at least 1, got 0" in err
+    assert code == 2 and "--top-k 0: expected a whole number from 1 to 4096" in err
 
 
 def test_filters_of_a_conv1d_are_drawn_and_of_an_lstm_skipped(tmp_path, capsys):

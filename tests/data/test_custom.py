@@ -319,3 +319,99 @@ def test_normalize_for_user_data_errors(tmp_path, factory_file):
     # through load_data too (the --data path every command uses)
     with pytest.raises(UsageError, match="scales 8-bit pixels"):
         load_data(f"{factory_file}:make_dataset", normalize="none")
+
+
+# ---- hostile and damaged files: one clear line each, never a traceback --------------------
+def test_truncated_npz_is_one_clear_error(tmp_path):
+    np.savez(tmp_path / "full.npz", x=np.random.default_rng(0).normal(size=(50, 8)),
+             y=np.arange(50) % 2)
+    data = (tmp_path / "full.npz").read_bytes()
+    for cut in (len(data) // 2, len(data) - 30, 40):
+        (tmp_path / "cut.npz").write_bytes(data[:cut])
+        with pytest.raises(DataError, match=r"cut\.npz: not a complete \.npz archive "
+                           r"\(truncated or damaged"):
+            _load(tmp_path / "cut.npz")
+
+
+def test_damaged_member_of_an_npz_is_one_clear_error(tmp_path):
+    """The zip's directory is intact but one array's bytes are not (a flipped byte)."""
+    np.savez_compressed(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(50, 8)),
+                        y=np.arange(50) % 2)
+    data = bytearray((tmp_path / "d.npz").read_bytes())
+    data[100] ^= 0xFF
+    (tmp_path / "d.npz").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"d\.npz: (array '\w' cannot be read|not a complete)"):
+        _load(tmp_path / "d.npz")
+
+
+def test_object_array_npz_is_refused_in_one_line(tmp_path):
+    np.savez(tmp_path / "o.npz", x=np.array([{"a": 1}, {"b": 2}], dtype=object),
+             y=np.arange(2))
+    with pytest.raises(DataError, match=r"o\.npz: array 'x' holds Python objects \(dtype "
+                       r"object\): object arrays need pickle, which shenjing does not load "
+                       r"\(unpickling a file can run code\)\. Save numeric arrays"):
+        _load(tmp_path / "o.npz")
+
+
+def test_text_file_named_npz_says_it_is_not_a_zip(tmp_path):
+    (tmp_path / "notes.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(DataError, match=r"notes\.npz is not a \.npz archive \(a zip made by "
+                       r"np\.savez\): it starts with b'x,y\\n1,2\\n'") as err:
+        _load(tmp_path / "notes.npz")
+    assert "pickled" not in str(err.value)
+
+
+def test_npy_file_named_npz_says_what_it_is(tmp_path):
+    np.save(tmp_path / "arr.npy", np.zeros((3, 2)))
+    (tmp_path / "arr.npy").rename(tmp_path / "arr.npz")
+    with pytest.raises(DataError, match=r"arr\.npz is a single \.npy array, not a \.npz "
+                       r"archive"):
+        _load(tmp_path / "arr.npz")
+
+
+def test_a_folder_named_npz_or_npy_is_refused(tmp_path):
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(DataError, match=r"d\.npz is a folder, not a \.npz file"):
+        load_user_data({"name": "npz", "path": str(tmp_path / "d.npz")})
+    (tmp_path / "x.npy").mkdir()
+    np.save(tmp_path / "y.npy", np.arange(3))
+    with pytest.raises(DataError, match=r"x\.npy is a folder, not a \.npy file"):
+        load_user_data({"name": "npy", "x": str(tmp_path / "x.npy"),
+                        "y": str(tmp_path / "y.npy")})
+
+
+def test_truncated_npy_is_one_clear_error(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((40, 8), np.float32))
+    np.save(tmp_path / "y.npy", np.arange(40) % 2)
+    data = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "x.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"x\.npy cannot be read: its header says shape "
+                       r"\(40, 8\) of float32 = 1,280 bytes, but the file holds 576 "
+                       r"\(truncated or damaged\)"):
+        load_data(str(tmp_path / "x.npy"))
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_header_declaring_terabytes_is_refused_before_allocating(tmp_path, kind):
+    """A 60-byte file whose header claims a 7 TiB array: refused from the header, with the
+    sizes (np.load would try to allocate it: a MemoryError traceback)."""
+    import io as _io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    buf = _io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                            "shape": (10**12,)})
+    if kind == "npy":
+        (tmp_path / "x.npy").write_bytes(buf.getvalue())
+        np.save(tmp_path / "y.npy", np.arange(3))
+        ref, match = tmp_path / "x.npy", r"x\.npy cannot be read"
+    else:
+        with zipfile.ZipFile(tmp_path / "h.npz", "w") as zf:
+            zf.writestr("x.npy", buf.getvalue())
+            zf.writestr("y.npy", buf.getvalue())
+        ref, match = tmp_path / "h.npz", r"h\.npz: array 'x' cannot be read"
+    with pytest.raises(DataError, match=match + r": its header says shape \(1000000000000,\) "
+                       r"of float64 = 8,000,000,000,000 bytes, but the file holds 0"):
+        load_data(str(ref))

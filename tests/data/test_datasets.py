@@ -61,6 +61,20 @@ def test_two_d_sets(name):
 
 
 def test_unknown_dataset_lists_choices():
-    with pytest.raises(UnknownNameError, match=r"unknown dataset 'mnsit'\. Did you mean "
-                                               r"'mnist'.*Choices: curve, digits"):
+    with pytest.raises(UnknownNameError, match=r"--data 'mnsit': unknown dataset 'mnsit'\. "
+                                               r"Did you mean 'mnist'.*Choices: digits, "
+                                               r"mnist, fashion-mnist, curve, moons, spirals"):
         load_dataset("mnsit")
+
+
+def test_a_file_given_as_the_data_dir_says_so(tmp_path):
+    from shenjing.errors import UsageError
+
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    with pytest.raises(UsageError, match=r"--data-dir .*passwd is a file, not a folder; pass "
+                       r"the folder that holds the IDX files"):
+        load_dataset("mnist", data_dir=tmp_path / "passwd")
+    assert (tmp_path / "passwd").read_text() == "root:x:0:0\n"
+    with pytest.raises(UsageError, match=r"--data-dir .*passwd/mnist lies under the file "
+                       r".*passwd, not a folder"):
+        load_dataset("mnist", data_dir=tmp_path / "passwd" / "mnist")

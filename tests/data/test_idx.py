@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -69,3 +70,26 @@ def test_label_out_of_range(tmp_path, images):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_idx(tmp_path / "nope.gz")
+
+
+@pytest.mark.parametrize("dims", [(65536, 65536, 65536, 65536),  # 2**64: wraps to 0 in int64
+                                  (2**32 - 1, 2**32 - 1, 2**32 - 1),
+                                  (100_000, 100_000, 28)])
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_header_whose_dimensions_overflow_is_refused_with_the_sizes(tmp_path, dims, suffix):
+    payload = struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+    path = tmp_path / f"huge-idx{len(dims)}-ubyte{suffix}"
+    path.write_bytes(gzip.compress(payload) if suffix else payload)
+    shape = "(" + ", ".join(map(str, dims)) + ")"
+    with pytest.raises(DataError, match=re.escape(f"{path}: the header says shape {shape}")
+                       + r" = [\d,]+ bytes of data, more than an IDX file shenjing reads "
+                         r"\([\d,]+ bytes\); this is not a dataset file"):
+        read_idx(path)
+
+
+def test_a_folder_given_as_an_idx_file_says_so(tmp_path):
+    folder = tmp_path / "t10k-images-idx3-ubyte.gz"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz is a folder, not an IDX "
+                       r"file"):
+        read_idx(folder)

@@ -163,7 +163,8 @@ def test_missing_factory_suggests_the_close_name():
         resolve_factory("no_such_pkg.models:Net")
     with pytest.raises(UsageError, match=r"model file .*nope\.py does not exist"):
         resolve_factory("nope.py:Net")
-    with pytest.raises(UsageError, match="needs the form 'pkg.module:Factory'"):
+    with pytest.raises(UsageError, match="--model 'Net' is neither a zoo model nor a "
+                                         "reference of the form 'pkg.module:Factory'"):
         resolve_factory("Net")
     with pytest.raises(UsageError, match="names a dict, not a class or function"):
         resolve_factory("inspect_models:MODELS")

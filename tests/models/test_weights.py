@@ -222,3 +222,229 @@ def test_align_adds_a_model_prefix_when_the_model_is_wrapped():
     wrapped.add_module("net", inner)
     state, match = align_keys(wrapped, {"weight": torch.ones(2, 2), "bias": torch.ones(2)})
     assert match.ok and set(state) == {"net.weight", "net.bias"}
+
+
+# ---- TorchScript archives are read without running them (issue 13, item 1) -----------------
+def _scripted(module: nn.Module):
+    import warnings
+
+    with warnings.catch_warnings():  # "torch.jit.script is deprecated" in torch ≥ 2.10
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(module)
+
+
+class _Scale(nn.Module):
+    """A module whose TorchScript ``__setstate__`` creates the file ``path`` on load
+    (``torch.from_file(…, shared=True)`` opens it for writing): code in a weights file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor([1.5, -2.0]))
+        self.register_buffer("count", torch.tensor([5.0]))
+        self.path = path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool, torch.Tensor, torch.Tensor]:
+        return (self.path, self.training, self.gain, self.count)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool, torch.Tensor, torch.Tensor]) -> None:
+        self.path = state[0]
+        self.training = state[1]
+        written = torch.from_file(self.path, shared=True, size=4)
+        self.gain = state[2]
+        self.count = state[3] + written.sum() * 0
+
+
+class _WithPayload(nn.Module):
+    """A small net with a _Scale inside: its archive runs code when torch.jit loads it."""
+
+    def __init__(self, marker: Path) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.scale = _Scale(str(marker))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale(self.fc(x))
+
+
+class _Plain(nn.Module):
+    """Parameters, buffers, nested and listed submodules, and a tensor attribute that is
+    neither (it must not appear in the state dict)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.bn = nn.BatchNorm2d(2)
+        self.blocks = nn.ModuleList([nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 3))])
+        self.register_buffer("steps", torch.arange(4))
+        self.note = torch.ones(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.conv(x)).mean((2, 3)).repeat(1, 2)
+        for block in self.blocks:
+            h = block(h)
+        return h + self.note.sum() + self.steps.sum()
+
+
+def test_the_torchscript_marker_test_can_fail_torch_jit_load_runs_the_code(tmp_path):
+    """Control: torch.jit.load of the archive below DOES create the marker, so the tests
+    that assert it is never created would notice if shenjing let TorchScript load it."""
+    import warnings
+
+    marker = tmp_path / "PWNED"
+    _scripted(_WithPayload(marker)).save(str(tmp_path / "ts.pt"))
+    assert not marker.exists()
+    with warnings.catch_warnings():  # "torch.jit.load is deprecated"
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.load(str(tmp_path / "ts.pt"))
+    assert marker.exists()
+
+
+def test_torchscript_with_code_in_setstate_is_refused_and_never_runs(tmp_path, monkeypatch):
+    marker = tmp_path / "PWNED"
+    _scripted(_WithPayload(marker)).save(str(tmp_path / "ts.pt"))
+    with pytest.raises(CheckpointError, match=r"ts\.pt: a TorchScript archive whose class "
+                       r"_Scale restores itself with its own __setstate__ code.*does not run"
+                       r".*--trust-pickle"):
+        read_weights(tmp_path / "ts.pt")
+    with pytest.raises(CheckpointError, match="__setstate__"):
+        load_weights(_WithPayload(tmp_path / "x"), tmp_path / "ts.pt")
+    assert not marker.exists(), "the archive's TorchScript code ran"
+
+
+def test_torchscript_with_code_loads_only_with_trust_pickle_and_warns_first(tmp_path):
+    marker = tmp_path / "PWNED"
+    src = _WithPayload(marker)
+    _scripted(src).save(str(tmp_path / "ts.pt"))
+    seen: list[bool] = []
+
+    def record(message, category, *args, **kwargs):
+        seen.append(marker.exists())  # the warning comes before the archive is loaded
+
+    with pytest.MonkeyPatch.context() as mp:
+        import warnings
+
+        mp.setattr(warnings, "showwarning", record)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", TrustPickleWarning)
+            wfile = read_weights(tmp_path / "ts.pt", trust_pickle=True)
+    assert seen == [False] and marker.exists()
+    assert wfile.format == "torchscript-loaded"
+    expected = src.state_dict()
+    assert wfile.state_dict.keys() == expected.keys()
+    assert all(torch.equal(wfile.state_dict[k], expected[k]) for k in expected)
+
+
+def test_torchscript_weights_are_read_from_the_archive_without_torch_jit(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    src = _Plain().eval()
+    src.bn.running_mean.uniform_()
+    src.bn.num_batches_tracked.fill_(7)
+    _scripted(src).save(str(tmp_path / "ts.pt"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.jit.load was called: it runs the archive's code")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    wfile = read_weights(tmp_path / "ts.pt")
+    expected = src.state_dict()
+    assert wfile.format == "torchscript"
+    assert set(wfile.state_dict) == set(expected)  # not 'note': neither parameter nor buffer
+    for key, tensor in expected.items():
+        assert wfile.state_dict[key].dtype == tensor.dtype, key
+        assert torch.equal(wfile.state_dict[key], tensor), key
+    dst = _Plain()
+    assert load_weights(dst, tmp_path / "ts.pt").match.ok and _same(src, dst)
+
+
+def test_torchscript_archive_with_a_foreign_global_is_refused(tmp_path):
+    """A data.pkl that names anything but tensors, storages and TorchScript classes (here
+    os.system through a hand-made archive) is refused by name, and nothing is called."""
+    import zipfile
+
+    marker = tmp_path / "PWNED"
+    _scripted(nn.Linear(2, 2)).save(str(tmp_path / "ts.pt"))
+    with zipfile.ZipFile(tmp_path / "ts.pt") as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    pkl = next(n for n in members if n.endswith("/data.pkl"))
+    members[pkl] = pickle.dumps(MarkerPayload(marker), protocol=2)
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: .*TorchScript archive.*names "
+                       r"posix\.mkdir|evil\.pt: .*TorchScript archive.*names os\.mkdir"):
+        read_weights(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad-storage-size"])
+def test_damaged_torchscript_archive_is_one_clear_error(tmp_path, damage):
+    import zipfile
+
+    _scripted(nn.Linear(2, 2)).save(str(tmp_path / "ts.pt"))
+    data = (tmp_path / "ts.pt").read_bytes()
+    if damage == "truncated":
+        (tmp_path / "bad.pt").write_bytes(data[: len(data) // 2])
+        match = r"bad\.pt: .*(truncated|not a complete zip)"
+    else:
+        with zipfile.ZipFile(tmp_path / "ts.pt") as zf:
+            members = {n: zf.read(n) for n in zf.namelist()}
+        record = sorted(n for n in members if "/data/" in n)[0]
+        members[record] = members[record][:3]  # fewer bytes than the storage needs
+        with zipfile.ZipFile(tmp_path / "bad.pt", "w") as zf:
+            for name, blob in members.items():
+                zf.writestr(name, blob)
+        match = r"bad\.pt: .*tensor record .* holds 3 bytes"
+    with pytest.raises(CheckpointError, match=match):
+        read_weights(tmp_path / "bad.pt")
+
+
+def test_torch_export_archive_with_a_broken_config_is_one_clear_error(tmp_path):
+    import zipfile
+
+    program = torch.export.export(nn.Linear(2, 2), (torch.zeros(1, 2),))
+    torch.export.save(program, str(tmp_path / "m.pt2"))
+    with zipfile.ZipFile(tmp_path / "m.pt2") as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    config = next(n for n in members if n.endswith("model_weights_config.json"))
+    members[config] = b'{"config": {"weight": {"path_name": "../../../etc/passwd"}}}'
+    with zipfile.ZipFile(tmp_path / "bad.pt2", "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    with pytest.raises(CheckpointError, match=r"bad\.pt2: a torch\.export archive shenjing "
+                       r"cannot read"):
+        read_weights(tmp_path / "bad.pt2")
+
+
+def test_trust_pickle_warns_before_the_file_is_unpickled(tmp_path):
+    """The warning is issued before the full unpickle runs: turned into an error, it stops
+    the load, and the file's code never runs."""
+    import warnings
+
+    marker = tmp_path / "PWNED"
+    torch.save(MarkerPayload(marker), tmp_path / "evil.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrustPickleWarning)
+        with pytest.raises(TrustPickleWarning, match="runs whatever code"):
+            read_weights(tmp_path / "evil.pt", trust_pickle=True)
+    assert not marker.exists()
+
+
+def test_torch_state_files_are_read_with_weights_only_and_refusals_are_one_error(tmp_path):
+    from shenjing.models.weights import read_torch_file
+
+    marker = tmp_path / "PWNED"
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "state-003.pt")
+    assert read_torch_file(tmp_path / "state-003.pt", what="resume state")["epoch"] == 3
+    torch.save(MarkerPayload(marker), tmp_path / "state-004.pt")
+    with pytest.raises(CheckpointError, match=r"resume state .*state-004\.pt: refusing to "
+                       r"unpickle it.*posix\.mkdir|resume state .*state-004\.pt: refusing"):
+        read_torch_file(tmp_path / "state-004.pt", what="resume state")
+    (tmp_path / "state-005.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match=r"state-005\.pt: torch cannot read"):
+        read_torch_file(tmp_path / "state-005.pt", what="resume state")
+    assert not marker.exists()

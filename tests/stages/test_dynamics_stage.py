@@ -216,7 +216,8 @@ def test_a_trained_run_has_no_unchanged_warning(lstm_run):
 @pytest.mark.parametrize(("call", "error", "message"), [
     (lambda run: weights_stage(run, layers=["lstm.bais"]), "LayerNotFoundError",
      r"no parameters for 'lstm\.bais'\. Did you mean 'lstm\.bias'"),
-    (lambda run: weights_stage(run, bins=0), "UsageError", "bins must be ≥ 1"),
+    (lambda run: weights_stage(run, bins=0), "UsageError",
+     "--bins 0: expected a whole number from 1 to 10000"),
     (lambda run: weights_stage(run, epochs=[7]), "EpochNotFoundError", "no checkpoint for "
      "epoch 7"),
     (lambda run: dynamics_stage(run, settled_fraction=2), "UsageError",

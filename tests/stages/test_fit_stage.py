@@ -72,7 +72,8 @@ def test_existing_run_is_reused_not_retrained(seed_fit):
     again = fit(seed_fit.run.path, **{k: v for k, v in FAST.items() if k != "hidden"})
     assert ckpt.stat().st_mtime_ns == before
     assert again.errors["net"] == seed_fit.errors["net"]
-    with pytest.raises(RunError, match="was trained on 'exp.*not 'sin\\(x\\)'"):
+    with pytest.raises(RunError, match="--function 'sin\\(x\\)': run .* was trained on "
+                       "'exp.*not 'sin\\(x\\)'"):
         fit(seed_fit.run.path, function="sin(x)", progress=False)
 
 
@@ -116,10 +117,10 @@ def test_fit_analyses_a_run_made_by_shenjing_train(tmp_path):
      "not finite on the training range"),
     ({"function": "log(x)", "train_range": (1, 2), "extrapolation": (-1, 3)},
      "not finite on the extrapolation range"),
-    ({"polynomials": ("taylor",)}, "unknown polynomial method 'taylor'"),
-    ({"polynomials": ("chebyshev:x",)}, "must be an integer"),
-    ({"train_range": (1, -1)}, "min < max"),
-    ({"depth": 0}, "must be ≥ 1"),
+    ({"polynomials": ("taylor",)}, "--poly 'taylor': expected one of lagrange, chebyshev"),
+    ({"polynomials": ("chebyshev:x",)}, "degree after ':' must be a whole number"),
+    ({"train_range": (1, -1)}, "--range 1:-1 has min ≥ max"),
+    ({"depth": 0}, r"--depth 0: expected a whole number ≥ 1"),
 ])
 def test_bad_input_fails_before_training(tmp_path, kwargs, match):
     with pytest.raises(UsageError, match=match):
@@ -148,3 +149,71 @@ def test_seed_defaults_acceptance(tmp_path):
     assert e["Lagrange (degree 99)"]["rmse_in"] > 1e3
     assert e["Lagrange (degree 99)"]["rmse_out"] > 1e3
     assert res.summary["decomposition"]["max_abs_diff_float32"] < 1e-4
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize(("asked", "match"), [
+    ({"hidden": 32}, r"--hidden 8 \(you asked 32\)"),
+    ({"depth": 2}, r"--depth 1 \(you asked 2\)"),
+    ({"epochs": 7}, r"--epochs 2 \(you asked 7\)"),
+    ({"passes_per_epoch": 9}, r"--passes 5 \(you asked 9\)"),
+    ({"lr": 0.1}, r"--lr 0.001 \(you asked 0.1\)"),
+    ({"seed": 4}, r"--seed 0 \(you asked 4\)"),
+    ({"n_points": 50}, r"--points 100 \(you asked 50\)"),
+    ({"train_range": (-3, 3)}, r"--range -5:5 \(you asked -3:3\)"),
+    ({"extrapolation": (-9, 9)}, r"--extrapolate -7:7 \(you asked -9:9\)"),
+    ({"hidden": 32, "lr": 0.1}, r"--hidden 8 \(you asked 32\); --lr 0.001 \(you asked 0.1\)"),
+])
+def test_an_existing_run_refuses_settings_it_was_not_trained_with(seed_fit, asked, match):
+    """These options used to be silently ignored on an existing run (item 8 of issue 13)."""
+    before = _files(seed_fit.run.path)
+    with pytest.raises(UsageError, match=rf"run .* was trained with other settings: {match}\. "
+                                         r"Leave those options out .* --retrain"):
+        fit(seed_fit.run.path, progress=False, **asked)
+    assert _files(seed_fit.run.path) == before
+
+
+def test_the_settings_a_run_was_trained_with_are_accepted_again(seed_fit):
+    again = fit(seed_fit.run.path, hidden=8, depth=1, epochs=2, passes_per_epoch=5, lr=1e-3,
+                seed=0, n_points=100, train_range=(-5, 5), extrapolation=(-7, 7),
+                polynomials=("chebyshev:5",), gif=False, progress=False, n_eval=281)
+    assert again.errors["net"] == seed_fit.errors["net"]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"polynomials": ("chebyshev:30",), "n_points": 20},
+     r"--degree 30 \(for chebyshev\) needs at least 31 training points, and the fit has 20"),
+    ({"degree": 25, "n_points": 20}, r"--degree 25 \(for lagrange\) needs at least 26"),
+    ({"n_points": 5000}, r"--points 5000 gives the lagrange baseline degree 4999 \(points − 1\), "
+                         r"above the 1000 allowed; pass --degree"),
+    ({"n_points": 10**9}, r"--points 1000000000: expected a whole number from 2 to 100000"),
+    ({"polynomials": ("chebyshev:-1",)}, r"--poly 'chebyshev:-1': the degree after ':'"),
+    ({"polynomials": ()}, r"--poly names no baseline"),
+    ({"train_range": (float("nan"), 1.0)}, r"--range nan:1: MIN and MAX must be finite"),
+    ({"extrapolation": (0.0, 1.0)}, r"--extrapolate 0:1 must contain the training range "
+                                    r"--range -5:5, e.g. --extrapolate -7:7"),
+    ({"device": "tpu"}, r"--device 'tpu': unknown device"),
+    ({"seed": -1}, r"--seed -1: expected a whole number from 0"),
+    ({"lr": float("inf")}, r"--lr inf: expected a finite number > 0"),
+])
+def test_values_that_cannot_work_are_refused_before_training(tmp_path, kwargs, match):
+    """A degree above points − 1 used to fail only after training, in the study; the others
+    were not checked at all (NaN range, empty --poly, a billion points)."""
+    with pytest.raises(UsageError, match=match):
+        fit(tmp_path / "bad", progress=False, **kwargs)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_file_or_a_foreign_folder_is_not_taken_as_the_run(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match=r"--run .*file is a file, not a run folder"):
+        fit(tmp_path / "file", progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"exists and is not a shenjing run; refusing to write"):
+        fit(tmp_path / "other", progress=False)
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]

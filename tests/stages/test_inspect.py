@@ -304,3 +304,153 @@ def test_report_escapes_layer_and_class_names(tmp_path):
     assert evil_layer not in html and evil_class not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or \
         "\\u003cscript\\u003e" in html  # escaped in HTML text or in inlined JSON
+
+
+# ---- messages that do not mislead, values that are not ignored (issue 13, items 8-10) ------
+MISBEHAVING = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, n_classes=10):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 16)
+        self.fc2 = nn.Linear(16, n_classes)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class OwnBug(Net):
+    def forward(self, x):
+        return {"a": 1}["missing key"]
+
+
+class NaNs(Net):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
+class FailsOnTheTestSet(Net):
+    """Runs on the 4-sample batches of the checks, fails on the full test split."""
+
+    def forward(self, x):
+        if x.shape[0] > 4:
+            raise RuntimeError("too many samples for me")
+        return super().forward(x)
+'''
+
+
+@pytest.fixture()
+def misbehaving(tmp_path):
+    (tmp_path / "misbehaving.py").write_text(MISBEHAVING)
+    torch.manual_seed(0)
+    state = {**{f"fc1.{k}": v for k, v in torch.nn.Linear(64, 16).state_dict().items()},
+             **{f"fc2.{k}": v for k, v in torch.nn.Linear(16, 10).state_dict().items()}}
+    return tmp_path, save_safetensors(state, tmp_path / "w.safetensors")
+
+
+def test_a_forward_that_raises_its_own_error_is_not_called_a_shape_mismatch(misbehaving):
+    """The data fits; the model's own bug used to be reported as ShapeMismatchError, 'Check
+    --data', hiding what to fix."""
+    folder, weights = misbehaving
+    with pytest.raises(UsageError) as info:
+        inspect_model(f"{folder}/misbehaving.py:OwnBug", weights, out=folder / "r")
+    message = str(info.value)
+    assert not isinstance(info.value, ShapeMismatchError)
+    assert message.startswith("the model OwnBug raised KeyError: 'missing key' (at "
+                              "misbehaving.py:18) on one batch of shape (4, 1, 8, 8) from "
+                              "--data 'digits'; the error is the model's own, not a shape "
+                              "mismatch: fix the model's forward")
+    assert "Check --data" not in message
+    assert not (folder / "r").exists()
+
+
+def test_a_shape_error_is_still_a_shape_mismatch(misbehaving, digits):
+    from shenjing.stages.inspect import is_shape_error
+
+    folder, weights = misbehaving
+    with pytest.raises(ShapeMismatchError, match=r"raised RuntimeError: mat1 and mat2 shapes "
+                       r"cannot be multiplied.*Check --data"):
+        inspect_model(f"{folder}/misbehaving.py:Net", weights, out=folder / "r",
+                      data=_wide_data(folder))
+    assert is_shape_error(RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected "
+                                       "input[4, 1, 8, 8] to have 3 channels"))
+    assert is_shape_error(ValueError("Expected input batch_size (4) to match target batch_size"))
+    assert not is_shape_error(RuntimeError("my own failure"))
+    assert not is_shape_error(KeyError("size"))  # not an error torch raises for shapes
+
+
+def _wide_data(folder):
+    rng = np.random.default_rng(0)
+    np.savez(folder / "wide.npz", x=rng.normal(size=(40, 3, 5)).astype(np.float32),
+             y=np.arange(40) % 4)
+    return str(folder / "wide.npz")
+
+
+def test_a_model_that_predicts_nan_is_refused_before_anything_is_written(misbehaving):
+    """Used to make a run whose every number was NaN, exit 0."""
+    folder, weights = misbehaving
+    with pytest.raises(UsageError, match=r"the model NaNs with its fresh initialisation "
+                       r"predicts NaN or infinite values for one batch of --data 'digits' "
+                       r"\(40 of 40 values\)"):
+        inspect_model(f"{folder}/misbehaving.py:NaNs", weights, out=folder / "r")
+    assert not (folder / "r").exists()
+
+
+def test_output_on_a_single_tensor_model_is_refused(misbehaving):
+    """``--output nosuchkey`` used to be 'ignored' with a note, the run made anyway."""
+    folder, weights = misbehaving
+    with pytest.raises(UsageError, match=r"--output 'nosuchkey': the model Net returns one "
+                       r"tensor \(4, 10\), with nothing to select from; leave --output out"):
+        inspect_model(f"{folder}/misbehaving.py:Net", weights, out=folder / "r",
+                      output="nosuchkey")
+    assert not (folder / "r").exists()
+
+
+def test_loss_errors_name_the_loss_option(misbehaving):
+    """A missing loss file used to be called a 'model file' '(from --model …)'."""
+    folder, weights = misbehaving
+    with pytest.raises(UsageError, match=r"^--loss 'nosuch': expected one of cross_entropy, "
+                       r"mse, nll or module:function"):
+        inspect_model(f"{folder}/misbehaving.py:Net", weights, out=folder / "r", loss="nosuch")
+    with pytest.raises(UsageError, match=r"^--loss 'gone.py:f': the loss file gone.py does not "
+                       r"exist; check the path"):
+        inspect_model(f"{folder}/misbehaving.py:Net", weights, out=folder / "r",
+                      loss="gone.py:f")
+    with pytest.raises(UsageError, match=r"^--device 'tpu': unknown device"):
+        inspect_model(f"{folder}/misbehaving.py:Net", weights, out=folder / "r",
+                      device="tpu")
+    assert not (folder / "r").exists()
+
+
+def test_a_forward_failing_on_a_later_batch_leaves_no_half_made_run(misbehaving):
+    """The one-batch check passes; evaluating the test split fails. That used to leave the
+    run folder behind (a traceback before the Recorder said it in one line)."""
+    folder, weights = misbehaving
+    with pytest.raises(UsageError, match=r"FailsOnTheTestSet raised RuntimeError: too many "
+                                         r"samples for me"):
+        inspect_model(f"{folder}/misbehaving.py:FailsOnTheTestSet", weights, out=folder / "r")
+    assert not (folder / "r").exists()
+    (folder / "empty").mkdir()  # a folder the user made stays, empty
+    with pytest.raises(UsageError, match="too many samples for me"):
+        inspect_model(f"{folder}/misbehaving.py:FailsOnTheTestSet", weights,
+                      out=folder / "empty")
+    assert (folder / "empty").is_dir() and not any((folder / "empty").iterdir())
+
+
+def test_a_sample_count_above_the_data_is_stated_as_capped(misbehaving):
+    """``--samples 1000`` on the 450 test samples of digits used all 450 without a word."""
+    folder, weights = misbehaving
+    line = next(s for s in ANALYSIS_STEPS if s.name == "landscape_line")
+    result = inspect_model(f"{folder}/misbehaving.py:Net", weights, out=folder / "r",
+                           steps=(line,), line_steps=3, samples=1000)
+    (step,) = result.steps
+    assert step.status == "done", step
+    assert step.detail == "3 points; --samples 1000 capped to the 450 test samples"
+    assert "landscape_line: done (3 points; --samples 1000 capped to the 450 test samples)" \
+        in result.summary()
+    exact = inspect_model(f"{folder}/misbehaving.py:Net", weights, out=folder / "r2",
+                          steps=(line,), line_steps=3, samples=450)
+    assert exact.steps[0].detail == "3 points"

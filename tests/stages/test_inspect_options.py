@@ -58,7 +58,7 @@ BAD = [
     (["--hessian-samples", "0"], r"--hessian-samples 0: expected a whole number ≥ 1"),
     (["--skip", "hesian"], r"--skip 'hesian': expected one of .*Did you mean 'hessian'"),
     (["--seed", "-1"], r"--seed -1: expected a whole number from 0 to 4294967295"),
-    (["--layers", ","], r"--layers ',' names no layer"),
+    (["--layers", ","], r"--layers ',' names nothing; give names separated by commas"),
     (["--device", "cuda:7"], r"CUDA is not available|unknown device"),
     (["--normalize", "bogus"], r"normalize.*bogus.*standard, unit, none"),
 ]

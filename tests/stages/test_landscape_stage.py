@@ -145,6 +145,34 @@ def test_library_calls_validate_before_writing_anything(run, call, kwargs, messa
     assert _listing(run.path) == before  # not even run.json's stage entry
 
 
+def test_memory_beyond_the_budget_is_refused_before_the_stage_writes(run, monkeypatch):
+    """Issue 13 item 7: the trajectory's PCA (checkpoints × parameters × 28 bytes) and the
+    engine's weight copies are estimated after the model is built and before anything is
+    written or marked running: one ResourceError, the run unchanged."""
+    import shenjing.capture.dataset as ds
+    from shenjing.errors import ResourceError
+
+    n = sum(p.numel() for p in run.model().parameters())  # 2,410
+    assert n == 2410
+    before = _listing(run.path)
+    # PCA: 4 × 2,410 × 28 = 269,920 B; weights: 15 × 2,410 × 4 + 2 × 10 × 64 × 4 = 149,720 B
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 200_000)
+    with pytest.raises(ResourceError, match=r"trajectory plane's PCA of 4 checkpoints × 2,410 "
+                                            r"parameters needs about 263\.59 KiB .* --plane"):
+        landscape_trajectory(run, steps=5, samples=10, progress=False)
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 100_000)
+    with pytest.raises(ResourceError, match=r"model with 2,410 parameters needs about "
+                                            r"146\.21 KiB"):
+        landscape_plane(run, steps=5, samples=10, progress=False)
+    # the Hessian's Lanczos basis: 2 × 101 vectors × 2,410 float32 = 1,947,280 B
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 2**20)
+    with pytest.raises(ResourceError, match=r"Lanczos basis of up to 100 vectors of 2,410 "
+                                            r"parameters needs about 1\.86 MiB of memory but "
+                                            r"only 1\.00 MiB"):
+        hessian(run, samples=10, progress=False)
+    assert _listing(run.path) == before
+
+
 def test_a_runs_directions_files_are_small_and_remade_from_its_checkpoints(run):
     from shenjing.analysis.landscape import directions_path, line_direction, read_directions_meta
     from shenjing.stages.landscape import landscape_directions
@@ -167,6 +195,110 @@ def test_a_runs_directions_files_are_small_and_remade_from_its_checkpoints(run):
     assert line_dirs.sha256() == line_res.landscape.meta["directions"]["sha256"]
     traj = landscape_directions(run, traj_res.path)
     assert traj.sha256() == traj_res.landscape.meta["directions"]["sha256"]
+
+
+HESSIAN_SETTINGS = dict(top_k=2, trace_samples=4, samples=100, layers=["fc2"],
+                        across_epochs=True, density=True, density_runs=1, density_steps=6)
+
+HESSIAN_CHILD = f"""
+# a hessian that tells its parent, through a pipe, which Hessian-vector product it reached
+# (its progress is saved after every step), then waits to be killed: no sleeps, no polling
+import os, sys, torch
+from shenjing.analysis.hessian import HessianOperator
+from shenjing.runs import Run
+from shenjing.stages.landscape import hessian
+
+torch.set_num_threads(1)
+run, fd, stop_at = Run(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+real, count = HessianOperator._matvec, [0]
+
+def counted(self, v):
+    if count[0] == stop_at:
+        os.write(fd, f"{{count[0]}}\\n".encode())
+        sys.stdin.read()  # blocks until the parent kills this process
+    count[0] += 1
+    return real(self, v)
+
+HessianOperator._matvec = counted
+hessian(run, **{HESSIAN_SETTINGS!r}, progress=False, figures=False, save_every=0.0)
+"""
+
+
+def _count_products(monkeypatch):
+    from shenjing.analysis.hessian import HessianOperator
+
+    real, count = HessianOperator._matvec, [0]
+
+    def counted(self, v):
+        count[0] += 1
+        return real(self, v)
+
+    monkeypatch.setattr(HessianOperator, "_matvec", counted)
+    return count
+
+
+def _kill_at(run_path, stop_at, tmp_path):
+    """Start the hessian of ``run_path`` in a child and SIGKILL it at product ``stop_at``."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    script = tmp_path / "hessian_child.py"
+    script.write_text(HESSIAN_CHILD)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, str(script), str(run_path), str(write_end),
+                             str(stop_at)], pass_fds=(write_end,), stdin=subprocess.PIPE)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 120)
+        assert ready, "the child never reached the product"
+        reached = int(os.read(read_end, 64).decode().split()[0])
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+    return reached
+
+
+def test_a_killed_hessian_resumes_and_writes_what_an_uninterrupted_one_does(
+        run, tmp_path, monkeypatch):
+    """Issue 13 item 11: `hessian` killed at 100 s started again from zero. Killed by
+    SIGKILL in the top eigenvalues and again in the λ_max curve over the epochs, a rerun
+    continues from the saved progress: no product is computed twice, and the files it
+    writes equal an uninterrupted run's, bit for bit."""
+    import shutil
+
+    from shenjing.runs import Run
+
+    clean = Run(shutil.copytree(run.path, tmp_path / "clean"))
+    count = _count_products(monkeypatch)
+    hessian(clean, **HESSIAN_SETTINGS, progress=False, figures=False)
+    total = count[0]
+    files = ("hessian-e003.json", "hessian-e003.npz", "sharpness-epochs.json")
+    for stop_at in (3, total - 4):
+        killed = Run(shutil.copytree(run.path, tmp_path / f"killed-{stop_at}"))
+        assert _kill_at(killed.path, stop_at, tmp_path) == stop_at
+        progress_file = killed.landscapes_dir / "hessian-e003.progress.npz"
+        assert progress_file.is_file()  # the progress so far, saved
+        count[0] = 0
+        res = hessian(Run(killed.path), **HESSIAN_SETTINGS, progress=False, figures=False)
+        assert stop_at + count[0] == total  # resumed: nothing computed twice
+        for name in files:
+            a, b = (r.landscapes_dir / name for r in (killed, clean))
+            if name.endswith(".npz"):
+                with np.load(a) as za, np.load(b) as zb:
+                    assert za.files == zb.files
+                    for key in za.files:
+                        np.testing.assert_array_equal(za[key], zb[key], err_msg=key)
+            else:
+                assert a.read_bytes() == b.read_bytes(), name
+        assert not progress_file.exists()  # done: nothing left to resume
+        assert Run(killed.path).stage("hessian")["status"] == "done"
+        assert res.summary["top_n_hvp"] == json.loads(
+            (clean.landscapes_dir / "hessian-e003.json").read_text())["top_n_hvp"]
 
 
 # ---- a user's transformer (nn.TransformerEncoder) ----------------------------------------

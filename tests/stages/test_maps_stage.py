@@ -153,17 +153,18 @@ def test_maps_bad_input_messages(cnn_run):
     with pytest.raises(ShapeMismatchError, match=r"'fc1' outputs a vector of 128 features.*"
                                                  r"--view vector"):
         maps_stage(cnn_run, "fc1", view="grid")
-    with pytest.raises(UsageError, match=r"input index 450 is out of range: the test split of "
-                                         r"'digits' has 450 samples \(0…449\)"):
+    with pytest.raises(UsageError, match=r"--index 450: input index 450 is out of range: the "
+                                         r"test split of 'digits' has 450 samples; give one "
+                                         r"from 0 to 449"):
         maps_stage(cnn_run, "conv1", index=450)
     with pytest.raises(EpochNotFoundError, match="no checkpoint for epoch 9; epochs there are: "
                                                  "0, 1, 2"):
         maps_stage(cnn_run, "conv1", epochs=[0, 9])
     with pytest.raises(LayerNotFoundError, match="no layer 'conv0' in SimpleCNN. Did you mean"):
         maps_stage(cnn_run, "conv0")
-    with pytest.raises(UsageError, match="no test sample of class 'eleven'|not one of"):
+    with pytest.raises(UsageError, match="--class 'eleven': expected one of 0, 1, 2"):
         select_input(cnn_run, cls="eleven")
-    with pytest.raises(UsageError, match="view 'image' must be"):
+    with pytest.raises(UsageError, match="--view 'image': expected one of auto, grid"):
         maps_stage(cnn_run, "conv1", view="image")
     with pytest.raises(ShapeMismatchError, match=r"'conv1' gives a spatial .*--view grid"):
         maps_stage(cnn_run, "conv1", view="heatmap")
@@ -452,10 +453,11 @@ def test_a_failure_at_run_time_is_recorded_failed(signal_run, monkeypatch, stage
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
-    ({"view": "bogus"}, UsageError, "view 'bogus' must be 'auto', 'grid'"),
-    ({"top_k": 0}, UsageError, "--top-k must be at least 1, got 0"),
-    ({"scale": "log"}, UsageError, "scale 'log' is not one of shared, channel, global"),
-    ({"order": "size"}, UsageError, "order 'size' is not one of layer, mean, max"),
+    ({"view": "bogus"}, UsageError, "--view 'bogus': expected one of auto, grid, heatmap"),
+    ({"top_k": 0}, UsageError, "--top-k 0: expected a whole number from 1 to 4096"),
+    ({"scale": "log"}, UsageError, "--scale 'log': expected one of shared, channel, global"),
+    ({"order": "size"}, UsageError, "--order 'size': expected one of layer, mean, max"),
+    ({"index": -1}, UsageError, "--index -1: input index -1 is out of range"),
     ({"epochs": [0, 9]}, EpochNotFoundError, "no checkpoint for epoch 9"),
     ({"index": 450}, UsageError, "input index 450 is out of range"),
     ({"layer": "lstmm"}, LayerNotFoundError, "no layer 'lstmm' in RowLSTM. Did you mean 'lstm'"),
@@ -474,8 +476,9 @@ def test_bad_maps_options_write_nothing(lstm_run, kwargs, error, message):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"scale": "per"}, "filter scale 'per' is not 'filter'"),
-    ({"max_filters": 0}, "--max-filters and --max-in must be at least 1"),
+    ({"scale": "per"}, "--scale 'per': expected one of filter, shared"),
+    ({"max_filters": 0}, "--max-filters 0: expected a whole number from 1 to 4096"),
+    ({"max_in": 0}, "--max-in 0: expected a whole number from 1 to 4096"),
     ({"layer": "features.9"}, r"no weights for layer 'features.9'"),
 ])
 def test_bad_filters_options_write_nothing(signal_run, kwargs, message):

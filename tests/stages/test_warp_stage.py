@@ -63,6 +63,44 @@ def test_stored_grid_is_the_output_of_the_layers(moons):
         np.testing.assert_allclose(b["proba"], proba, atol=1e-5)
 
 
+def test_a_study_too_large_for_memory_is_refused_before_training_or_writing(
+        moons, tmp_path, monkeypatch):
+    """Issue 13 item 7: `warp --lines 100000` was OOM-killed. The grid and data through
+    every layer are estimated first (from the untrained architecture for a new run, from
+    the run's model otherwise) and refused with the size and the --lines that fit."""
+    import shenjing.capture.dataset as ds
+    from shenjing.errors import ResourceError
+
+    fast = {k: v for k, v in FAST.items() if k != "n_lines"}
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 20 * 2**20)  # 20 MiB allowed
+    with pytest.raises(ResourceError, match=r"^warp with --lines 300 sends 60,600 grid points "
+                                            r"and 1,000 data points through 5 layers \(6, 6, "
+                                            r"6, 6, 2 features\): about .* only 20\.00 MiB is "
+                                            r"allowed .*; reduce --lines, e.g. --lines 91$"):
+        warp(tmp_path / "new", data="moons", n_lines=300, **fast)
+    assert not (tmp_path / "new").exists()  # refused before the run was trained
+    before = _listing(moons.run.path)
+    with pytest.raises(ResourceError, match=r"--lines 300 .*e.g. --lines 91$"):
+        warp(moons.run.path, n_lines=300, resolution=40)
+    assert _listing(moons.run.path) == before
+    monkeypatch.setattr(ds, "available_memory", lambda: 2 * 16 * 2**30)
+    with pytest.raises(ResourceError, match=r"^warp with --lines 100000 sends 20,200,000 grid"):
+        warp(moons.run.path, n_lines=100000, resolution=40)
+    # the estimate covers at least the float64 layer outputs it is built from
+    from shenjing.analysis.warp import layer_widths, warp_bytes
+
+    model = moons.run.model("final")
+    widths = layer_widths(model)
+    assert widths == [6, 6, 6, 6, 2]
+    n = 1000 + 2 * 17 * 101
+    assert warp_bytes(widths, 1000, n_lines=17) > n * 8 * sum(widths)
+
+
+def _listing(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
 def test_existing_run_and_other_epoch(moons):
     before = moons.run.checkpoint_path("final").stat().st_mtime_ns
     res = warp(moons.run.path, epoch="init", n_lines=3, resolution=20)

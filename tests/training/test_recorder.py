@@ -232,3 +232,56 @@ def test_unchanged_groups_have_zero_update(tmp_path, small_digits):
     assert status.status["fc"] == "unchanged" and status.status["lstm"] != "unchanged"
     (frozen,) = [w for w in status.warnings if w.kind == "frozen"]
     assert frozen.message.endswith("(frozen, or receiving no gradient): fc")
+
+
+class _FailsOnSecondCall(torch.nn.Module):
+    """Runs once (the layer table's 2-sample batch), then raises like a buggy forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls >= 2:
+            raise RuntimeError("index 7 is out of bounds for this batch")
+        return self.fc(x.flatten(1))
+
+
+def test_a_forward_that_fails_while_evaluating_is_one_line_naming_the_batch(tmp_path,
+                                                                           small_digits):
+    rec = Recorder(tmp_path / "r", _FailsOnSecondCall(), data=small_digits)
+    with pytest.raises(UsageError, match=r"^the model _FailsOnSecondCall raised RuntimeError: "
+                                         r"index 7 is out of bounds for this batch \(at "
+                                         r"test_recorder\.py:\d+\) while evaluating test batch "
+                                         r"1 \(samples 0 to 149 of 150\); the error is the "
+                                         r"model's own: fix its forward") as info:
+        rec.start()
+    assert "\n" not in str(info.value)
+    rec.close()
+
+
+HOLD_CHECK = r"""
+import sys
+from shenjing.runs import writer_lock
+try:
+    with writer_lock(sys.argv[1]):
+        print("free")
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_a_recorder_holds_the_run_until_closed(tmp_path, small_digits):
+    import subprocess
+
+    def other_writer() -> str:
+        return subprocess.run([sys.executable, "-c", HOLD_CHECK, str(tmp_path / "r")],
+                              capture_output=True, text=True, timeout=120).stdout.strip()
+
+    with Recorder(tmp_path / "r", tiny_model(), data=small_digits) as rec:
+        rec.start()
+        assert other_writer() == "RunLockedError"
+    assert other_writer() == "free"
+    assert not (tmp_path / "r" / ".lock").exists()

@@ -84,10 +84,13 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_digits):
 
 
 def test_bad_hyper_parameters(tmp_path, digits):
-    with pytest.raises(UsageError, match=r"epochs -1: expected a whole number ≥ 1"):
+    with pytest.raises(UsageError, match=r"epochs -1: expected a whole number from 1 to "
+                                         r"100000"):
         sj.train("mlp", digits, epochs=-1, run=tmp_path / "r", progress=False)
     # 0 is a value, not "the default": refused, never replaced by the seed's 10 epochs
-    for bad, message in (({"epochs": 0}, r"epochs 0: expected a whole number ≥ 1"),
+    for bad, message in (({"epochs": 0}, r"epochs 0: expected a whole number from 1 to "),
+                         ({"epochs": 10**23}, r"epochs 10{23}: expected a whole number from 1 "
+                                              r"to 100000"),
                          ({"batch_size": 0}, r"batch_size 0: expected a whole number ≥ 1"),
                          ({"lr": 0.0}, r"lr 0.0: expected a finite number > 0"),
                          ({"lr": float("inf")}, r"lr inf: expected a finite number > 0")):

@@ -47,6 +47,12 @@ FUNCTIONS["max"] = np.maximum
 FUNCTIONS["relu"] = lambda a: np.maximum(a, 0.0)
 FUNCTIONS["sigmoid"] = lambda a: 1.0 / (1.0 + np.exp(-a))
 
+#: how deeply an expression may nest (``-(-(-x))`` is 4 deep); the interpreter walks the
+#: tree recursively, so a deeper one is refused before it is evaluated
+MAX_DEPTH = 500
+#: the longest expression text accepted
+MAX_LENGTH = 10_000
+
 CONSTANTS: dict[str, float] = {"pi": float(np.pi), "e": float(np.e), "inf": float(np.inf)}
 _MODULE_ALIASES = ("np", "numpy", "math")
 
@@ -83,17 +89,17 @@ class TargetFunction:
         except UsageError:
             raise
         except Exception as exc:
-            raise UsageError(f"function {self.source!r} failed to evaluate: "
+            raise UsageError(f"{_q(self.source)} failed to evaluate: "
                              f"{type(exc).__name__}: {exc}") from None
         try:
             y = np.asarray(y, dtype=np.float64)
         except (TypeError, ValueError):
-            raise UsageError(f"function {self.source!r} returned {type(y).__name__}, "
+            raise UsageError(f"{_q(self.source)} returned {type(y).__name__}, "
                              "not numbers; it must return one number per x") from None
         if y.ndim == 0:
             y = np.full(x.shape, float(y))
         if y.shape != x.shape:
-            raise UsageError(f"function {self.source!r} returned shape {y.shape} for x of "
+            raise UsageError(f"{_q(self.source)} returned shape {y.shape} for x of "
                              f"shape {x.shape}; it must return one value per x")
         return y
 
@@ -128,7 +134,7 @@ def check_finite(f: TargetFunction, x: np.ndarray, *, where: str = "the training
     bad = ~np.isfinite(y)
     if bad.any():
         first = float(np.asarray(x, dtype=np.float64)[bad][0])
-        raise UsageError(f"function {f.source!r} is not finite on {where} ({int(bad.sum())} of "
+        raise UsageError(f"{_q(f.source)} is not finite on {where} ({int(bad.sum())} of "
                          f"{y.size} points, first at x={first:.4g}); choose another range "
                          "or function")
 
@@ -146,20 +152,53 @@ def _from_reference(text: str) -> TargetFunction:
 
     attr = text.rpartition(":")[2]
     if attr.startswith("_"):
-        raise UsageError(f"function reference {text!r} names a private attribute {attr!r}; "
+        raise UsageError(f"{_q(text)}: the reference names a private attribute {attr!r}; "
                          "name a public function")
     fn = import_reference(text, kind="function", option="--function")
     if not callable(fn):
-        raise UsageError(f"{text!r} is a {type(fn).__name__}, not a function of x")
+        raise UsageError(f"{_q(text)} names a {type(fn).__name__}, not a function of x; "
+                         "name a function that maps an array of x to an array of y")
     return TargetFunction(source=text, kind="module", _fn=fn)
 
 
+def _q(text: str) -> str:
+    """``--function 'text'`` for messages, a long expression cut to its start."""
+    shown = text if len(text) <= 80 else f"{text[:60]}… ({len(text):,} characters)"
+    return f"--function {shown!r}"
+
+
 def _parse(text: str) -> ast.Expression:
+    """The parsed expression; too long, too deep or invalid is refused in one line (Python's
+    parser raises MemoryError or RecursionError for deeply nested text)."""
+    simplify = "simplify it, or write it as a Python function and pass file.py:name"
+    if len(text) > MAX_LENGTH:
+        raise UsageError(f"{_q(text)} is longer than the {MAX_LENGTH:,} characters an "
+                         f"expression may have; {simplify}")
     try:
-        return ast.parse(text, mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise UsageError(f"function {text!r} is not a valid expression ({exc.msg} at column "
+        raise UsageError(f"{_q(text)} is not a valid expression ({exc.msg} at column "
                          f"{exc.offset}); write it in x, e.g. 'sin(2*x) + 0.1*x**3'") from None
+    except (MemoryError, RecursionError):
+        raise UsageError(f"{_q(text)} nests too deeply to be parsed (more than {MAX_DEPTH} "
+                         f"levels are not allowed); {simplify}") from None
+    depth = _depth(tree.body)
+    if depth > MAX_DEPTH:
+        raise UsageError(f"{_q(text)} nests {depth} levels deep; at most {MAX_DEPTH} are "
+                         f"allowed: {simplify}")
+    return tree
+
+
+def _depth(node: ast.AST) -> int:
+    """How deeply ``node``'s tree nests, counted without recursion (it may be very deep)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in ast.iter_child_nodes(current)
+                     if not isinstance(child, (ast.expr_context, ast.operator, ast.unaryop,
+                                               ast.cmpop, ast.boolop)))
+    return deepest
 
 
 _ALLOWED_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp, ast.Call,
@@ -176,33 +215,33 @@ def _check(node: ast.AST, text: str) -> None:
             _check_name(sub.id, text)
         elif isinstance(sub, ast.Constant):
             if isinstance(sub.value, bool) or not isinstance(sub.value, (int, float)):
-                raise UsageError(f"function {text!r}: only numbers may appear as constants, "
+                raise UsageError(f"{_q(text)}: only numbers may appear as constants, "
                                  f"not {sub.value!r}")
         elif isinstance(sub, ast.Call):
             if sub.keywords:
-                raise UsageError(f"function {text!r}: keyword arguments are not allowed "
+                raise UsageError(f"{_q(text)}: keyword arguments are not allowed "
                                  f"({sub.keywords[0].arg}=…); pass arguments by position")
             if not isinstance(sub.func, (ast.Name, ast.Attribute)):
-                raise UsageError(f"function {text!r}: only named functions may be called")
+                raise UsageError(f"{_q(text)}: only named functions may be called")
             name = sub.func.id if isinstance(sub.func, ast.Name) else _attribute_name(
                 sub.func, text)
             if name not in FUNCTIONS:
-                raise UsageError(f"function {text!r} calls {name!r}, which is not allowed."
+                raise UsageError(f"{_q(text)} calls {name!r}, which is not allowed."
                                  f"{_suggest(name, FUNCTIONS)} Allowed: "
                                  f"{', '.join(sorted(FUNCTIONS))}")
         elif not isinstance(sub, _ALLOWED_NODES):
-            raise UsageError(f"function {text!r} uses {type(sub).__name__} "
+            raise UsageError(f"{_q(text)} uses {type(sub).__name__} "
                              f"({ast.unparse(sub) if isinstance(sub, ast.expr) else '…'}), which "
                              "is not allowed; use arithmetic, comparisons and NumPy functions of x")
 
 
 def _check_name(name: str, text: str) -> None:
     if name.startswith("_"):
-        raise UsageError(f"function {text!r} uses the name {name!r}; names starting with '_' "
+        raise UsageError(f"{_q(text)} uses the name {name!r}; names starting with '_' "
                          "are not allowed")
     if name not in FUNCTIONS and name not in CONSTANTS and name != "x" and (
             name not in _MODULE_ALIASES):
-        raise UsageError(f"function {text!r} uses the unknown name {name!r}."
+        raise UsageError(f"{_q(text)} uses the unknown name {name!r}."
                          f"{_suggest(name, [*FUNCTIONS, *CONSTANTS, 'x'])} The variable is x; "
                          "constants pi, e; functions like sin, exp, where")
 
@@ -210,13 +249,14 @@ def _check_name(name: str, text: str) -> None:
 def _attribute_name(node: ast.Attribute, text: str) -> str:
     """``np.sin`` → ``'sin'``; anything else (``x.__class__``, ``np.linalg.inv``) is refused."""
     if node.attr.startswith("_"):
-        raise UsageError(f"function {text!r} accesses the attribute {node.attr!r}; "
-                         "attribute access to private or dunder names is not allowed")
+        raise UsageError(f"{_q(text)} accesses the attribute {node.attr!r}; "
+                         "attribute access to private or dunder names is not allowed; use "
+                         "arithmetic and NumPy functions of x, e.g. 'sin(2*x) + 0.1*x**3'")
     if not (isinstance(node.value, ast.Name) and node.value.id in _MODULE_ALIASES):
-        raise UsageError(f"function {text!r}: attribute access "
+        raise UsageError(f"{_q(text)}: attribute access "
                          f"{ast.unparse(node)!r} is not allowed; only np.<function> is")
     if node.attr not in FUNCTIONS and node.attr not in CONSTANTS:
-        raise UsageError(f"function {text!r} uses {ast.unparse(node)!r}, which is not allowed."
+        raise UsageError(f"{_q(text)} uses {ast.unparse(node)!r}, which is not allowed."
                          f"{_suggest(node.attr, FUNCTIONS)}")
     return node.attr
 
@@ -247,12 +287,12 @@ def _evaluate(node: ast.AST, x: np.ndarray, text: str) -> Any:
             return x
         if node.id in CONSTANTS:
             return CONSTANTS[node.id]
-        raise UsageError(f"function {text!r}: {node.id!r} is a function; call it, e.g. "
+        raise UsageError(f"{_q(text)}: {node.id!r} is a function; call it, e.g. "
                          f"{node.id}(x)")
     if isinstance(node, ast.Attribute):
         if node.attr in CONSTANTS:
             return CONSTANTS[node.attr]
-        raise UsageError(f"function {text!r}: {ast.unparse(node)!r} is a function; call it")
+        raise UsageError(f"{_q(text)}: {ast.unparse(node)!r} is a function; call it")
     if isinstance(node, ast.BinOp):
         return _BINARY[type(node.op)](_evaluate(node.left, x, text),
                                       _evaluate(node.right, x, text))
@@ -282,11 +322,11 @@ def _evaluate(node: ast.AST, x: np.ndarray, text: str) -> Any:
         lo, hi = _arity(name)
         if not lo <= len(args) <= hi:
             want = str(lo) if lo == hi else f"{lo} to {hi}"
-            raise UsageError(f"function {text!r}: {name}(…) takes {want} argument(s), "
+            raise UsageError(f"{_q(text)}: {name}(…) takes {want} argument(s), "
                              f"got {len(args)}")
         try:
             return FUNCTIONS[name](*args)
         except TypeError as exc:
-            raise UsageError(f"function {text!r}: {name}(…) got {len(args)} argument(s): "
+            raise UsageError(f"{_q(text)}: {name}(…) got {len(args)} argument(s): "
                              f"{exc}") from None
-    raise UsageError(f"function {text!r}: cannot evaluate {type(node).__name__}")
+    raise UsageError(f"{_q(text)}: cannot evaluate {type(node).__name__}")

@@ -11,6 +11,13 @@ works for any model size. Methods (cf. PyHessian, Yao et al. 2020):
   error and a Student-t 95 % confidence interval.
 - :func:`slq_density` — eigenvalue density by stochastic Lanczos quadrature.
 
+Each of them resumes: given a :class:`~shenjing.analysis.landscape.resume.ResumeFile`
+(``resume=``), it saves its state as it goes (the Lanczos coefficients and basis, the
+Hutchinson samples and generator state, the finished SLQ runs) and, run again after a kill
+with the same file, continues from it. The loops are deterministic given that state, so a
+resumed result equals an uninterrupted one bit for bit (same device and torch build), with
+the same count of Hessian-vector products.
+
 :class:`HessianOperator` builds ``H·v`` for a model, samples and loss, for all parameters
 or only those of one layer (a diagonal block of the Hessian). The model is never modified:
 the operator works on a private copy in ``eval()`` mode (dropout off, BatchNorm statistics
@@ -34,6 +41,7 @@ import torch
 from torch import nn
 
 from shenjing.analysis.landscape.kernels import differentiable_kernels
+from shenjing.analysis.landscape.resume import ResumeFile
 from shenjing.errors import LayerNotFoundError, NotApplicableError, UsageError, did_you_mean
 from shenjing.training.losses import loss_function
 
@@ -176,14 +184,42 @@ def _device_dtype(matvec: MatVec, dim: int) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float64
 
 
+@dataclass
+class _LanczosState:
+    """Where a Lanczos run stands after a whole step: coefficients and basis so far."""
+
+    alphas: list[float]
+    betas: list[float]
+    basis: list[torch.Tensor]
+
+    def to_arrays(self) -> dict[str, Any]:
+        return {"alphas": np.array(self.alphas, dtype=np.float64),
+                "betas": np.array(self.betas, dtype=np.float64),
+                "basis": torch.stack(self.basis).cpu().numpy()}
+
+    @classmethod
+    def from_arrays(cls, state: dict[str, Any], device: torch.device) -> _LanczosState:
+        basis = torch.from_numpy(np.ascontiguousarray(state["basis"])).to(device)
+        return cls([float(a) for a in state["alphas"]], [float(b) for b in state["betas"]],
+                   list(basis.unbind(0)))
+
+
 def _lanczos_steps(matvec: MatVec, v0: torch.Tensor, m: int,
-                   stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None
+                   stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None, *,
+                   start: _LanczosState | None = None,
+                   on_step: Callable[[_LanczosState], None] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """Run up to ``m`` Lanczos steps from ``v0``; return alphas, betas and the basis."""
-    basis = [v0 / v0.norm()]
-    alphas: list[float] = []
-    betas: list[float] = []
-    for j in range(m):
+    """Run up to ``m`` Lanczos steps from ``v0``; return alphas, betas and the basis.
+
+    ``start`` continues a run from a state saved by ``on_step`` (called after every whole
+    step that is followed by another): the same products in the same order as without the
+    interruption.
+    """
+    if start is not None:
+        basis, alphas, betas = list(start.basis), list(start.alphas), list(start.betas)
+    else:
+        basis, alphas, betas = [v0 / v0.norm()], [], []
+    for j in range(len(alphas), m):
         w = matvec(basis[j])
         alpha = float(torch.dot(w.double(), basis[j].double()))
         alphas.append(alpha)
@@ -200,6 +236,8 @@ def _lanczos_steps(matvec: MatVec, v0: torch.Tensor, m: int,
             break
         betas.append(beta)
         basis.append(w / beta)
+        if on_step is not None:
+            on_step(_LanczosState(alphas, betas, basis))
     return np.array(alphas), np.array(betas[:len(alphas) - 1]), torch.stack(basis[:len(alphas)])
 
 
@@ -212,28 +250,45 @@ def _tridiag(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
 
 def lanczos_top(matvec: MatVec, dim: int, k: int = 1, *, tol: float = 1e-3,
                 max_iter: int = 100, seed: int = 0, which: str = "LA",
-                return_vectors: bool = False) -> Eigenpairs:
+                return_vectors: bool = False, resume: ResumeFile | None = None,
+                name: str = "top", key: str | None = None) -> Eigenpairs:
     """Top-``k`` eigenvalues of a symmetric operator by Lanczos (full re-orthogonalisation).
 
     Stops when each of the ``k`` wanted Ritz values has residual ``|β·s_last| ≤ tol·|θ|``
     (the Ritz pair is then an eigenpair of a matrix within that relative distance).
     ``which='LA'``: largest algebraic; ``'LM'``: largest magnitude.
+    ``resume``: save the run as piece ``name`` of that file (under ``key``) and continue a
+    saved one (module docs); not used with ``return_vectors``.
     """
     if k < 1:
         raise UsageError(f"k must be at least 1, got {k}")
     if which not in ("LA", "LM"):
         raise UsageError(f"which must be 'LA' or 'LM', got {which!r}")
     k = min(k, dim)
+    if return_vectors:
+        resume = None  # the eigenvectors are not kept in the file
+    saved = resume.get(name, key) if resume is not None else None
+    if saved is not None and saved.get("done"):
+        return Eigenpairs(values=np.asarray(saved["values"]), n_hvp=int(saved["calls"]),
+                          method="lanczos", converged=bool(saved["converged"]),
+                          history=np.asarray(saved["history"]).tolist())
     device, dtype = _device_dtype(matvec, dim)
     gen = torch.Generator().manual_seed(int(seed))
     v0 = _rand_unit(dim, gen, device, dtype)
-    before = getattr(matvec, "n_hvp", 0)
-    calls = [0]
-    history: list[list[float]] = []
+    start = None if saved is None else _LanczosState.from_arrays(saved, device)
+    calls = [0 if saved is None else int(saved["calls"])]
+    history: list[list[float]] = [] if saved is None else np.asarray(
+        saved["history"]).reshape(-1, k).tolist()
 
     def counted(v: torch.Tensor) -> torch.Tensor:
         calls[0] += 1
         return matvec(v)
+
+    def save_step(step: _LanczosState) -> None:
+        assert resume is not None
+        resume.put(name, {**step.to_arrays(), "calls": calls[0],
+                          "history": np.array(history, dtype=np.float64).reshape(-1, k)},
+                   key=key)
 
     state: dict[str, Any] = {"converged": False}
 
@@ -252,7 +307,8 @@ def lanczos_top(matvec: MatVec, dim: int, k: int = 1, *, tol: float = 1e-3,
         state["converged"] = ok
         return ok
 
-    alphas, betas, basis = _lanczos_steps(counted, v0, min(max_iter, dim), stop)
+    alphas, betas, basis = _lanczos_steps(counted, v0, min(max_iter, dim), stop, start=start,
+                                          on_step=save_step if resume is not None else None)
     if len(alphas) == dim:
         state["converged"] = True
     evals, evecs = np.linalg.eigh(_tridiag(alphas, betas))
@@ -261,8 +317,12 @@ def lanczos_top(matvec: MatVec, dim: int, k: int = 1, *, tol: float = 1e-3,
     if return_vectors:
         s = torch.as_tensor(evecs[:, idx].T, dtype=basis.dtype, device=basis.device)
         vectors = s @ basis
-    n_hvp = getattr(matvec, "n_hvp", before + calls[0]) - before
-    return Eigenpairs(values=evals[idx], n_hvp=int(n_hvp), method="lanczos",
+    if resume is not None:
+        resume.put(name, {"done": True, "values": evals[idx], "calls": calls[0],
+                          "converged": bool(state["converged"]),
+                          "history": np.array(history, dtype=np.float64).reshape(-1, k)},
+                   key=key, final=True)
+    return Eigenpairs(values=evals[idx], n_hvp=int(calls[0]), method="lanczos",
                       converged=bool(state["converged"]), vectors=vectors, history=history)
 
 
@@ -314,11 +374,14 @@ class TraceEstimate:
     samples: np.ndarray = field(repr=False)
 
 
-def hutchinson_trace(matvec: MatVec, dim: int, *, n_samples: int = 100, seed: int = 0
-                     ) -> TraceEstimate:
+def hutchinson_trace(matvec: MatVec, dim: int, *, n_samples: int = 100, seed: int = 0,
+                     resume: ResumeFile | None = None, name: str = "trace",
+                     key: str | None = None) -> TraceEstimate:
     """tr(H) ≈ mean of zᵀHz over ``n_samples`` Rademacher vectors, with a 95 % CI.
 
     The interval is mean ± t₀.₉₇₅,ₙ₋₁ · s/√n (Student t; the samples are i.i.d.).
+    ``resume``: keep the samples so far and the generator's state as piece ``name``, and
+    continue saved ones (module docs).
     """
     if n_samples < 2:
         raise UsageError(f"n_samples must be at least 2 for a confidence interval, "
@@ -328,9 +391,18 @@ def hutchinson_trace(matvec: MatVec, dim: int, *, n_samples: int = 100, seed: in
     device, dtype = _device_dtype(matvec, dim)
     gen = torch.Generator().manual_seed(int(seed))
     vals = np.empty(n_samples)
-    for i in range(n_samples):
+    saved = resume.get(name, key) if resume is not None else None
+    first = 0
+    if saved is not None and len(saved["vals"]) <= n_samples:
+        first = len(saved["vals"])
+        vals[:first] = saved["vals"]
+        gen.set_state(torch.from_numpy(np.ascontiguousarray(saved["rng"])))
+    for i in range(first, n_samples):
         z = (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).to(device, dtype)
         vals[i] = float(torch.dot(matvec(z).double(), z.double()))
+        if resume is not None:
+            resume.put(name, {"vals": vals[:i + 1].copy(), "rng": gen.get_state().numpy()},
+                       key=key, final=i == n_samples - 1)
     mean = float(vals.mean())
     se = float(vals.std(ddof=1) / math.sqrt(n_samples))
     half = float(stats.t.ppf(0.975, n_samples - 1)) * se
@@ -351,32 +423,61 @@ class SpectralDensity:
 
 
 def slq_density(matvec: MatVec, dim: int, *, n_runs: int = 3, n_steps: int = 40,
-                n_grid: int = 400, sigma: float | None = None, seed: int = 0
-                ) -> SpectralDensity:
+                n_grid: int = 400, sigma: float | None = None, seed: int = 0,
+                resume: ResumeFile | None = None, name: str = "density",
+                key: str | None = None) -> SpectralDensity:
     """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
 
     Each run starts Lanczos from a Rademacher vector; the eigenvalues of its tridiagonal
     matrix are quadrature nodes weighted by the squared first components of its
     eigenvectors. The density is the average of Gaussians of width ``sigma`` (default 1 %
-    of the spectrum's span) on those nodes.
+    of the spectrum's span) on those nodes. ``resume``: keep the finished runs, the
+    generator's state and the current run's Lanczos state as piece ``name`` (module docs).
     """
     device, dtype = _device_dtype(matvec, dim)
     gen = torch.Generator().manual_seed(int(seed))
-    nodes, weights = [], []
+    nodes: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
     calls = [0]
+    m = min(n_steps, dim)
+    saved = resume.get(name, key) if resume is not None else None
+    current: _LanczosState | None = None
+    if saved is not None:
+        nodes = list(np.asarray(saved["nodes"]).reshape(-1, m))
+        weights = list(np.asarray(saved["weights"]).reshape(-1, m))
+        calls[0] = int(saved["calls"])
+        gen.set_state(torch.from_numpy(np.ascontiguousarray(saved["rng"])))
+        if "basis" in saved:
+            current = _LanczosState.from_arrays(saved, device)
 
     def counted(v: torch.Tensor) -> torch.Tensor:
         calls[0] += 1
         return matvec(v)
 
-    m = min(n_steps, dim)
-    for _ in range(n_runs):
+    def save(rng: np.ndarray, step: _LanczosState | None = None, final: bool = False) -> None:
+        if resume is None:
+            return
+        state = {"nodes": np.array(nodes, dtype=np.float64).reshape(-1, m),
+                 "weights": np.array(weights, dtype=np.float64).reshape(-1, m),
+                 "calls": calls[0], "rng": rng}
+        resume.put(name, {**state, **(step.to_arrays() if step is not None else {})},
+                   key=key, final=final)
+
+    for _ in range(len(nodes), n_runs):
+        rng_before = gen.get_state().numpy()  # a resumed run draws its vector again
+
+        def save_step(step: _LanczosState, rng: np.ndarray = rng_before) -> None:
+            save(rng, step)
+
         z = (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).to(device, dtype)
-        alphas, betas, _ = _lanczos_steps(counted, z, m)
+        alphas, betas, _ = _lanczos_steps(counted, z, m, start=current,
+                                          on_step=save_step if resume is not None else None)
+        current = None
         evals, evecs = np.linalg.eigh(_tridiag(alphas, betas))
         pad = m - len(evals)
         nodes.append(np.pad(evals, (0, pad), constant_values=np.nan))
         weights.append(np.pad(evecs[0, :] ** 2, (0, pad)))
+        save(gen.get_state().numpy(), final=True)
     node_arr, weight_arr = np.array(nodes), np.array(weights)
     finite = node_arr[np.isfinite(node_arr)]
     lo, hi = float(finite.min()), float(finite.max())
@@ -434,28 +535,33 @@ def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
               density_runs: int = 3, density_steps: int = 40, tol: float = 1e-3,
               seed: int = 0, device: str | torch.device = "cpu", batch_size: int = 512,
               dtype: torch.dtype = torch.float32,
-              progress: Callable[[str], None] | None = None) -> SharpnessReport:
+              progress: Callable[[str], None] | None = None,
+              resume: ResumeFile | None = None) -> SharpnessReport:
     """Top-k eigenvalues (Lanczos), Hutchinson trace and SLQ density of the loss Hessian.
 
     ``layers``: module names for per-layer blocks (top eigenvalue and trace of each);
-    ``None`` means every layer with parameters, ``()`` none.
+    ``None`` means every layer with parameters, ``()`` none. ``resume``: a file keyed by
+    these settings (the caller's job: :func:`hessian_settings_key`); every loop saves its
+    progress there and continues what a killed run saved (module docs).
     """
     op = HessianOperator(model, x, y, loss=loss, batch_size=batch_size, device=device,
                          dtype=dtype)
     loss_value, _ = op.loss_and_grad()
     if progress:
         progress("top eigenvalues")
-    top = lanczos_top(op, op.dim, top_k, tol=tol, seed=seed)
+    top = lanczos_top(op, op.dim, top_k, tol=tol, seed=seed, resume=resume, name="top")
     tr = None
     if trace:
         if progress:
             progress("trace")
-        tr = hutchinson_trace(op, op.dim, n_samples=trace_samples, seed=seed)
+        tr = hutchinson_trace(op, op.dim, n_samples=trace_samples, seed=seed, resume=resume,
+                              name="trace")
     dens = None
     if density:
         if progress:
             progress("density")
-        dens = slq_density(op, op.dim, n_runs=density_runs, n_steps=density_steps, seed=seed)
+        dens = slq_density(op, op.dim, n_runs=density_runs, n_steps=density_steps, seed=seed,
+                           resume=resume, name="density")
     per_layer: dict[str, dict[str, Any]] = {}
     names = layers_with_parameters(model) if layers is None else list(layers)
     for name in names:
@@ -463,16 +569,55 @@ def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
             progress(f"layer {name}")
         lop = HessianOperator(model, x, y, loss=loss, layer=name, batch_size=batch_size,
                               device=device, dtype=dtype)
-        ltop = lanczos_top(lop, lop.dim, 1, tol=tol, seed=seed)
+        ltop = lanczos_top(lop, lop.dim, 1, tol=tol, seed=seed, resume=resume,
+                           name=f"layer {name} top")
         entry: dict[str, Any] = {"n_params": lop.dim, "top_eigenvalue": float(ltop.values[0]),
                                  "n_hvp": ltop.n_hvp}
         if trace:
             lt = hutchinson_trace(lop, lop.dim, n_samples=max(2, trace_samples // 2),
-                                  seed=seed)
+                                  seed=seed, resume=resume, name=f"layer {name} trace")
             entry["trace"] = {"mean": lt.mean, "stderr": lt.stderr, "ci95": list(lt.ci95),
                               "n_samples": lt.n_samples}
         per_layer[name] = entry
     return SharpnessReport(top, tr, dens, per_layer, loss_value, op.dim)
+
+
+def hessian_settings_key(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **settings: Any
+                         ) -> str:
+    """The key of a Hessian's resume file: the weights and buffers, the samples, every
+    setting that changes the numbers (``settings``), and the torch build (its kernels)."""
+    from shenjing.analysis.landscape.resume import settings_key
+    from shenjing.analysis.landscape.storage import tensor_sha256
+
+    state = model.state_dict()
+    return settings_key(weights=tensor_sha256(*[state[k] for k in sorted(state)]),
+                        data=tensor_sha256(x, y), torch=torch.__version__, **settings)
+
+
+def lanczos_bytes(dim: int, itemsize: int, steps: int) -> int:
+    """Bytes of a Lanczos run of ``steps`` over ``dim`` parameters: the basis and the
+    stacked copy re-orthogonalisation makes of it at every step."""
+    return 2 * (int(steps) + 1) * int(dim) * int(itemsize)
+
+
+def check_hessian_memory(dim: int, *, itemsize: int = 4, max_iter: int = 100,
+                         density_steps: int = 0) -> None:
+    """Refuse a Hessian whose Lanczos basis (up to ``max_iter`` vectors of ``dim``
+    parameters, kept for full re-orthogonalisation) would not fit in memory."""
+    from shenjing.capture.activations import format_bytes
+    from shenjing.capture.dataset import memory_budget
+    from shenjing.errors import ResourceError
+
+    steps = min(max(max_iter, density_steps), dim)
+    need = lanczos_bytes(dim, itemsize, steps)
+    budget = memory_budget()
+    if need > budget:
+        raise ResourceError(
+            f"the Hessian's Lanczos basis of up to {steps} vectors of {dim:,} parameters needs "
+            f"about {format_bytes(need)} of memory but only {format_bytes(budget)} is allowed "
+            "(half the memory available now); no hessian option reduces it: per-layer blocks "
+            "(shenjing.analysis.hessian.sharpness(..., layers=[...])) are smaller, or use a "
+            "machine with more memory")
 
 
 def top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,

@@ -28,6 +28,8 @@ from shenjing.errors import ShapeMismatchError, UsageError
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh,
                 nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.ReLU6, nn.Mish, nn.SELU, nn.CELU)
 _SKIPPED = (nn.Flatten, nn.Identity, nn.Dropout)
+N_PER_LINE = 101
+"""Points per grid line: enough for a line to bend smoothly where a layer folds it."""
 
 
 def check_points_2d(x: Any, what: str = "data") -> np.ndarray:
@@ -65,7 +67,7 @@ def layer_sequence(model: nn.Module) -> list[tuple[str, str]]:
 
 
 def make_grid(bounds: tuple[tuple[float, float], tuple[float, float]], *, n_lines: int = 17,
-              n_per_line: int = 101) -> np.ndarray:
+              n_per_line: int = N_PER_LINE) -> np.ndarray:
     """A grid of lines over ``bounds`` = ``((xmin, xmax), (ymin, ymax))``.
 
     Returns ``(2, n_lines, n_per_line, 2)``: ``[0]`` the horizontal lines (constant y),
@@ -236,7 +238,8 @@ class Warp:
 
 
 def warp_layers(model: nn.Module, train_x: Any, train_y: Any, test_x: Any, test_y: Any, *,
-                layers: Sequence[str] | None = None, n_lines: int = 17, n_per_line: int = 101,
+                layers: Sequence[str] | None = None, n_lines: int = 17,
+                n_per_line: int = N_PER_LINE,
                 bounds: tuple[tuple[float, float], tuple[float, float]] | None = None,
                 random_state: int = 0) -> Warp:
     """Send a grid and the data through ``model`` and view every layer in 2-D.
@@ -288,6 +291,68 @@ def _view(name: str, kind: str, data: np.ndarray, grid_feats: np.ndarray,
     tr_acc, te_acc = linear_probe(data[:n_train], ytr, data[n_train:], yte)
     return WarpLayer(name, kind, int(data.shape[1]), proj.apply(data),
                      proj.apply(grid_feats).reshape(grid_shape), proj, tr_acc, te_acc)
+
+
+def layer_widths(model: nn.Module, layers: Sequence[str] | None = None) -> list[int]:
+    """Features of each layer the study shows (:func:`layer_sequence` or ``layers``), from
+    one forward of two points; the sizes :func:`warp_bytes` needs."""
+    if layers is None:
+        names = [n for n, _ in layer_sequence(model)]
+    else:
+        from shenjing.capture import resolve_layers
+
+        names = resolve_layers(model, list(layers))
+    if not names:
+        return []
+    outs = layer_outputs(model, np.zeros((2, 2)), names)
+    return [int(outs[n].shape[1]) for n in names]
+
+
+def warp_bytes(widths: Sequence[int], n_points: int, *, n_lines: int,
+               n_per_line: int = N_PER_LINE, resolution: int = 200,
+               n_classes: int = 2) -> int:
+    """Peak bytes of the warp study: the grid (2 × ``n_lines`` × ``n_per_line`` points)
+    and the ``n_points`` data points through every layer of ``widths`` features.
+
+    Per point and feature: the float32 output as captured, joined, and as float64 (16 B),
+    all layers at once; the widest layer's centred copy for its PCA; per layer the 2-D data
+    and grid, twice more while the ``.npz`` is packed; one line artist per grid line and
+    panel in the figure; the decision map's ``resolution²`` probabilities.
+    """
+    n = int(n_points) + 2 * int(n_lines) * int(n_per_line)
+    views = len(widths) + 1  # the input is a panel too
+    outputs = n * 16 * sum(widths)
+    centred = n * 8 * max(widths, default=2)
+    two_d = 3 * views * n * 16
+    artists = views * 2 * int(n_lines) * (4096 + int(n_per_line) * 16)
+    decision = int(resolution) ** 2 * (16 + 24 * max(2, int(n_classes)))
+    return outputs + centred + two_d + artists + decision
+
+
+def check_warp_memory(widths: Sequence[int], n_points: int, *, n_lines: int,
+                      resolution: int = 200, n_classes: int = 2) -> None:
+    """Refuse a warp study that would not fit in memory (before anything is trained or
+    written), naming the bytes and the ``--lines`` that fit."""
+    from shenjing.capture.activations import format_bytes
+    from shenjing.capture.dataset import memory_budget
+    from shenjing.errors import ResourceError
+
+    def need(lines: int) -> int:
+        return warp_bytes(widths, n_points, n_lines=lines, resolution=resolution,
+                          n_classes=n_classes)
+
+    total, budget = need(n_lines), memory_budget()
+    if total <= budget:
+        return
+    per_line = need(1) - need(0)
+    fits = (budget - need(0)) // per_line if per_line else 0
+    advice = (f"reduce --lines, e.g. --lines {fits}" if fits >= 2 else
+              "even 2 lines do not fit: use a narrower net (--hidden) or fewer points")
+    raise ResourceError(
+        f"warp with --lines {n_lines} sends {2 * n_lines * N_PER_LINE:,} grid points and "
+        f"{n_points:,} data points through {len(widths)} layers "
+        f"({', '.join(map(str, widths))} features): about {format_bytes(total)} of memory, but "
+        f"only {format_bytes(budget)} is allowed (half the memory available now); {advice}")
 
 
 @dataclass(frozen=True, repr=False)

@@ -13,7 +13,7 @@ Post-activation features are the output of the activation module: in the zoo mod
 
 from shenjing.capture.activations import Activations, format_bytes
 from shenjing.capture.core import Captured, capture, flatten_output
-from shenjing.capture.dataset import available_memory, capture_dataset
+from shenjing.capture.dataset import available_memory, capture_dataset, memory_budget
 from shenjing.capture.layers import (
     DefaultLayers,
     LayerInfo,
@@ -29,5 +29,5 @@ from shenjing.capture.layers import (
 
 __all__ = ["Activations", "Captured", "DefaultLayers", "LayerInfo", "LayerKey", "LayerTable",
            "available_memory", "capture", "capture_dataset", "default_layers",
-           "flatten_output", "format_bytes", "layer_names", "list_layers", "resolve_keys",
-           "resolve_layers", "split_key"]
+           "flatten_output", "format_bytes", "layer_names", "list_layers", "memory_budget",
+           "resolve_keys", "resolve_layers", "split_key"]

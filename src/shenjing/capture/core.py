@@ -40,8 +40,8 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise UsageError(f"dtype {dtype!r} is not supported for capture; use one of "
-                         f"{', '.join(_DTYPES)}")
+        raise UsageError(f"--dtype {dtype!r} is not supported for capture; use one of "
+                         f"{', '.join(_DTYPES)}, e.g. --dtype float16")
     return _DTYPES[dtype]
 
 
@@ -51,8 +51,9 @@ def check_pool(pool: Pool | str) -> Pool:
         pool = int(pool)
     if isinstance(pool, bool) or not (pool in ("none", "mean", "max") or
                                       (isinstance(pool, int) and pool >= 1)):
-        raise UsageError(f"pool={pool!r} is not a pooling option; use 'none', 'mean', 'max' "
-                         "or an integer k for adaptive average pooling to k×k")
+        raise UsageError(f"--pool {pool!r} is not a pooling option; use none, mean, max or "
+                         "a whole number k ≥ 1 for adaptive average pooling to k×k, e.g. "
+                         "--pool mean")
     return pool  # type: ignore[return-value]
 
 
@@ -87,6 +88,28 @@ class NoBatchDimError(UsageError):
     """A recorded tensor has no dimension the size of the batch."""
 
 
+class PoolTooLargeError(UsageError):
+    """``pool=k`` asks adaptive pooling to enlarge a map (k above its height or width).
+
+    A usage error, not a resource one: such a k never makes sense for this layer (it would
+    only repeat values, ``capture --pool 1000`` tried 32 GB), whatever the machine.
+    """
+
+
+def check_pool_fits(t: torch.Tensor, pool: Pool, key: str) -> None:
+    """Refuse ``pool=k`` for a 4-D/5-D map smaller than k×k, before anything is pooled."""
+    if isinstance(pool, str) or t.ndim not in (4, 5):
+        return
+    spatial = tuple(int(s) for s in t.shape[2:])
+    if int(pool) > min(spatial):
+        size = "×".join(map(str, spatial))
+        raise PoolTooLargeError(
+            f"pool={pool} (--pool {pool}) would enlarge {key!r}'s {size} maps to "
+            f"{'×'.join([str(pool)] * len(spatial))}: adaptive pooling to k×k only shrinks "
+            f"a map, so k must be at most {min(spatial)} here; use pool={min(spatial)} or "
+            "smaller, or pool='mean' / 'max' (one number per channel)")
+
+
 def prepare(t: torch.Tensor, *, batch_size: int | None, pool: Pool,
             dtype: torch.dtype | None, key: str = "") -> torch.Tensor:
     """One recorded tensor made per-sample: batch dimension first, pooled, cast (not copied).
@@ -105,6 +128,7 @@ def prepare(t: torch.Tensor, *, batch_size: int | None, pool: Pool,
                 f"size {batch_size}; it is not per-sample and cannot be captured. Choose "
                 "another layer")
         t = t.movedim(dims[0], 0)
+    check_pool_fits(t, pool, key)
     if pool != "none" and t.ndim in (4, 5):
         spatial = tuple(range(2, t.ndim))
         if pool == "mean":

@@ -13,7 +13,6 @@ import os
 import queue
 import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from shenjing.capture.activations import (
 from shenjing.capture.core import (
     NoBatchDimError,
     Pool,
+    PoolTooLargeError,
     call_key,
     check_pool,
     flatten_output,
@@ -67,6 +67,19 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 8 * 1024**3
+
+
+def memory_budget(max_memory: int | None = None) -> int:
+    """The bytes a job may hold in RAM: ``max_memory`` when given, else half of what is
+    available now (the other half is left to the system and to the model's own work).
+
+    Every large allocation (a capture, a landscape grid, the warp study, the Hessian's
+    Lanczos basis) is estimated first and refused with a
+    :class:`~shenjing.errors.ResourceError` above this, naming the size and the option that
+    reduces it. An option value that can never work for the model, whatever the machine
+    (``--pool`` larger than the maps), is a usage error instead.
+    """
+    return max_memory if max_memory is not None else available_memory() // 2
 
 
 @dataclass(frozen=True)
@@ -164,13 +177,11 @@ class _Sink:
                 # which can stall for seconds in compaction on a busy machine
                 self.arrays[key] = torch.empty(full, dtype=_torch_dtype(dtype)).numpy()
                 continue
-            folder = out_dir / key_dirname(key)
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp.npy", dir=folder)
-            os.close(fd)
-            self.tmp[key] = Path(name)
-            self.final[key] = folder / f"{stem}.npy"
-            fh = open(name, "wb", buffering=0)  # noqa: SIM115 (closed in finish/abort)
+            self.final[key] = out_dir / key_dirname(key) / f"{stem}.npy"
+            # named by this pid, so a later stage sweeps it if this process is killed;
+            # the mode a plain open() gives, like every file of a run
+            self.tmp[key] = _io.make_temp(self.final[key])
+            fh = open(self.tmp[key], "wb", buffering=0)  # noqa: SIM115 (closed in finish/abort)
             self.files[key] = fh
             self._header(fh, full, dtype)
         self._error: BaseException | None = None
@@ -381,18 +392,18 @@ def capture_dataset(
                     f"{tuple(first_x.shape[1:])}")
             # first batch: learn keys, shapes and calls per forward, keep its outputs
             b0 = min(_n_of(first_x), n_total)
-            seen: dict[str, list[list[tuple[str, torch.Tensor | NoBatchDimError]]]] = {
+            seen: dict[str, list[list[tuple[str, torch.Tensor | UsageError]]]] = {
                 n: [] for n in names}
 
             def record_first(name: str):
                 def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-                    outs: list[tuple[str, torch.Tensor | NoBatchDimError]] = []
+                    outs: list[tuple[str, torch.Tensor | UsageError]] = []
                     for k, t in flatten_output(name, out):
                         try:
                             t = prepare(t, batch_size=_n_of(first_x), pool=pool,
                                         dtype=torch_dtype, key=k)[:b0]
-                        except NoBatchDimError as exc:  # an error only if this key is kept
-                            outs.append((k, exc))
+                        except (NoBatchDimError, PoolTooLargeError) as exc:
+                            outs.append((k, exc))  # an error only if this key is kept
                             continue
                         outs.append((k, t.to("cpu", copy=True)))
                     seen[name].append(outs)
@@ -425,8 +436,8 @@ def capture_dataset(
                                            output_path(name, k)):
                             continue
                         key = prefix + k[len(name):]
-                        if isinstance(t, NoBatchDimError):
-                            raise NoBatchDimError(str(t).replace(repr(k), repr(key))) from None
+                        if isinstance(t, UsageError):
+                            raise type(t)(str(t).replace(repr(k), repr(key))) from None
                         specs[key] = (tuple(t.shape[1:]),
                                       np.dtype(str(t.dtype).removeprefix("torch.")))
                         first_rows[key] = t
@@ -444,7 +455,8 @@ def capture_dataset(
                     size = n_total * bytes_per_sample((1, *shape), dt)
                     print(f"  {key:<20} {shape!s:<18} {dt!s:<8} {format_bytes(size)}",
                           file=sys.stderr)
-            _check_budget(total, specs, n_total, out_path, max_memory, pool, dtype)
+            _check_budget(total, specs, n_total, out_path, max_memory, pool, dtype,
+                          batch_size=min(batch_size, n_total), cuda=cuda)
 
             sink = _Sink(specs, n_total, out_path, stem)
             for key, t in first_rows.items():
@@ -562,9 +574,38 @@ def _fill_meta(batch: _Batch, start: int, take: int, indices: np.ndarray, n: int
         indices[start:start + take] = np.arange(start, start + take)
 
 
+def streaming_bytes(specs: Mapping[str, tuple[tuple[int, ...], np.dtype]], n: int,
+                    batch_size: int, cuda: bool = False) -> int:
+    """RAM a capture streamed to disk holds at once: per key the first batch's rows, the
+    writer's reused buffers (``_Sink._SLOTS``) and, on CUDA, one pinned staging buffer of
+    ``batch_size`` rows each; plus the indices and labels of all ``n`` samples."""
+    per_row = sum(bytes_per_sample((1, *shape), dt) for shape, dt in specs.values())
+    buffers = _Sink._SLOTS + 1 + (1 if cuda else 0)
+    return buffers * batch_size * per_row + 16 * n
+
+
+def check_capture_memory(probe: Activations, n: int, *, out_dir: str | os.PathLike[str] | None,
+                         max_memory: int | None = None, pool: Any = "none",
+                         dtype: Any = "float32", batch_size: int = 256,
+                         cuda: bool = False) -> None:
+    """Refuse a capture of ``n`` samples whose bytes would not fit (memory, or disk with
+    ``out_dir``), from ``probe``: the same layers captured on a couple of samples.
+
+    A stage calls this before it marks itself running, so a refusal changes nothing in the
+    run; :func:`capture_dataset` checks the same again before it allocates.
+    """
+    specs = {key: (tuple(int(s) for s in arr.shape[1:]), np.dtype(arr.dtype))
+             for key, arr in probe.items()}
+    if not specs:
+        return
+    total = sum(n * bytes_per_sample((1, *s), d) for s, d in specs.values())
+    _check_budget(total, specs, n, Path(out_dir) if out_dir is not None else None, max_memory,
+                  pool, dtype, batch_size=min(batch_size, n), cuda=cuda)
+
+
 def _check_budget(total: int, specs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
                   n: int, out_path: Path | None, max_memory: int | None, pool: Any,
-                  dtype: Any) -> None:
+                  dtype: Any, *, batch_size: int = 1, cuda: bool = False) -> None:
     """Refuse a capture that would not fit, naming the bytes and what reduces them."""
     biggest = max(specs, key=lambda k: bytes_per_sample((1, *specs[k][0]), specs[k][1]))
     hints = []
@@ -574,7 +615,7 @@ def _check_budget(total: int, specs: Mapping[str, tuple[tuple[int, ...], np.dtyp
         hints.append("dtype='float16' (--dtype float16) halves it")
     hints.append("limit=N (--n N) captures fewer samples")
     if out_path is None:
-        budget = max_memory if max_memory is not None else available_memory() // 2
+        budget = memory_budget(max_memory)
         if total > budget:
             raise ResourceError(
                 f"capturing {n} samples needs {format_bytes(total)} ({total} bytes; largest: "
@@ -587,6 +628,15 @@ def _check_budget(total: int, specs: Mapping[str, tuple[tuple[int, ...], np.dtyp
                 f"capturing {n} samples needs {format_bytes(total)} ({total} bytes; largest: "
                 f"{biggest!r}), above the {format_bytes(max_memory)} allowed (--max-memory); "
                 f"raise --max-memory or reduce it: {'; '.join(hints)}")
+        ram = streaming_bytes(specs, n, batch_size, cuda)
+        budget = memory_budget(max_memory)
+        if ram > budget:
+            fits = max(1, (budget - 16 * n) // max(1, streaming_bytes(specs, 0, 1, cuda)))
+            raise ResourceError(
+                f"streaming batches of {batch_size} samples to disk ({len(specs)} tensor(s), "
+                f"largest {biggest!r}) need {format_bytes(ram)} of memory for their buffers "
+                f"but only {format_bytes(budget)} is allowed (half the available memory, or "
+                f"--max-memory); reduce --batch-size (batch_size=), e.g. --batch-size {fits}")
         existing = next((p for p in (out_path, *out_path.parents) if p.exists()), out_path)
         free = shutil.disk_usage(existing).free
         if total > free:

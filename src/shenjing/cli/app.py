@@ -69,19 +69,45 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning library errors into one line.
+    """Console-script entry point: run the app, turning every refusal into one line.
 
-    Click (inside Typer) reports its own usage errors with exit code 2; shenjing's errors
-    arrive here and are printed as one red line, exit 2 for usage errors and 1 otherwise.
+    Click's own usage errors (a missing option, a value that is not a number, an unknown
+    option) and shenjing's errors are printed as one red line: exit 2 for usage errors, 1
+    otherwise. ``--debug`` lets shenjing's errors through with their traceback.
     """
+    from shenjing.cli._common import click_error_line, click_errors
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    usage_error, abort = click_errors()
     try:
-        app(args=argv, prog_name="shenjing")
+        code = app(args=args, prog_name="shenjing", standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `shenjing`: the help, as ever
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+        _print_error("UsageError", click_error_line(exc, args, commands))
+        sys.exit(2)
+    except abort as exc:
+        cause = exc.__cause__  # an EOFError raised by the command, or ctrl-D at a prompt
+        detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
+        _print_error("Aborted", f"stopped before finishing{detail}; nothing more was done")
+        sys.exit(1)
     except ShenjingError as exc:
         if _state["debug"]:
             raise
-        from rich.markup import escape
-
-        # escape: messages carry user text and pip lines like "shenjing[vision]"
-        console.print(f"[red]{escape(f'{type(exc).__name__}: {exc}')}[/red]", highlight=False,
-                      soft_wrap=True)
+        _print_error(type(exc).__name__, str(exc))
         sys.exit(2 if isinstance(exc, UsageError) else 1)
+    # like Click's standalone mode: always leave through SystemExit (0 when all went well)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
+def _print_error(kind: str, message: str) -> None:
+    """One red line on stderr: ``Kind: message``."""
+    from rich.markup import escape
+
+    # one line even when the message quotes a multi-line error of the user's code
+    text = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    # escape: messages carry user text and pip lines like "shenjing[vision]"
+    console.print(f"[red]{escape(f'{kind}: {text}')}[/red]", highlight=False,
+                  soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import parse_epochs, parse_list, trust_code_option
+from shenjing.cli._common import name_list, parse_epochs, trust_code_option
 
 out = Console(highlight=False, soft_wrap=True)
 RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `inspect`).")
@@ -94,13 +94,19 @@ def register(app: typer.Typer) -> None:
                                        help="Refuse captures above this size, e.g. 2G."),
         trust_code: bool = trust_code_option(),
     ) -> None:
-        """Record layers over a split into RUN/activations/<layer>/epoch-NNN.npy."""
+        """Record layers over a split into RUN/activations/<layer>/epoch-NNN[-settings].npy.
+
+        The file name carries every setting that changes the numbers (-train, -nN, -pool-P,
+        -float16), so captures with other settings never replace each other. Not
+        resumable: one streaming pass, written under a temporary name and renamed at the
+        end, so a killed capture leaves no partial file; run it again.
+        """
         from shenjing.runs import open_run
         from shenjing.stages.embed import capture_stage
 
         epoch_value: int | str = int(epoch) if epoch.lstrip("-").isdigit() else epoch
         the_run = open_run(run, trust_code=trust_code)
-        result = capture_stage(the_run, parse_list(layers), epoch=epoch_value,
+        result = capture_stage(the_run, name_list("--layers", layers) or [], epoch=epoch_value,
                                split=split, n=n, pool=pool, dtype=dtype,
                                batch_size=batch_size, device=device,
                                max_memory=_parse_bytes(max_memory))
@@ -130,13 +136,19 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         trust_code: bool = trust_code_option(),
     ) -> None:
-        """2-D maps of layers across epochs, with probe/kNN accuracy and map faithfulness."""
+        """2-D maps of layers across epochs, with probe/kNN accuracy and map faithfulness.
+
+        Resumes: a map already on disk is reused when every setting that made it matches
+        (samples, seed, method options, probe settings); a rerun after a kill computes only
+        the missing maps.
+        """
         from shenjing.runs import open_run
         from shenjing.stages.embed import embed_stage
 
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
         the_run = open_run(run, trust_code=trust_code)
-        result = embed_stage(the_run, parse_list(layers), epochs=chosen, method=method,
+        result = embed_stage(the_run, name_list("--layers", layers) or [], epochs=chosen,
+                             method=method,
                              n=n, n_train=n_train, split=split, seed=seed,
                              perplexity=perplexity,
                              pca_dims=None if pca_dims == 0 else pca_dims,

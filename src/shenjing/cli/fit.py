@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shenjing.cli._common import parse_list, parse_range, trust_code_option
+from shenjing.cli._common import name_list, parse_range, trust_code_option
 
 out = Console(emoji=False)
 
@@ -28,36 +28,45 @@ def register(app: typer.Typer) -> None:
         function: str = typer.Option(None, "--function", "-f",
                                      help="y as an expression in x, e.g. 'sin(2*x) + 0.1*x**3', "
                                           "or module:function (default: seed 001's function)."),
-        hidden: int = typer.Option(64, "--hidden", help="Hidden units per layer."),
-        depth: int = typer.Option(1, "--depth", help="Hidden layers."),
+        hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer [64]."),
+        depth: int = typer.Option(None, "--depth", help="Hidden layers [1]."),
         epochs: int = typer.Option(None, "--epochs", "-e", help="Recorded epochs [20]."),
         passes: int = typer.Option(None, "--passes", help="Full-batch steps per epoch [250]."),
         lr: float = typer.Option(None, "--lr", help="Adam learning rate [1e-3]."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the net's initialisation."),
+        seed: int = typer.Option(None, "--seed", help="Seed of the net's initialisation [0]."),
         poly: str = typer.Option("lagrange,chebyshev", "--poly",
                                  help="Polynomial baselines: lagrange, chebyshev, each "
                                       "optionally with :DEGREE (e.g. chebyshev:15)."),
         degree: int = typer.Option(None, "--degree",
                                    help="Degree for baselines without one (default: points − 1)."),
-        points: int = typer.Option(100, "--points", help="Training points."),
-        train_range: str = typer.Option("-5:5", "--range", help="Training range MIN:MAX."),
+        points: int = typer.Option(None, "--points", help="Training points [100]."),
+        train_range: str = typer.Option(None, "--range", help="Training range MIN:MAX "
+                                        "[-5:5]."),
         extrapolate: str = typer.Option(None, "--extrapolate",
                                         help="Range studied MIN:MAX (default: the range "
                                              "widened by 20% each side)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
-        retrain: bool = typer.Option(False, "--retrain", help="Train the run again."),
+        retrain: bool = typer.Option(False, "--retrain", help="Train the run again (with the "
+                                     "options given; an existing run refuses options that "
+                                     "differ from how it was trained)."),
         gif: bool = typer.Option(True, "--gif/--no-gif", help="Write the epochs animation."),
         trust_code: bool = trust_code_option(),
     ) -> None:
         """Fit a function with curve_mlp; compare it in and beyond the range with polynomials;
-        decompose it into its ReLU units and linear regions."""
+        decompose it into its ReLU units and linear regions.
+
+        Resumes: a killed training continues like train --resume; the study itself is
+        recomputed (seconds).
+        """
         from shenjing.stages.fit import fit as fit_stage
 
         result = fit_stage(run, function=function, hidden=hidden, depth=depth, epochs=epochs,
                            passes_per_epoch=passes, lr=lr, seed=seed,
-                           polynomials=parse_list(poly) or ["lagrange"], degree=degree,
-                           n_points=points, train_range=parse_range(train_range),
-                           extrapolation=parse_range(extrapolate) if extrapolate else None,
+                           polynomials=name_list("--poly", poly, example="lagrange,chebyshev")
+                           or [], degree=degree, n_points=points,
+                           train_range=None if train_range is None else parse_range(train_range),
+                           extrapolation=None if extrapolate is None else parse_range(
+                               extrapolate, "--extrapolate"),
                            device=device, retrain=retrain, gif=gif, trust_code=trust_code)
         s = result.summary
         lo, hi = s["train_range"]
@@ -104,7 +113,11 @@ def register(app: typer.Typer) -> None:
         trust_code: bool = trust_code_option(),
     ) -> None:
         """Show how each layer warps a grid and the data of a 2-D set, with the linear-probe
-        accuracy per layer and the decision boundary."""
+        accuracy per layer and the decision boundary.
+
+        Resumes: a killed training continues like train --resume; the study itself is
+        recomputed (seconds). Refused before training if it would not fit in memory.
+        """
         from shenjing._checks import int_list
         from shenjing.stages.warp import warp as warp_stage
 
@@ -112,7 +125,7 @@ def register(app: typer.Typer) -> None:
         result = warp_stage(run, data=data, hidden=widths, epochs=epochs, lr=lr,
                             batch_size=batch_size, seed=seed,
                             epoch=int(epoch) if epoch.lstrip("-").isdigit() else epoch,
-                            layers=parse_list(layers) or None, n_lines=lines, device=device,
+                            layers=name_list("--layers", layers), n_lines=lines, device=device,
                             retrain=retrain, trust_code=trust_code)
         table = Table(title=f"linear separability per layer (epoch {result.epoch}, chance "
                             f"{result.chance:.3f})")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import parse_list
+from shenjing.cli._common import name_list, parse_list
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -21,15 +22,7 @@ def _print(text: str) -> None:
 
 def _layers(text: str | None) -> list[str] | None:
     """``--layers`` as a list; given but naming nothing (``--layers ,``) is an error."""
-    if text is None:
-        return None
-    names = parse_list(text)
-    if not names:
-        from shenjing.errors import UsageError
-
-        raise UsageError(f"--layers {text!r} names no layer; give names as `shenjing layers "
-                         "RUN` prints them, e.g. --layers fc1,relu1, or leave it out")
-    return names
+    return name_list("--layers", text, example="fc1,relu1")
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +36,9 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, "--weights", "-w", help="Trained weights: "
                                      ".safetensors, or .pt/.pth/.bin read with "
                                      "torch.load(weights_only=True); TorchScript and "
-                                     "torch.export archives give their weights too."),
+                                     "torch.export archives are read without running their "
+                                     "code (one that needs its own code is refused unless "
+                                     "--trust-pickle)."),
         checkpoints: str = typer.Option(None, "--checkpoints", help="Instead of --weights: "
                                         "your training's checkpoints, a quoted glob or a "
                                         "folder ('ckpt/epoch-*.safetensors'), in natural "
@@ -63,8 +58,10 @@ def register(app: typer.Typer) -> None:
                                           "initial weights, for epoch 0 (default: a fresh "
                                           "seeded initialisation, which is not your init)."),
         trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a full "
-                                          "unpickle of weights files that need it: this runs "
-                                          "code from the file; only for files you trust."),
+                                          "unpickle of weights files that need it, and "
+                                          "torch.jit.load of TorchScript archives with their "
+                                          "own __setstate__: this runs code from the file; "
+                                          "only for files you trust (warns before loading)."),
         strict: bool = typer.Option(True, "--strict/--no-strict", help="Require every "
                                     "tensor of the model to be in the file with its shape."),
         output: str = typer.Option(None, "--output", help="Prediction in a tuple/list/dict "
@@ -107,7 +104,9 @@ def register(app: typer.Typer) -> None:
 
         Epoch 0 is --init-weights, the first of --checkpoints, or else a seeded fresh
         initialisation (not your model's real init); the last epoch is --weights or the last
-        of --checkpoints. Every option is checked before anything is written.
+        of --checkpoints. Every option is checked before anything is written. Not resumable
+        as a whole: each view it runs resumes on its own command (landscape, hessian); rerun
+        inspect with --force to start over.
         """
         from shenjing.models.spec import parse_model_args
         from shenjing.models.weights import TrustPickleWarning
@@ -121,8 +120,17 @@ def register(app: typer.Typer) -> None:
             embed_method=method, embed_samples=embed_samples,
             embed_train_samples=embed_train_samples, hessian_top=hessian_top,
             hessian_samples=hessian_samples, skip=tuple(parse_list(skip)))
-        with warnings.catch_warnings(record=True) as caught:
+        def show(message: Any, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            if issubclass(category, TrustPickleWarning):  # printed when issued: before load
+                out.print(f"WARNING {message}", style="yellow", markup=False)
+            else:
+                previous(message, category, filename, lineno, file, line)
+
+        with warnings.catch_warnings():
             warnings.simplefilter("always", TrustPickleWarning)
+            previous = warnings.showwarning
+            warnings.showwarning = show
             result = inspect_model(
                 model, weights, out=target, data=data, data_dir=data_dir, normalize=normalize,
                 model_args=kwargs, init_weights=init_weights, checkpoints=checkpoints,
@@ -132,11 +140,6 @@ def register(app: typer.Typer) -> None:
                 on_step=lambda s: out.print(f"  {s.name}: {s.status} ({s.seconds:.1f} s)",
                                             style="yellow" if s.status == "failed" else None,
                                             markup=False))
-        for w in caught:
-            if issubclass(w.category, TrustPickleWarning):
-                out.print(f"WARNING {w.message}", style="yellow", markup=False)
-            else:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         _print(result.summary())
         if result.failed:
             raise typer.Exit(1)

@@ -81,7 +81,13 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
         trust_code: bool = trust_code_option(),
     ) -> None:
-        """Loss landscape of a run: --line A:B, --plane, or --trajectory (resumable)."""
+        """Loss landscape of a run: --line A:B, --plane, or --trajectory.
+
+        Resumes: the grid is saved as it is computed (every 2 s); the same command run again
+        after a kill computes only the missing points, with the engine settings recorded in
+        the file, so the surface is bit for bit the one an uninterrupted run gives. A grid
+        too large for the memory available is refused first (exit 1).
+        """
         from shenjing.runs import open_run
         from shenjing.stages import landscape as stage
 
@@ -162,7 +168,12 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
         trust_code: bool = trust_code_option(),
     ) -> None:
-        """Sharpness: top Hessian eigenvalues, trace ± CI, density, per layer and per epoch."""
+        """Sharpness: top Hessian eigenvalues, trace ± CI, density, per layer and per epoch.
+
+        Resumes: progress is saved every 2 s (landscapes/hessian-eNNN.progress.npz); the same
+        command run again after a kill continues where it stopped and writes the same
+        numbers as an uninterrupted run.
+        """
         from shenjing.runs import open_run
         from shenjing.stages import landscape as stage
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import parse_epochs, parse_list, trust_code_option
+from shenjing.cli._common import name_list, parse_epochs, trust_code_option
 
 out = Console(highlight=False, soft_wrap=True)
 RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `inspect`).")
@@ -54,24 +54,29 @@ def register(app: typer.Typer) -> None:
 
         Maps are drawn as channel grids, sequences (time × hidden), tokens (tokens ×
         features) and Conv1d outputs (channels × length) as heat maps with the traces of
-        their most changed units, vectors as strips.
+        their most changed units, vectors as strips. Not resumable: it takes seconds and is
+        redrawn each time.
         """
+        from shenjing import _checks
         from shenjing.errors import UsageError
         from shenjing.runs import open_run
         from shenjing.stages.maps import check_maps_options, maps_stage, select_input
 
         check_maps_options(view=view, scale=scale, order=order, top_k=top_k, split=split)
+        _checks.device("--device", device)
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
-        the_run = open_run(run, trust_code=trust_code)
         inputs: list[dict[str, object]]
         if cls is not None:
-            inputs = [{"cls": c, "index": None} for c in parse_list(cls)]
+            inputs = [{"cls": c, "index": None}
+                      for c in name_list("--class", cls, example="7") or ()]
         else:
             try:
-                inputs = [{"index": int(i), "cls": None} for i in parse_list(index)]
-            except ValueError:
-                raise UsageError(f"--index {index!r} must be numbers like 0 or 0,3,7"
-                                 ) from None
+                inputs = [{"index": _checks.bounded_int("--index", i, low=0), "cls": None}
+                          for i in name_list("--index", index, example="0,3,7") or ()]
+            except UsageError:
+                raise UsageError(f"--index {index!r} must be positions in the split, whole "
+                                 "numbers ≥ 0 like 0 or 0,3,7") from None
+        the_run = open_run(run, trust_code=trust_code)
         for pick in inputs:  # every input checked before the first figure is written
             select_input(the_run, split=split, **pick)  # type: ignore[arg-type]
         for pick in inputs:
@@ -97,11 +102,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Filters (kernels) of a Conv2d or Conv1d layer, or an MLP's first-layer units as
         images. Reads only the checkpoints: the model is never built. A layer without
-        kernels (an LSTM, a norm layer, attention) is reported as skipped, with the reason."""
+        kernels (an LSTM, a norm layer, attention) is reported as skipped, with the reason.
+        Not resumable: redrawn each time (seconds)."""
         from shenjing.runs import open_run
         from shenjing.stages.maps import filters_stage
 
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
+        if layer is not None and not layer.strip():
+            from shenjing.errors import UsageError
+
+            raise UsageError("--layer '' names no layer; give one, e.g. --layer conv1, or "
+                             "leave --layer out for the first conv layer")
         result = filters_stage(open_run(run), layer, epochs=chosen, max_filters=max_filters,
                                max_in=max_in, scale=scale, gif=gif)
         _print(result.summary())
@@ -114,13 +125,15 @@ def register(app: typer.Typer) -> None:
                                    "conv1,fc1.bias [all]."),
         bins: int = typer.Option(60, "--bins", help="Histogram bins."),
     ) -> None:
-        """Weight histograms and statistics of every layer across epochs."""
+        """Weight histograms and statistics of every layer across epochs (from the checkpoints;
+        not resumable: redrawn each time, seconds)."""
         from shenjing.runs import open_run
         from shenjing.stages.dynamics import weights_stage
 
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
         result = weights_stage(open_run(run), epochs=chosen,
-                               layers=parse_list(layers) or None, bins=bins)
+                               layers=name_list("--layers", layers, example="fc1,fc1.bias"),
+                               bins=bins)
         _print(result.summary())
 
     @app.command()
@@ -129,7 +142,8 @@ def register(app: typer.Typer) -> None:
         no_weights: bool = typer.Option(False, "--no-weights", help="Skip the weight "
                                         "histograms."),
     ) -> None:
-        """Training dynamics: curves, per-layer update ratios, settled layers, warnings."""
+        """Training dynamics: curves, per-layer update ratios, settled layers, warnings (from
+        metrics.jsonl; not resumable: redrawn each time, seconds)."""
         from shenjing.runs import open_run
         from shenjing.stages.dynamics import dynamics_stage
 

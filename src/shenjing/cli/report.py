@@ -18,12 +18,15 @@ def register(app: typer.Typer) -> None:
                output: Path = typer.Option(None, "--out", "-o",
                                            help="Where to write [default: RUN/report.html].")
                ) -> None:
-        """Write RUN/report.html: every view of the run in one self-contained page."""
+        """Write RUN/report.html: every view of the run in one self-contained page (from the
+        run's files alone; not resumable: rewritten each time, seconds)."""
         from shenjing.report import build_report
 
         result = build_report(run, out=output)
         out.print(f"sections: {', '.join(result.sections)}")
         out.print(f"report: {result.path} ({result.n_bytes / 1e6:.1f} MB)")
+        if result.note:
+            out.print(f"[yellow]note: {result.note}[/yellow]", soft_wrap=True)
 
     @app.command()
     def demo(
@@ -36,7 +39,9 @@ def register(app: typer.Typer) -> None:
         jobs: int = typer.Option(None, "--jobs", "-j", help="Studies run at once, each in its "
                                  "own process (default: 2 on a CPU with 2+ cores, else 1)."),
     ) -> None:
-        """Train the seeds' models, run every analysis, and write the reports + an index."""
+        """Train the seeds' models, run every analysis, and write the reports + an index.
+
+        Resumes: a second run reuses every finished study; --force redoes them."""
         from shenjing.demo import run_demo
 
         result = run_demo(output, data=data, data_dir=data_dir, fast=fast, force=force,

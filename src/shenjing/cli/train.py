@@ -30,7 +30,7 @@ def check_train_options(*, model: str, data: str, epochs: int | None, optimizer:
     from shenjing.data.scaling import NORMALIZE_CHOICES
     from shenjing.errors import UnknownNameError, UsageError, did_you_mean
     from shenjing.models import MODEL_NAMES
-    from shenjing.training.trainer import OPTIMIZERS
+    from shenjing.training.trainer import MAX_EPOCHS, OPTIMIZERS
 
     _checks.choice("--model", model, MODEL_NAMES)
     if data not in DATASET_NAMES and not is_user_data(data):
@@ -39,7 +39,7 @@ def check_train_options(*, model: str, data: str, epochs: int | None, optimizer:
             "(a .npz or x.npy/y.npy file, an image folder, file.py:make_dataset)."
             f"{did_you_mean(data, DATASET_NAMES)} E.g. --data digits")
     if epochs is not None:
-        _checks.positive_int("--epochs", epochs, example=5)
+        _checks.bounded_int("--epochs", epochs, low=1, high=MAX_EPOCHS, example=5)
     if optimizer is not None:
         _checks.choice("--optimizer", optimizer, OPTIMIZERS)
     if lr is not None:
@@ -106,7 +106,10 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue a killed run."),
         force: bool = typer.Option(False, "--force", help="Delete the run and start over."),
     ) -> None:
-        """Train a zoo model and record checkpoints and metrics into a run directory."""
+        """Train a zoo model and record checkpoints and metrics into a run directory.
+
+        Resumes with --resume: a killed run continues from its last finished epoch, byte for
+        byte as if it had not stopped."""
         from shenjing.data import load_dataset
         from shenjing.training import train as train_fn
 
@@ -133,20 +136,29 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def runs(folder: Path = typer.Argument(Path("runs"), help="Folder to search for runs.")
              ) -> None:
-        """List the runs under a folder: model, data, epochs, best accuracy, status."""
-        from shenjing.runs import find_runs
+        """List the runs under a folder: model, data, epochs, best accuracy, status. A run
+        that cannot be read is listed as broken, with the reason."""
+        from rich.markup import escape
 
-        table = Table(title=f"runs under {folder}")
+        from shenjing.runs import list_runs
+
+        listings = list_runs(folder)
+        table = Table(title=f"runs under {escape(str(folder))}")
         for col in ("run", "model", "data", "epochs", "best acc", "train status"):
             table.add_column(col)
-        for r in find_runs(folder):
-            m = r.manifest
-            accs = [x["test_accuracy"] for x in r.metrics() if x.get("test_accuracy") is not None]
-            table.add_row(str(r.path), str(m["model"].get("name") or m["model"].get("factory")),
-                          str(m["data"].get("name")), str(r.final_epoch if r.epochs else "-"),
-                          f"{max(accs):.4f}" if accs else "-",
-                          str(r.stage("train").get("status", "-")))
+        for r in listings:
+            if r.problem is not None:
+                table.add_row(escape(str(r.path)), "-", "-", "-", "-", "[red]broken[/red]")
+                continue
+            table.add_row(escape(str(r.path)), escape(r.model), escape(r.data),
+                          "-" if r.final_epoch is None else str(r.final_epoch),
+                          "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}",
+                          escape(r.train_status))
         out.print(table)
+        for r in listings:
+            if r.problem is not None:
+                out.print(f"broken: {escape(str(r.path))}: {escape(r.problem)}", soft_wrap=True,
+                          highlight=False)
 
 
 def _same_scaling_as_run(run_path: Path, dataset: Any, *, data: str, data_dir: Path | None,

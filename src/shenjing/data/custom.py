@@ -27,8 +27,11 @@ rebuilds it, so a run made by ``shenjing inspect`` reopens its data.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,31 +177,135 @@ def load_data(ref: str, *, data_dir: str | os.PathLike[str] | None = None, seed:
     return load_dataset(ref, data_dir=data_dir, seed=seed, normalize=normalize, **options)
 
 
-def _load_npy(path: str) -> np.ndarray:
+# ---- reading array files: numbers only, one clear error for anything else ------------------
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
+_FIX = "Save numeric arrays: np.savez(path, x=inputs, y=labels)"
+
+
+def _file_head(path: Path, kind: str) -> bytes:
+    """The first bytes of ``path``, refusing folders and unreadable paths by name."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a {kind} file; pass the file itself")
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read as a plain numpy array ({exc}); object arrays "
-                        "need pickle, which shenjing does not load. Save numeric arrays") from None
+        with open(path, "rb") as fh:
+            return fh.read(8)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_array_header(fh: Any, available: int, label: str) -> None:
+    """Read an ``.npy`` header from ``fh`` and refuse, before anything is allocated, an array
+    of Python objects (only a pickle rebuilds those) or one that needs more bytes than the
+    ``available`` ones (a truncated file, or a header declaring terabytes)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(fh)
+        else:
+            return  # a newer header: np.load checks it (and MemoryError is caught there)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{label} cannot be read (not a complete .npy header: {exc})") from None
+    if dtype.hasobject:
+        raise DataError(f"{label} holds Python objects (dtype {dtype}): object arrays need "
+                        "pickle, which shenjing does not load (unpickling a file can run "
+                        f"code). {_FIX}")
+    need = math.prod(shape) * dtype.itemsize
+    have = available - fh.tell()
+    if need > have:
+        raise DataError(f"{label} cannot be read: its header says shape {tuple(shape)} of "
+                        f"{dtype} = {need:,} bytes, but the file holds {max(have, 0):,} "
+                        "(truncated or damaged); write it again")
+
+
+def _load_npy(path: str) -> np.ndarray:
+    p = Path(path)
+    head = _file_head(p, ".npy")
+    if not head.startswith(_NPY_MAGIC):
+        raise DataError(f"{path} is not a .npy array file (np.save): it starts with "
+                        f"{head!r}. {_FIX}, or np.save each array")
+    try:
+        with open(p, "rb") as fh:
+            _check_array_header(fh, p.stat().st_size, str(path))
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
+        raise DataError(f"{path}: cannot read as a plain numpy array ({_first_line(exc)}); "
+                        f"object arrays need pickle, which shenjing does not load. {_FIX}"
+                        ) from None
+
+
+def _open_npz(path: str) -> Any:
+    """``np.load`` of a ``.npz``, after checking that it is one (a zip made by np.savez)."""
+    p = Path(path)
+    head = _file_head(p, ".npz")
+    if head.startswith(_NPY_MAGIC):
+        raise DataError(f"{path} is a single .npy array, not a .npz archive: pass it as "
+                        "x.npy with its y.npy, or np.savez(path, x=inputs, y=labels)")
+    if not head.startswith(_ZIP_MAGICS):
+        raise DataError(f"{path} is not a .npz archive (a zip made by np.savez): it starts "
+                        f"with {head!r}. {_FIX}")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(_damaged_npz(path, exc)) from None
+
+
+def read_npz_arrays(path: str | os.PathLike[str], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of a ``.npz``, each header checked first (no objects: nothing is
+    unpickled; not truncated): one :class:`DataError` naming the file for anything else."""
+    archive = _open_npz(str(path))
+    with archive:
+        missing = [k for k in keys if k not in archive.files]
+        if missing:
+            raise DataError(f"{path} must hold the arrays {', '.join(map(repr, keys))}; it "
+                            f"has {', '.join(map(repr, archive.files)) or 'none'}")
+        return {k: _npz_array(archive, k, str(path)) for k in keys}
+
+
+def _damaged_npz(path: str, exc: BaseException) -> str:
+    return (f"{path}: not a complete .npz archive (truncated or damaged: {_first_line(exc)}); "
+            "write it again with np.savez")
+
+
+def _npz_array(archive: Any, key: str, path: str) -> np.ndarray:
+    """One array of an open ``.npz``, its header checked first (objects, truncation)."""
+    label = f"{path}: array {key!r}"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{key}.npy")
+            with zf.open(info) as fh:
+                _check_array_header(fh, info.file_size, label)
+        return np.asarray(archive[key])
+    except DataError:
+        raise
+    except (KeyError, ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile,
+            zlib.error) as exc:
+        raise DataError(f"{label} cannot be read (truncated or damaged: {_first_line(exc)}); "
+                        "write the file again with np.savez") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _from_npz(spec: dict[str, Any], seed: int, frac: float) -> Dataset:
     path = spec["path"]
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({exc})") from None
+    archive = _open_npz(path)
     with archive:
         keys = set(archive.files)
         try:
-            classes = [str(c) for c in archive["classes"]] if "classes" in keys else None
-        except ValueError:
+            classes = [str(c) for c in _npz_array(archive, "classes", path)] \
+                if "classes" in keys else None
+        except DataError:
             classes = None
         if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-            x_tr, y_tr = archive["x_train"], archive["y_train"]
-            x_te, y_te = archive["x_test"], archive["y_test"]
+            x_tr, y_tr, x_te, y_te = (_npz_array(archive, k, path)
+                                      for k in ("x_train", "y_train", "x_test", "y_test"))
             x = np.concatenate([x_tr, x_te])
             y = np.concatenate([y_tr, y_te])
             test = np.arange(len(x_tr), len(x))
@@ -207,8 +314,8 @@ def _from_npz(spec: dict[str, Any], seed: int, frac: float) -> Dataset:
             raise DataError(f"{path} holds arrays {sorted(keys)}; shenjing needs 'x' (inputs) "
                             "and 'y' (labels or targets), or x_train/y_train/x_test/y_test: "
                             "np.savez(path, x=inputs, y=labels)")
-        return _from_arrays(spec, Path(path).stem, archive["x"], archive["y"], classes, None,
-                            None, seed, frac)
+        return _from_arrays(spec, Path(path).stem, _npz_array(archive, "x", path),
+                            _npz_array(archive, "y", path), classes, None, None, seed, frac)
 
 
 def _inputs(x: np.ndarray, source: str, normalize: str | None
@@ -487,4 +594,5 @@ def _looks_like_dataset(obj: Any) -> bool:
     return isinstance(item, (tuple, list)) and len(item) >= 2
 
 
-__all__ = ["USER_KINDS", "is_user_data", "load_data", "load_user_data", "user_data_spec"]
+__all__ = ["USER_KINDS", "is_user_data", "load_data", "load_user_data", "read_npz_arrays",
+           "user_data_spec"]

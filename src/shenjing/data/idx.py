@@ -7,8 +7,11 @@ one big-endian int32 per dimension, then the data, row-major.
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +19,47 @@ import numpy as np
 from shenjing.errors import DataError
 
 _UBYTE = 0x08
+#: the most data bytes an IDX header may declare: far above any real IDX dataset (EMNIST's
+#: largest file holds 0.55 GB), far below what a hostile header can claim (2**128)
+MAX_IDX_BYTES = 4 * 2**30
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file (raw or ``.gz``) into a uint8 array of the shape its header gives."""
+    """Read an IDX file (raw or ``.gz``) into a uint8 array of the shape its header gives.
+
+    The header is checked before the data is read: a shape whose size exceeds
+    :data:`MAX_IDX_BYTES` is refused with the sizes, so a hostile header cannot make the
+    reader allocate (or decompress) more than a real dataset needs.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an IDX file; pass the file itself (or its "
+                        "folder as --data-dir)")
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fh:
+            raw, dims = _read_header(fh, path)
+            header = len(raw)
+            expected = math.prod(dims)
+            raw += fh.read(expected + 1)  # one byte more tells trailing bytes apart
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a readable gzip file ({exc}); "
                         "delete it and download it again") from None
+    got = len(raw) - header
+    if got != expected:
+        what = "truncated" if got < expected else "has trailing bytes"
+        shown = f"{got}" if got <= expected else f"more than {expected}"
+        raise DataError(
+            f"{path}: {what}: header says shape {dims} = {expected} bytes of data, "
+            f"file has {shown}; delete it and download it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_header(fh: io.BufferedIOBase, path: Path) -> tuple[bytes, tuple[int, ...]]:
+    """The header bytes and the shape they declare, refusing shapes no dataset has."""
+    raw = fh.read(4)
     if len(raw) < 4:
         raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX header")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
@@ -37,19 +69,17 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             "style: two zero bytes, 0x08 for unsigned bytes, then 1-4 dimensions); "
             "this is not an IDX image or label file"
         )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated header ({len(raw)} of {header} bytes)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims))
-    got = len(raw) - header
-    if got != expected:
-        what = "truncated" if got < expected else "has trailing bytes"
+    raw += fh.read(4 * ndim)
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated header ({len(raw)} of {4 + 4 * ndim} bytes)")
+    dims = tuple(int(d) for d in struct.unpack(f">{ndim}I", raw[4:]))
+    size = math.prod(dims)  # Python ints: no overflow
+    if size > MAX_IDX_BYTES:
         raise DataError(
-            f"{path}: {what}: header says shape {dims} = {expected} bytes of data, "
-            f"file has {got}; delete it and download it again"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+            f"{path}: the header says shape {dims} = {size:,} bytes of data, more than an "
+            f"IDX file shenjing reads ({MAX_IDX_BYTES:,} bytes); this is not a dataset file "
+            "(a damaged or hostile header): delete it and download it again")
+    return raw, dims
 
 
 def read_images_labels(images_path: Path, labels_path: Path,

@@ -20,7 +20,7 @@ from shenjing.data.scaling import (
     spec_entries,
 )
 from shenjing.data.types import Dataset, Split
-from shenjing.errors import DataError
+from shenjing.errors import DataError, UsageError
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,17 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _check_folder(folder: Path, name: str) -> None:
+    """Refuse a data folder that is a file, or lies under one (``/etc/passwd/mnist``), before
+    anything tries to create it or download into it."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == folder else f"lies under the file {existing}"
+        raise UsageError(f"--data-dir {folder} {where}, not a folder; pass the folder that "
+                         f"holds the IDX files of {name} (or leave --data-dir out to use "
+                         f"{DEFAULT_DATA_DIR / name})")
+
+
 def _ensure_split(source: IdxSource, folder: Path, split: str, *, download_ok: bool,
                   progress: bool) -> tuple[Path, Path] | None:
     """Paths of one split's two files, downloading them if allowed; None when unavailable."""
@@ -133,6 +144,7 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, 
     source = SOURCES[name]
     check_normalize(normalize)
     folder = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR / name
+    _check_folder(folder, name)
     notes: list[str] = []
     test_paths = _find(folder, _FILES["test"][0]), _find(folder, _FILES["test"][1])
     train_paths = _find(folder, _FILES["train"][0]), _find(folder, _FILES["train"][1])

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shenjing.data.types import Dataset
-from shenjing.errors import UsageError, unknown_name
+from shenjing.errors import UnknownNameError, UsageError, did_you_mean
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "curve", "moons", "spirals")
 # the built-in datasets made of pixels, which take ``normalize`` (default in brackets):
@@ -63,7 +63,10 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike[str] | None = None,
 
         if is_user_data(name):  # a .npz/.npy file, an image folder, or pkg.mod:make_dataset
             return load_user_data(user_data_spec(name, seed=seed, **options))
-        raise unknown_name("dataset", name, DATASET_NAMES)
+        raise UnknownNameError(f"--data {name!r}: unknown dataset {name!r}."
+                               f"{did_you_mean(name, DATASET_NAMES)} Choices: "
+                               f"{', '.join(DATASET_NAMES)}, or your own data (a .npz or "
+                               "x.npy/y.npy file, an image folder, file.py:make_dataset)")
     return loaders[name]()
 
 

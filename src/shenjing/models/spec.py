@@ -99,20 +99,27 @@ def parse_model_args(items: list[str] | tuple[str, ...] | None) -> dict[str, Any
         if not sep or not key.isidentifier():
             raise UsageError(f"--model-arg {item!r} must look like key=value, e.g. "
                              "--model-arg hidden=128")
-        try:
-            value: Any = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            value = text.strip()
-        out[key] = value
+        out[key] = _literal(item, text.strip())
     return out
 
 
+#: how a Python literal starts: text that starts so but does not parse is a typo, not a string
+_LITERAL_STARTS = tuple("[({'\"")
 
 
-
-
-
-
+def _literal(item: str, text: str) -> Any:
+    """``text`` as a Python literal, or as the string itself when it is not one (``relu``);
+    refused when it starts like a literal but is broken (``[64``), which would otherwise
+    reach the factory as the string ``'[64'``."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        if text.startswith(_LITERAL_STARTS):
+            why = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
+            raise UsageError(f"--model-arg {item!r}: {text!r} is not a Python literal "
+                             f"({why}); write e.g. --model-arg hidden=[64,32], or quote text "
+                             "as key=\"'text'\"") from None
+        return text
 
 
 def resolve_factory(ref: str) -> Any:
@@ -121,9 +128,11 @@ def resolve_factory(ref: str) -> Any:
     ``Name`` may be dotted (``module:Outer.build``).
     """
     if ":" not in ref:
-        raise UsageError(f"model reference {ref!r} needs the form 'pkg.module:Factory' or "
-                         "'path/to/file.py:Factory' (or a zoo name: "
-                         f"{', '.join(MODELS)})")
+        from shenjing.errors import UnknownNameError, did_you_mean
+
+        raise UnknownNameError(f"--model {ref!r} is neither a zoo model nor a reference of the "
+                               "form 'pkg.module:Factory' or 'path/to/file.py:Factory'."
+                               f"{did_you_mean(ref, MODELS)} Zoo models: {', '.join(MODELS)}")
     obj = import_reference(ref, kind="model", option="--model")
     if not callable(obj):
         raise UsageError(f"--model {ref!r} names a {type(obj).__name__}, not a class or "
@@ -136,7 +145,7 @@ def nn_from_factory(ref: str, kwargs: dict[str, Any]) -> nn.Module:
     factory = resolve_factory(ref)
     try:
         model = factory(**kwargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
         raise UsageError(f"model factory {ref!r} raised {type(exc).__name__}: {exc}"
                          f"{where(exc)} when called with {args}. Fix the factory or the "

@@ -9,8 +9,11 @@ Opening a checkpoint must be safe: a pickle can call any Python function while i
   tensors and plain containers. A file that needs more (a whole pickled ``nn.Module``, custom
   classes, a ``__reduce__`` payload) is **refused** with a conversion recipe, unless the user
   passes ``trust_pickle=True`` (``--trust-pickle``), which warns;
-- a TorchScript archive: its tensors are read with ``torch.jit.load`` (TorchScript code is
-  never Python and is not run: only ``state_dict()`` is taken);
+- a TorchScript archive: its tensor records are read from the zip without running it
+  (``torch.jit.load`` would run each class's TorchScript ``__setstate__``, which can write
+  files); ``data.pkl`` is read by an unpickler that builds only tensors and inert records,
+  and the parameter/buffer names come from the classes' source, read as text. An archive
+  whose weights only its own code can produce is refused, unless ``trust_pickle=True``;
 - a ``torch.export`` program (``.pt2``): its weights are read from the archive's raw
   tensor payloads directly (``torch.export.load`` itself falls back to a full unpickle).
 
@@ -22,13 +25,16 @@ table (key, shape in the model, shape in the file) instead of PyTorch's wall of 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import struct
 import warnings
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +71,8 @@ class WeightsFile:
 
     ``state_dict`` maps parameter/buffer names to CPU tensors exactly as the file stores
     them (before prefix stripping); ``format`` is ``safetensors``, ``torch``,
-    ``torch-pickle`` (only with ``trust_pickle``), ``torchscript`` or ``torch-export``;
+    ``torch-pickle`` or ``torchscript-loaded`` (only with ``trust_pickle``: the file's code
+    ran), ``torchscript`` (read without running it) or ``torch-export``;
     ``notes`` say what was unwrapped (``took the 'state_dict' entry``).
     """
 
@@ -151,8 +158,12 @@ def _fmt(shape: tuple[int, ...]) -> str:
 # ---- reading files ------------------------------------------------------------------------
 def _sniff(path: Path) -> str:
     """The container format by content (extensions lie): safetensors, zip, pickle or other."""
-    with open(path, "rb") as fh:
-        head = fh.read(16)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise CheckpointError(f"weights file {path} cannot be read ({exc.strerror or exc})"
+                              ) from None
     if head[:4] == b"PK\x03\x04":
         return "zip"
     if len(head) >= 9:
@@ -164,13 +175,25 @@ def _sniff(path: Path) -> str:
     return "other"
 
 
+def _zip_names(path: Path) -> list[str]:
+    """The member names of a zip archive, or one clear error for a damaged one."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a complete zip archive (truncated or damaged: "
+                              f"{_first_line(exc)}); save or copy the weights file again"
+                              ) from None
+
+
 def _zip_kind(path: Path) -> str:
-    names = zipfile.ZipFile(path).namelist()
+    """``torch-export``, ``torchscript`` or ``torch`` (a torch.save zip), by the archive's
+    members. An archive with a ``constants.pkl`` is TorchScript, as torch itself decides."""
+    names = _zip_names(path)
     if any(n.endswith("/archive_format") for n in names) or \
             any("/models/" in n and n.endswith(".json") for n in names):
         return "torch-export"
-    if any(n.endswith("/constants.pkl") for n in names) and \
-            any("/code/" in n for n in names):
+    if any(n.endswith("/constants.pkl") for n in names):
         return "torchscript"
     return "torch"
 
@@ -179,7 +202,9 @@ def read_weights(path: str | os.PathLike[str], *, trust_pickle: bool = False) ->
     """Read the tensors of a weights file without running code from it.
 
     ``trust_pickle=True`` allows a full unpickle (``torch.load(weights_only=False)``) for
-    files the restricted loader refuses; it warns, because such a file can run any code.
+    files the restricted loader refuses, and ``torch.jit.load`` for TorchScript archives whose
+    classes restore themselves with their own code; it warns first, because such a file can
+    run any code.
     """
     path = Path(path)
     if not path.exists():
@@ -187,6 +212,9 @@ def read_weights(path: str | os.PathLike[str], *, trust_pickle: bool = False) ->
     if path.is_dir():
         raise CheckpointError(f"weights path {path} is a folder; pass the file itself "
                               "(.safetensors, .pt, .pth, .bin)")
+    if not path.is_file():
+        raise CheckpointError(f"weights path {path} is not a regular file (a device, pipe "
+                              "or socket); pass the weights file itself")
     kind = _sniff(path)
     if kind == "safetensors":
         from safetensors.torch import load_file
@@ -199,7 +227,7 @@ def read_weights(path: str | os.PathLike[str], *, trust_pickle: bool = False) ->
     if kind == "zip":
         sub = _zip_kind(path)
         if sub == "torchscript":
-            return _read_torchscript(path)
+            return _read_torchscript(path, trust_pickle=trust_pickle)
         if sub == "torch-export":
             return _read_export(path)
     if kind in ("zip", "pickle"):
@@ -209,18 +237,64 @@ def read_weights(path: str | os.PathLike[str], *, trust_pickle: bool = False) ->
         "torch.save file, a TorchScript archive or a torch.export .pt2 program)")
 
 
+def _warn_trusted(path: Path, how: str) -> None:
+    """The ``trust_pickle`` warning, issued *before* the file is opened in a way that runs
+    its code (so it is seen even when a later step fails)."""
+    warnings.warn(f"{how} {path} with --trust-pickle: this runs whatever code the file "
+                  "contains; do it only for files you made or fully trust",
+                  TrustPickleWarning, stacklevel=4)
+
+
+def read_torch_file(path: str | os.PathLike[str], *, what: str = "torch file") -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear :class:`CheckpointError` for a
+    file it refuses (a pickle that needs more than tensors) or cannot read.
+
+    For the torch files shenjing itself writes and reads back (``state-NNN.pt``, the
+    optimizer and RNG state for ``--resume``): a run folder from someone else is data, so
+    such a file is never fully unpickled. ``what`` names the file in the message.
+    """
+    return _weights_only(path, f"{what} {path}", "shenjing writes these files with tensors "
+                         "only: delete it, or make the run again")
+
+
+@contextlib.contextmanager
+def _quiet_unpickler() -> Iterator[None]:
+    """torch's restricted unpickler warns about pickle protocols it was not written for; the
+    file is refused or read all the same, so that warning only adds lines to the one the
+    user gets."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        yield
+
+
+def _weights_only(source: Any, label: str, fix: str) -> Any:
+    """``torch.load(source, weights_only=True)``; refusals and damage as one error."""
+    import pickle
+
+    try:
+        with _quiet_unpickler():
+            return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{label}: refusing to unpickle it: it needs more than tensors to be "
+            f"rebuilt ({_unsupported(exc) or _first_line(exc)}), and unpickling such a file "
+            f"can run arbitrary code. {fix}") from None
+    except Exception as exc:
+        raise CheckpointError(f"{label}: torch cannot read this file "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
 def _read_torch(path: Path, *, trust_pickle: bool) -> WeightsFile:
     import pickle
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with _quiet_unpickler():
+            obj = torch.load(path, map_location="cpu", weights_only=True)
         fmt = "torch"
     except pickle.UnpicklingError as exc:
         if not trust_pickle:
             raise CheckpointError(_refusal(path, exc)) from None
-        warnings.warn(f"unpickling {path} with --trust-pickle: this runs whatever code the "
-                      "file contains; do it only for files you made or fully trust",
-                      TrustPickleWarning, stacklevel=3)
+        _warn_trusted(path, "unpickling")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
@@ -240,13 +314,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _refusal(path: Path, exc: BaseException) -> str:
-    detail = ""
+def _unsupported(exc: BaseException) -> str:
+    """The global torch's weights_only unpickler refused (``posix.system``), or ''."""
     for line in str(exc).splitlines():
         if "Unsupported global" in line or "Unsupported operand" in line:
             detail = line.split("error:", 1)[-1].strip()
-            detail = detail.split(" was not an allowed global")[0]
-            break
+            return detail.split(" was not an allowed global")[0]
+    return ""
+
+
+def _refusal(path: Path, exc: BaseException) -> str:
+    detail = _unsupported(exc)
     what = f" ({detail})" if detail else ""
     return (
         f"refusing to load {path}: it is a pickle that needs more than tensors to be "
@@ -300,7 +378,285 @@ def _try_extract(obj: Any, source: Any) -> tuple[dict[str, torch.Tensor] | None,
     return None, ()
 
 
-def _read_torchscript(path: Path) -> WeightsFile:
+# ---- tensors from raw bytes (shared by the archive readers) ------------------------------
+def _strided(flat: torch.Tensor, size: Any, stride: Any, offset: Any, where: str
+             ) -> torch.Tensor:
+    """``flat[offset + Σ i·stride]`` as a tensor of ``size``, copied; refuses a view that
+    would reach outside the storage (a hostile header must not read beyond its bytes)."""
+    try:
+        dims = [int(d) for d in size]
+        steps = [int(s) for s in stride]
+        start = int(offset)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{where}: tensor size/stride/offset are not whole numbers "
+                              f"({size!r}, {stride!r}, {offset!r})") from None
+    if len(dims) != len(steps) or min([start, *dims, *steps], default=0) < 0:
+        raise CheckpointError(f"{where}: tensor of size {dims} with strides {steps} and "
+                              f"offset {start} is not a valid view")
+    if 0 in dims:
+        return torch.empty(dims, dtype=flat.dtype)
+    last = start + sum((d - 1) * s for d, s in zip(dims, steps, strict=True))
+    if last >= flat.numel():
+        raise CheckpointError(f"{where}: a tensor of size {dims} (strides {steps}, offset "
+                              f"{start}) reaches element {last} of a storage of "
+                              f"{flat.numel()}; the file is damaged")
+    return torch.as_strided(flat, dims, steps, start).clone()
+
+
+def _flat(data: bytes, dtype: torch.dtype) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=dtype) if data else \
+        torch.empty(0, dtype=dtype)
+
+
+# ---- TorchScript archives, read without running them ---------------------------------------
+# A TorchScript archive is a zip: ``<root>/data.pkl`` pickles the module tree (each module an
+# object of a ``__torch__.*`` class, its attributes as state), tensors are persistent ids
+# naming the raw records ``<root>/data/<key>``, and ``<root>/code/`` holds the classes'
+# TorchScript source, which says which attributes are parameters and buffers. torch.jit.load
+# runs that code (a class's ``__setstate__`` is called on load), and torch.load refuses the
+# format with weights_only=True; so shenjing unpickles data.pkl with its own unpickler that
+# builds nothing but tensors, plain containers and inert records of the script objects.
+
+#: storage classes a TorchScript pickle names → the element type of their raw record
+_STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "DoubleStorage": torch.float64, "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64, "IntStorage": torch.int32, "ShortStorage": torch.int16,
+    "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+    "ComplexDoubleStorage": torch.complex128, "ComplexFloatStorage": torch.complex64,
+}
+_CLASS_LINE = re.compile(r"^class (\w+)\((\w+)\):")
+_NAME_LIST = re.compile(r"^\s+__(parameters|buffers)__ = \[(.*)\]\s*$")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_MAX_DEPTH = 500  # nested modules; deeper is a hostile file, not a network
+
+
+class _NeedsCodeError(CheckpointError):
+    """The archive's weights are only known after its own code runs (``__setstate__``)."""
+
+
+@dataclass(frozen=True)
+class _ScriptClass:
+    """What an archive's source says about one TorchScript class (read as text, not run)."""
+
+    qualname: str
+    is_module: bool
+    parameters: tuple[str, ...]
+    buffers: tuple[str, ...]
+    has_setstate: bool
+
+
+class _ScriptObject:
+    """An inert stand-in for an object of a TorchScript class: it only keeps its state."""
+
+    qualname = "?"
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class _Storage:
+    flat: torch.Tensor
+
+
+def _script_classes(zf: zipfile.ZipFile, root: str) -> dict[str, _ScriptClass]:
+    """Every class defined in ``<root>/code/**.py``, parsed as text line by line."""
+    classes: dict[str, _ScriptClass] = {}
+    prefix = f"{root}/code/"
+    for name in zf.namelist():
+        if not (name.startswith(prefix) and name.endswith(".py")):
+            continue
+        module = name[len(prefix):-3].replace("/", ".")
+        text = zf.read(name).decode("utf-8", errors="replace")
+        current: dict[str, Any] | None = None
+        for line in [*text.splitlines(), "class _End(object):"]:
+            m = _CLASS_LINE.match(line)
+            if m or (line and not line[0].isspace()):
+                if current is not None:
+                    classes[current["qualname"]] = _ScriptClass(**current)
+                    current = None
+                if m:
+                    current = {"qualname": f"{module}.{m[1]}", "is_module": m[2] == "Module",
+                               "parameters": (), "buffers": (), "has_setstate": False}
+                continue
+            if current is None:
+                continue
+            listed = _NAME_LIST.match(line)
+            if listed:
+                current[listed[1]] = tuple(_QUOTED.findall(listed[2]))
+            elif line.lstrip().startswith("def __setstate__("):
+                current["has_setstate"] = True
+    return classes
+
+
+def _ts_unpickler(zf: zipfile.ZipFile, root: str, where: str) -> Any:
+    """A pickle.Unpickler for ``data.pkl`` that can construct nothing but tensors (from the
+    archive's raw records), dicts and inert :class:`_ScriptObject` records; any other global
+    the pickle names is refused by name."""
+    import pickle
+
+    storages: dict[str, torch.Tensor] = {}
+    script_types: dict[str, type] = {}
+    records = {i.filename: i for i in zf.infolist()}
+
+    def rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *rest: Any
+                       ) -> torch.Tensor:
+        if not isinstance(storage, _Storage):
+            raise CheckpointError(f"{where}: a tensor whose storage is not a tensor record")
+        return _strided(storage.flat, size, stride, offset, where)
+
+    def same(value: Any, *rest: Any) -> Any:
+        return value
+
+    helpers: dict[tuple[str, str], Any] = {
+        ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): same,
+        ("collections", "OrderedDict"): dict,
+        **{("torch.jit._pickle", f"build_{kind}list"): same
+           for kind in ("int", "double", "bool", "tensor")},
+        ("torch.jit._pickle", "restore_type_tag"): same,
+    }
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) in helpers:
+                return helpers[(module, name)]
+            if module == "torch" and name in _STORAGE_DTYPES:
+                return _StorageType(_STORAGE_DTYPES[name])
+            if module == "__torch__" or module.startswith("__torch__."):
+                qualname = f"{module}.{name}"
+                if qualname not in script_types:
+                    script_types[qualname] = type("_ScriptObject", (_ScriptObject,),
+                                                  {"qualname": qualname})
+                return script_types[qualname]
+            raise CheckpointError(
+                f"{where}: a TorchScript archive whose data.pkl names {module}.{name}, which "
+                "is not a tensor, a storage or a TorchScript class; shenjing does not call "
+                "it. A genuine torch.jit.save file never names it: the file was made to run "
+                "code. Save model.state_dict() with safetensors instead")
+
+        def persistent_load(self, pid: Any) -> Any:
+            ok = (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                  and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
+                  and isinstance(pid[4], int) and pid[4] >= 0)
+            if not ok:
+                raise CheckpointError(f"{where}: a TorchScript archive with an unknown "
+                                      f"tensor reference {str(pid)[:80]}")
+            _, kind, key, _, numel = pid
+            if key not in storages:
+                name = f"{root}/data/{key}"
+                info = records.get(name)
+                if info is None:
+                    raise CheckpointError(f"{where}: the tensor record {name} is missing")
+                need = numel * torch.empty(0, dtype=kind.dtype).element_size()
+                if info.file_size != need:
+                    raise CheckpointError(
+                        f"{where}: tensor record {name} holds {info.file_size} bytes, but its "
+                        f"{numel} {kind.dtype} elements need {need}; the file is damaged")
+                storages[key] = _flat(zf.read(name), kind.dtype)
+            return _Storage(storages[key])
+
+    return Unpickler
+
+
+def _collect(obj: Any, prefix: str, classes: dict[str, _ScriptClass], where: str,
+             out: dict[str, torch.Tensor], depth: int = 0) -> None:
+    """Fill ``out`` with the parameters and buffers of the module record ``obj`` and of its
+    submodules, named as ``state_dict()`` names them."""
+    if depth > _MAX_DEPTH:
+        raise CheckpointError(f"{where}: modules nested more than {_MAX_DEPTH} deep")
+    cls = classes.get(obj.qualname)
+    short = obj.qualname.rsplit(".", 1)[-1]
+    if cls is None:
+        raise _NeedsCodeError(f"{where}: a TorchScript archive whose class {short} "
+                         f"({obj.qualname}) has no TorchScript source in the archive (a C++ "
+                         "custom class?), so its contents are only known by running it")
+    if cls.has_setstate:
+        raise _NeedsCodeError(
+            f"{where}: a TorchScript archive whose class {short} restores itself with its "
+            "own __setstate__ code, which torch.jit.load runs when it opens the file; "
+            "shenjing reads TorchScript weights without running them, so it does not run "
+            "that code and cannot know these weights. Save model.state_dict() with "
+            "safetensors where you trust the file, or pass --trust-pickle (trust_pickle=True) "
+            "to load it with torch.jit.load if you made it yourself")
+    state = obj.__dict__.get("state")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: the module {prefix.rstrip('.') or short} has no "
+                              "attribute table in data.pkl; the file is damaged")
+    for name in (*cls.parameters, *cls.buffers):
+        value = state.get(name)
+        if isinstance(value, torch.Tensor):
+            out[prefix + name] = value
+        elif value is not None:  # an optional bias is None
+            raise CheckpointError(f"{where}: {prefix}{name} is listed as a parameter or "
+                                  f"buffer but holds a {type(value).__name__}")
+    for name, value in state.items():
+        if isinstance(value, _ScriptObject) and getattr(
+                classes.get(value.qualname), "is_module", True):
+            _collect(value, f"{prefix}{name}.", classes, where, out, depth + 1)
+
+
+def _torchscript_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a TorchScript archive, read from its records without running it."""
+    import pickle
+
+    where = str(path)
+    with zipfile.ZipFile(path) as zf:
+        roots = [n[: -len("/data.pkl")] for n in zf.namelist()
+                 if n.endswith("/data.pkl") and n.count("/") == 1]
+        if not roots:
+            raise CheckpointError(f"{where}: a TorchScript archive without data.pkl (an old "
+                                  "format); save model.state_dict() with safetensors instead")
+        root = roots[0]
+        if f"{root}/byteorder" in zf.namelist() and \
+                zf.read(f"{root}/byteorder").strip() not in (b"", b"little"):
+            raise CheckpointError(f"{where}: a big-endian TorchScript archive; save "
+                                  "model.state_dict() with safetensors on that machine")
+        classes = _script_classes(zf, root)
+        unpickler = _ts_unpickler(zf, root, where)
+        state: dict[str, torch.Tensor] = {}
+        try:
+            top = unpickler(io.BytesIO(zf.read(f"{root}/data.pkl"))).load()
+            if not isinstance(top, _ScriptObject):
+                raise CheckpointError(f"{where}: the TorchScript archive's data.pkl holds a "
+                                      f"{type(top).__name__}, not a module")
+            _collect(top, "", classes, where, state)
+        except (CheckpointError, zipfile.BadZipFile, zlib.error):
+            raise
+        except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
+                IndexError, KeyError, RecursionError, MemoryError, OverflowError) as exc:
+            # a hand-made data.pkl (odd opcodes, attributes replaced through BUILD): one line
+            raise CheckpointError(f"{where}: the TorchScript archive's data.pkl cannot be "
+                                  f"read ({type(exc).__name__}: {_first_line(exc)})") from None
+    return state
+
+
+def _read_torchscript(path: Path, *, trust_pickle: bool) -> WeightsFile:
+    try:
+        state = _torchscript_state(path)
+    except _NeedsCodeError as exc:
+        if not trust_pickle:
+            raise CheckpointError(str(exc)) from None
+        return _load_torchscript_trusted(path)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise CheckpointError(f"{path}: not a complete zip archive (truncated or damaged: "
+                              f"{_first_line(exc)}); save or copy the weights file again"
+                              ) from None
+    return WeightsFile(path, "torchscript", state,
+                       ("read the weights of a TorchScript archive from its tensor records "
+                        "(its code was not run; --model still names the Python class)",))
+
+
+def _load_torchscript_trusted(path: Path) -> WeightsFile:
+    """``torch.jit.load`` (which runs the archive's code), only with ``trust_pickle``."""
+    _warn_trusted(path, "loading the TorchScript archive")
     try:
         with warnings.catch_warnings():  # "torch.jit.load is deprecated": we only read tensors
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -309,11 +665,12 @@ def _read_torchscript(path: Path) -> WeightsFile:
         raise CheckpointError(f"{path}: a TorchScript archive torch.jit cannot load "
                               f"({_first_line(exc)})") from None
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    return WeightsFile(path, "torchscript", state,
-                       ("read the weights of a TorchScript archive (its code is not run; "
-                        "--model still names the Python class)",))
+    return WeightsFile(path, "torchscript-loaded", state,
+                       ("loaded the TorchScript archive with torch.jit.load (--trust-pickle): "
+                        "its code ran",))
 
 
+# ---- torch.export programs ----------------------------------------------------------------
 def _read_export(path: Path) -> WeightsFile:
     """Weights of a ``torch.export.save`` archive, from the raw payloads (no unpickling)."""
     try:
@@ -322,7 +679,22 @@ def _read_export(path: Path) -> WeightsFile:
         raise CheckpointError(f"{path}: reading torch.export programs is not supported with "
                               f"torch {torch.__version__}; save model.state_dict() with "
                               "safetensors instead") from None
+    try:
+        state = _export_state(path, DTYPES)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a hand-made or damaged archive: one line, never a traceback
+        raise CheckpointError(f"{path}: a torch.export archive shenjing cannot read "
+                              f"({type(exc).__name__}: {_first_line(exc)}); save "
+                              "model.state_dict() with safetensors instead") from None
+    return WeightsFile(path, "torch-export", state,
+                       ("read the weights of a torch.export program (no code run; --model "
+                        "still names the Python class)",))
+
+
+def _export_state(path: Path, dtypes: Mapping[Any, torch.dtype]) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
+    where = str(path)
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         configs = [n for n in names if n.endswith("weights/model_weights_config.json")]
@@ -335,20 +707,18 @@ def _read_export(path: Path) -> WeightsFile:
         for fqn, meta in config.items():
             data = zf.read(f"{root}/{meta['path_name']}")
             if meta.get("use_pickle"):
-                tensor = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                tensor = _weights_only(io.BytesIO(data), f"{path}: tensor {fqn}",
+                                       "save model.state_dict() with safetensors instead")
             else:
                 tm = meta["tensor_meta"]
-                dtype = DTYPES[_enum(tm["dtype"])]
-                sizes = [int(s["as_int"]) for s in tm["sizes"]]
-                strides = [int(s["as_int"]) for s in tm["strides"]]
-                offset = int(tm["storage_offset"]["as_int"])
-                flat = torch.frombuffer(bytearray(data), dtype=dtype) if data else \
-                    torch.empty(0, dtype=dtype)
-                tensor = torch.as_strided(flat, sizes, strides, offset).clone()
-            state[fqn] = tensor
-    return WeightsFile(path, "torch-export", state,
-                       ("read the weights of a torch.export program (no code run; --model "
-                        "still names the Python class)",))
+                dtype = dtypes[_enum(tm["dtype"])]
+                tensor = _strided(_flat(data, dtype), [s["as_int"] for s in tm["sizes"]],
+                                  [s["as_int"] for s in tm["strides"]],
+                                  tm["storage_offset"]["as_int"], f"{where}: tensor {fqn}")
+            if not isinstance(tensor, torch.Tensor):
+                raise CheckpointError(f"{path}: entry {fqn} holds a {type(tensor).__name__}")
+            state[str(fqn)] = tensor
+    return state
 
 
 def _enum(value: Any) -> Any:
@@ -474,5 +844,5 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike[
 
 
 __all__ = ["CONVERT_SNIPPET", "KeyMatch", "LoadReport", "TrustPickleWarning", "WeightsFile",
-           "align_keys", "check_keys", "extract_state_dict", "load_weights", "read_weights",
-           "save_safetensors"]
+           "align_keys", "check_keys", "extract_state_dict", "load_weights", "read_torch_file",
+           "read_weights", "save_safetensors"]

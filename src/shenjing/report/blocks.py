@@ -14,6 +14,9 @@ from typing import Any
 
 from markupsafe import Markup
 
+from shenjing.report.run_files import RunFile, run_file
+from shenjing.runs import Run
+
 
 @dataclass
 class Image:
@@ -82,7 +85,8 @@ class Section:
 
 
 def png_data_uri(path: str | Path) -> str:
-    """Inline a PNG (or GIF) file as a data URI."""
+    """Inline a PNG (or GIF) file as a data URI. Only for a path :func:`run_file` checked
+    (or one the report wrote itself): the bytes end up in a page that gets shared."""
     path = Path(path)
     mime = "image/gif" if path.suffix.lower() == ".gif" else "image/png"
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
@@ -99,12 +103,22 @@ def safe_json(obj: Any) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def image_block(path: str | Path, caption: str, alt: str = "") -> Image | None:
-    """An Image block for a figure file, or None if the stage did not write it."""
-    path = Path(path)
-    if not path.is_file():
+def skipped_note(checked: RunFile) -> Note:
+    """The warning a section shows for a file it refused to read (see :func:`run_file`)."""
+    return Note(checked.skipped(), level="warning")
+
+
+def image_block(run: Run, name: Any, caption: str, alt: str = "") -> Image | Note | None:
+    """An Image block for the run's figure file ``name`` (``figures/x.png``, relative to the
+    run folder); None if the stage did not write it; a warning Note if the path is refused
+    (it leaves the run folder, or is not a regular file)."""
+    checked = run_file(run, name)
+    if checked.refused:
+        return skipped_note(checked)
+    if checked.path is None:
         return None
-    return Image(src=png_data_uri(path), caption=caption, alt=alt or path.stem)
+    return Image(src=png_data_uri(checked.path), caption=caption,
+                 alt=alt or Path(checked.name).stem)
 
 
 def plotly_block(fig: Any, div_id: str, caption: str, *, height: int = 480,

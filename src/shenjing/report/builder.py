@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shenjing.errors import RunError, RunLockedError, UsageError
 from shenjing.report.blocks import Note, Section
 from shenjing.report.provenance import epoch_summary
 from shenjing.report.render import render_index, render_report, write_html
 from shenjing.report.stage_status import SECTION_TITLES, add_stage_notes, stage_states
-from shenjing.runs import Run
+from shenjing.runs import MANIFEST, Run, acquire_writer_lock
 
 SectionFn = Callable[[Run], "Section | None"]
 
@@ -52,11 +53,13 @@ def _build(fn: SectionFn, run: Run) -> Section | None:
 
 @dataclass(frozen=True)
 class ReportResult:
-    """Where the report was written, its size, and which sections it holds."""
+    """Where the report was written, its size, which sections it holds, and a note when it
+    could not be recorded in run.json (a read-only run, or one another process writes)."""
 
     path: Path
     n_bytes: int
     sections: tuple[str, ...]
+    note: str = ""
 
     def __repr__(self) -> str:
         return (f"ReportResult({str(self.path)!r}, {self.n_bytes / 1e6:.2f} MB, "
@@ -68,24 +71,77 @@ def build_report(run: Run | str | os.PathLike[str], *, out: str | os.PathLike[st
     """Write ``RUN/report.html`` (or ``out``) from the files of the run.
 
     Stage ``report`` in run.json is marked done with the page's path and sections, or failed
-    with the error.
+    with the error. Building reads the run and writes only the page: a read-only run, or
+    one another process is writing, still gets its report at ``out`` (not recorded in its
+    run.json; :attr:`ReportResult.note` says so).
     """
     run = run if isinstance(run, Run) else Run(run)
-    with run.running_stage("report"):
-        built = [s for fn in (sections or default_sections())
-                 if (s := _build(fn, run)) is not None and s.blocks]
-        built = add_stage_notes(built, stage_states(run))
-        m = run.manifest
-        model = _model_label(m["model"])
-        subtitle = (f"{model} on {m['data'].get('name')} · epochs {epoch_summary(run.epochs)}"
-                    f" · run {run.path}")
-        html = render_report(built, title=f"{run.name}: what has {model} learned?",
-                             subtitle=subtitle, run_path=run.path)
-        target = Path(out) if out is not None else run.path / "report.html"
-        write_html(target, html)
-    run.update_stage("report", "done", path=str(target), bytes=len(html.encode()),
-                     sections=[s.id for s in built])
-    return ReportResult(target, len(html.encode()), tuple(s.id for s in built))
+    from shenjing.report.run_files import run_file
+
+    manifest = run_file(run, "run.json")
+    if manifest.refused:  # its contents would come from outside the run: show nothing of it
+        raise RunError(f"{run.path}: {manifest.skipped()}")
+    target = Path(out) if out is not None else run.path / "report.html"
+    if out is not None:
+        _check_out(target)  # before the run is touched
+    if not _writable(run.path):
+        if _inside(target, run.path):
+            raise RunError(f"cannot write {target}: the run folder {run.path} is read-only; "
+                           "write the report elsewhere with --out, e.g. --out report.html")
+        return _write_report(run, target, sections,
+                             note="the run folder is read-only: this report is not recorded "
+                                  "in its run.json")
+    try:
+        lock = acquire_writer_lock(run.path)
+    except RunLockedError:
+        return _write_report(run, target, sections,
+                             note="another process is writing the run: this report shows it "
+                                  "as it is now, and is not recorded in its run.json")
+    with lock:
+        with run.running_stage("report"):
+            result = _write_report(run, target, sections)
+        run.update_stage("report", "done", path=str(target), bytes=result.n_bytes,
+                         sections=list(result.sections))
+    return result
+
+
+def _write_report(run: Run, target: Path, sections: Sequence[SectionFn] | None, *,
+                  note: str = "") -> ReportResult:
+    """Build the page from the run's files and write it to ``target`` (atomically)."""
+    built = [s for fn in (sections or default_sections())
+             if (s := _build(fn, run)) is not None and s.blocks]
+    built = add_stage_notes(built, stage_states(run))
+    m = run.manifest
+    model = _model_label(m["model"])
+    subtitle = (f"{model} on {m['data'].get('name')} · epochs {epoch_summary(run.epochs)}"
+                f" · run {run.path}")
+    html = render_report(built, title=f"{run.name}: what has {model} learned?",
+                         subtitle=subtitle, run_path=run.path)
+    write_html(target, html)
+    return ReportResult(target, len(html.encode()), tuple(s.id for s in built), note)
+
+
+def _check_out(target: Path) -> None:
+    """Refuse an ``--out`` the page cannot be written to: a folder, or a path through a
+    file (one :class:`~shenjing.errors.UsageError` naming it)."""
+    if target.is_dir():
+        raise UsageError(f"--out {target}: that is a folder; give the page a file name, e.g. "
+                         f"--out {target / 'report.html'}")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UsageError(f"--out {target}: {parent} is a file, not a folder; choose "
+                             "another place for the page, e.g. --out report.html")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this process may write into the run folder and its run.json (False on a
+    read-only disk, or a folder without write permission for this user)."""
+    return os.access(folder, os.W_OK) and os.access(folder / MANIFEST, os.W_OK)
+
+
+def _inside(target: Path, folder: Path) -> bool:
+    """Whether ``target`` lies in ``folder`` (both resolved)."""
+    return folder.resolve() in target.resolve().parents
 
 
 def _model_label(spec: dict[str, Any]) -> str:

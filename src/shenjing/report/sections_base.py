@@ -6,14 +6,24 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from shenjing.report.blocks import Note, Section, Table, plotly_block
+from shenjing.report.blocks import Note, Section, Table, plotly_block, skipped_note
 from shenjing.report.provenance import epoch0_label, epoch0_note, epoch_summary, input_scaling
+from shenjing.report.run_files import run_file
 from shenjing.report.stage_status import SECTION_TITLES, stage_states, stages_table
 from shenjing.runs import Run
 
 
+def _metrics(run: Run) -> tuple[list[dict[str, Any]], Note | None]:
+    """The run's metrics records, read only when metrics.jsonl is a regular file inside the
+    run (else none, and the note saying it was skipped)."""
+    checked = run_file(run, "metrics.jsonl")
+    if checked.refused:
+        return [], skipped_note(checked)
+    return (run.metrics() if checked.readable else []), None
+
+
 def _final_record(run: Run) -> dict[str, Any]:
-    records = run.metrics()
+    records, _ = _metrics(run)
     return records[-1] if records else {}
 
 
@@ -113,6 +123,9 @@ def model_section(run: Run) -> Section | None:
     from shenjing.runs import LAYER_TABLE
 
     title = SECTION_TITLES["model"]
+    checked = run_file(run, LAYER_TABLE)
+    if checked.refused:
+        return Section("model", title, [skipped_note(checked)])
     table = run.saved_layer_table()
     if table is None and not (run.path / LAYER_TABLE).is_file():
         return Section("model", title, [Note(
@@ -160,7 +173,9 @@ def training_section(run: Run) -> Section | None:
     """Loss (and, for classification, accuracy) per epoch (interactive)."""
     from shenjing.plot.interactive import training_curves
 
-    records = run.metrics()
+    records, skipped = _metrics(run)
+    if skipped is not None:
+        return Section("training", SECTION_TITLES["training"], [skipped])
     if not records:
         return None
     first, last = records[0], records[-1]

@@ -8,24 +8,48 @@ from typing import Any
 
 import numpy as np
 
-from shenjing.report.blocks import Note, Section, Table, image_block, plotly_block
+from shenjing.errors import DataError
+from shenjing.report.blocks import Note, Section, Table, image_block, plotly_block, skipped_note
 from shenjing.report.provenance import epoch0_label
+from shenjing.report.run_files import RunFile, read_run_json, run_glob
 from shenjing.report.stage_status import SECTION_TITLES
 from shenjing.runs import Run
 
 
 def _fig(run: Run, stem: str, caption: str) -> Any:
-    return image_block(run.path / "figures" / f"{stem}.png", caption)
+    return image_block(run, f"figures/{stem}.png", caption)
+
+
+def _json_files(run: Run, folder: str, pattern: str
+                ) -> tuple[list[tuple[RunFile, Any]], list[Note]]:
+    """The readable JSON files matching ``pattern`` in ``folder`` with their contents, and a
+    warning note for each one refused (outside the run, not a file) or not JSON."""
+    found, refused = run_glob(run, folder, pattern)
+    notes = [skipped_note(r) for r in refused]
+    records: list[tuple[RunFile, Any]] = []
+    for checked in found:
+        try:
+            records.append((checked, read_run_json(run, checked.name)))
+        except DataError as exc:
+            notes.append(Note(str(exc), level="warning"))
+    return records, notes
+
+
+def _json_or_note(run: Run, name: str, blocks: list[Any]) -> Any:
+    """The JSON of the run file ``name`` (None if absent); a refused or unreadable file adds
+    a warning note to ``blocks`` instead of failing the whole section."""
+    try:
+        return read_run_json(run, name)
+    except DataError as exc:
+        blocks.append(Note(str(exc), level="warning"))
+        return None
 
 
 def dynamics_section(run: Run) -> Section | None:
     """How the weights moved: per-layer norms, update ratios, gradients, dead units."""
-    from shenjing import _io
-
-    path = run.path / "dynamics" / "dynamics.json"
-    if not path.exists():
+    data = read_run_json(run, "dynamics/dynamics.json")
+    if data is None:
         return None
-    data = _io.read_json(path)
     status = data.get("status", {})
     moving, settled = status.get("moving", []), status.get("settled", [])
     ratios = status.get("last_update_ratio", {}) or {}
@@ -112,25 +136,24 @@ def embedding_section(run: Run) -> Section | None:
     honest (probe and kNN accuracy in feature space; trustworthiness of the 2-D map)."""
     import json
 
-    from shenjing import _io
     from shenjing.plot.interactive import embedding_scatter
     from shenjing.report.blocks import Asset, png_bytes_uri
     from shenjing.report.thumbnails import TILE, sprite_png, thumbnail_inputs
 
-    folder = run.path / "embeddings"
-    files = sorted(p for p in folder.glob("*.npz") if _MAP_FILE.match(p.stem)) \
-        if folder.is_dir() else []
-    if not files:
+    found, refused = run_glob(run, "embeddings", "*.npz")
+    files = [f for f in found if _MAP_FILE.match(Path(f.name).stem)]
+    if not files and not refused:
         return None
-    blocks: list[Any] = []
+    blocks: list[Any] = [skipped_note(r) for r in refused]
     inputs = thumbnail_inputs(run)
     classes = run.classes or tuple(str(i) for i in range(10))
     sprite_for: dict[tuple[int, ...], dict[str, Any] | None] = {}
     epoch0 = epoch0_label(run)
-    for path in files:
+    for file in files:
+        path = Path(file.name)
         m = _MAP_FILE.match(path.stem)
-        assert m is not None
-        with np.load(path) as z:
+        assert m is not None and file.path is not None
+        with np.load(file.path, allow_pickle=False) as z:
             coords, indices = z["coords"], z["indices"]
             labels = z["labels"] if "labels" in z.files else np.zeros(len(coords), int)
             metrics = json.loads(str(z["metrics"])) if "metrics" in z.files else {}
@@ -156,10 +179,8 @@ def embedding_section(run: Run) -> Section | None:
                                                   len(coords), len(keep), epoch0=epoch0,
                                                   no_thumbnails=missing),
             height=520, hover_sprite=sprite, tag="embedding"))
-    figures = run.path / "figures"
-    sep_path = folder / "separability.json"
-    if sep_path.exists():
-        sep = _io.read_json(sep_path)
+    sep = _json_or_note(run, "embeddings/separability.json", blocks)
+    if sep is not None:
         base = sep.get("input", {})
         rows = [["input pixels", "—", base.get("probe_accuracy"), base.get("knn_accuracy")]]
         rows += [[r["layer"], r["epoch"], r.get("probe_accuracy"), r.get("knn_accuracy")]
@@ -171,11 +192,15 @@ def embedding_section(run: Run) -> Section | None:
                             + str(sep.get("note", ""))))
         blocks.append(_fig(run, "separability-probe", "What this shows: linear-probe accuracy "
                            "by layer and epoch, with the input pixels as the baseline."))
-    for cka_png in sorted(figures.glob("cka-*.png")):
-        blocks.append(image_block(cka_png, _cka_caption(cka_png.stem)))
-    for grid_png in sorted(figures.glob("embedding-grid-*.png")):
-        blocks.append(image_block(grid_png, "What this shows: every layer × epoch map side by side "
-                                  "(maps aligned across epochs, so clusters can be followed)."))
+    cka_found, cka_refused = run_glob(run, "figures", "cka-*.png")
+    grid_found, grid_refused = run_glob(run, "figures", "embedding-grid-*.png")
+    blocks += [skipped_note(r) for r in (*cka_refused, *grid_refused)]
+    for cka_png in cka_found:
+        blocks.append(image_block(run, cka_png.name, _cka_caption(Path(cka_png.name).stem)))
+    for grid_png in grid_found:
+        blocks.append(image_block(run, grid_png.name, "What this shows: every layer × epoch "
+                                  "map side by side (maps aligned across epochs, so clusters "
+                                  "can be followed)."))
     return Section("embeddings", SECTION_TITLES["embeddings"],
                    [b for b in blocks if b is not None],
                    intro="Separability is measured in the layer's full feature space; the 2-D "
@@ -255,25 +280,29 @@ def _filters_caption(rec: dict[str, Any], fig: str, epoch0: str) -> str:
     return text
 
 
+def _figure_names(rec: Any) -> list[Any]:
+    """The PNG figures a view's JSON lists (``"figures"``), relative to the run folder; a
+    name that is not text is kept, so that :func:`image_block` says it skipped it."""
+    names = rec.get("figures", []) if isinstance(rec, dict) else []
+    if not isinstance(names, list):
+        return [names]
+    return [f for f in names if not isinstance(f, str) or f.endswith(".png")]
+
+
 def maps_section(run: Run) -> Section | None:
     """Feature maps (epoch 0 next to trained) and filters."""
-    from shenjing import _io
-
-    folder = run.path / "maps"
-    if not folder.is_dir():
+    if not (run.path / "maps").is_dir():
         return None
-    blocks: list[Any] = []
     epoch0 = epoch0_label(run)
-    for path in sorted(folder.glob("maps-*.json")):
-        rec = _io.read_json(path)
-        for fig in rec.get("figures", []):
-            if fig.endswith(".png"):
-                blocks.append(image_block(run.path / fig, _maps_caption(rec, epoch0)))
-    for path in sorted(folder.glob("filters-*.json")):
-        rec = _io.read_json(path)
-        for fig in rec.get("figures", []):
-            if fig.endswith(".png"):
-                blocks.append(image_block(run.path / fig, _filters_caption(rec, fig, epoch0)))
+    maps, maps_notes = _json_files(run, "maps", "maps-*.json")
+    filters, filters_notes = _json_files(run, "maps", "filters-*.json")
+    blocks: list[Any] = [*maps_notes, *filters_notes]
+    for _, rec in maps:
+        for fig in _figure_names(rec):
+            blocks.append(image_block(run, fig, _maps_caption(rec, epoch0)))
+    for _, rec in filters:
+        for fig in _figure_names(rec):
+            blocks.append(image_block(run, fig, _filters_caption(rec, str(fig), epoch0)))
     blocks = [b for b in blocks if b is not None]
     return Section("maps", SECTION_TITLES["maps"], blocks) if blocks else None
 
@@ -313,30 +342,32 @@ def landscape_section(run: Run) -> Section | None:
     from shenjing.analysis.landscape import load_landscape
     from shenjing.plot.landscape import surface_plotly
 
-    folder = run.path / "landscapes"
     kinds = ("line-", "plane-", "trajectory-")
-    files = sorted(p for p in folder.glob("*.npz")
-                   if p.name.startswith(kinds) and not p.name.endswith(".directions.npz"))
-    if not files:
+    found, refused = run_glob(run, "landscapes", "*.npz")
+    files = [f for f in found if Path(f.name).name.startswith(kinds)
+             and not f.name.endswith(".directions.npz")]
+    refused = [r for r in refused if Path(r.name).name.startswith(kinds)
+               and not r.name.endswith(".directions.npz")]
+    if not files and not refused:
         return None
-    blocks: list[Any] = []
-    figures = run.path / "figures"
-    for path in files:
-        ls = load_landscape(path)
-        stem = path.stem
+    blocks: list[Any] = [skipped_note(r) for r in refused]
+    for file in files:
+        assert file.path is not None
+        ls = load_landscape(file.path)
+        stem = Path(file.name).stem
         if ls.kind == "line" or len(ls.axes) == 1:
-            blocks.append(image_block(figures / f"landscape-{stem}.png",
+            blocks.append(image_block(run, f"figures/landscape-{stem}.png",
                                       _line_caption(ls, epoch0_label(run))))
         elif ls.trajectory is not None:
             ev = ls.meta.get("directions", {}).get("explained_variance_ratio", [])
             share = f" They explain {sum(ev):.0%} of the trajectory's variance." if ev else ""
             blocks.append(image_block(
-                figures / f"landscape-{stem}.png",
+                run, f"figures/landscape-{stem}.png",
                 "What this shows: the training trajectory (one point per saved epoch) "
                 "projected on the plane of its two main PCA directions, over the loss there."
                 + share))
         else:
-            blocks.append(image_block(figures / f"landscape-{stem}-contour.png",
+            blocks.append(image_block(run, f"figures/landscape-{stem}-contour.png",
                                       _plane_caption(ls)))
             blocks.append(plotly_block(
                 surface_plotly(ls, title=f"loss surface around θ* ({stem})"),
@@ -350,15 +381,12 @@ def landscape_section(run: Run) -> Section | None:
 
 def hessian_section(run: Run) -> Section | None:
     """Top Hessian eigenvalues, trace, spectral density, sharpness across epochs."""
-    from shenjing import _io
-
-    folder = run.path / "landscapes"
-    files = sorted(folder.glob("hessian-e*.json"))
-    if not files:
+    files, notes = _json_files(run, "landscapes", "hessian-e*.json")
+    if not files and not notes:
         return None
-    blocks: list[Any] = []
-    for path in files:
-        summary = _io.read_json(path)
+    blocks: list[Any] = list(notes)
+    for file, summary in files:
+        path = Path(file.name)
         tops = summary.get("top_eigenvalues", [])
         rows = [[f"λ{i + 1}", float(v)] for i, v in enumerate(tops)]
         trace = summary.get("trace")
@@ -375,14 +403,13 @@ def hessian_section(run: Run) -> Section | None:
                                     f"{int(epoch)}: the largest Hessian eigenvalue ({lead}) "
                                     f"measures sharpness; larger means a sharper minimum."
                                     + text))
-        blocks.append(image_block(run.path / "figures" / f"hessian-density-e{epoch}.png",
+        blocks.append(image_block(run, f"figures/hessian-density-e{epoch}.png",
                                   "What this shows: the estimated eigenvalue density of the "
                                   "Hessian (stochastic Lanczos quadrature); mass far from 0 "
                                   "means strongly curved directions."))
-    curve = folder / "sharpness-epochs.json"
-    if curve.exists():
-        data = _io.read_json(curve)
-        blocks.append(image_block(run.path / "figures" / "sharpness-epochs.png",
+    data = _json_or_note(run, "landscapes/sharpness-epochs.json", blocks)
+    if data is not None:
+        blocks.append(image_block(run, "figures/sharpness-epochs.png",
                                   "What this shows: the top Hessian eigenvalue at every saved "
                                   f"epoch (from {data['top_eigenvalue'][0]:.3g} to "
                                   f"{data['top_eigenvalue'][-1]:.3g})."))
@@ -391,12 +418,9 @@ def hessian_section(run: Run) -> Section | None:
 
 def fit_section(run: Run) -> Section | None:
     """Seed 001's study: the net's fit vs polynomial interpolation, and its ReLU pieces."""
-    from shenjing import _io
-
-    path = run.path / "fit" / "summary.json"
-    if not path.exists():
+    summary = read_run_json(run, "fit/summary.json")
+    if summary is None:
         return None
-    summary = _io.read_json(path)
     errors = summary.get("errors", {})
     rows = [[label, *(e.get(k) if e.get(k) is not None else float("inf")
                       for k in ("rmse_in", "max_in", "rmse_out", "max_out"))]
@@ -433,12 +457,10 @@ def fit_section(run: Run) -> Section | None:
 
 def warp_section(run: Run) -> Section | None:
     """How each layer bends a 2-D grid, and the linear separability at each layer."""
-    from shenjing import _io
-
-    files = sorted((run.path / "warp").glob("warp-e*.json"))
+    files, notes = _json_files(run, "warp", "warp-e*.json")
     if not files:
-        return None
-    data = _io.read_json(files[-1])
+        return Section("warp", SECTION_TITLES["warp"], list(notes)) if notes else None
+    data = files[-1][1]
     epoch = f"{int(data['epoch']):03d}"
     layers = data.get("layers", [])
     probes = [(layer["layer"], layer.get("probe_test_accuracy")) for layer in layers]
@@ -462,5 +484,6 @@ def warp_section(run: Run) -> Section | None:
         Table(["layer", "kind", "features", "2-D view", "probe accuracy (test)"], rows),
         _fig(run, f"warp-boundary-e{epoch}",
              "What this shows: the decision boundary the net draws in the input plane."),
+        *notes,
     ]
     return Section("warp", SECTION_TITLES["warp"], [b for b in blocks if b is not None])

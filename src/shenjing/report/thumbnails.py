@@ -1,8 +1,13 @@
-"""Input images for the embedding maps' hover thumbnails — read only when that runs no code.
+"""Input images for the embedding maps' hover thumbnails — read only when that runs no code
+and reads nothing outside the run folder.
 
 A run folder is data: the report reloads the run's dataset only when it is a built-in dataset
-or a plain data file. A dataset made by code (a data factory), one the run cannot reload, or
-inputs that are not images get no thumbnails, and the caption says why.
+or a plain data file (.npz, .npy, an image folder) that lies inside the run folder — the
+report is a page that gets shared, so a run.json naming ``/home/you/private.npz`` must not
+put its images into it. A dataset made by code (a data factory), a data file outside the
+run, one the run cannot reload, or inputs that are not images get no thumbnails, and the
+caption says why. (``inspect`` hands the report the data it has just loaded, so its first
+report has thumbnails for any data.)
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from shenjing.errors import ShenjingError, UntrustedCodeError
+from shenjing.report.run_files import files_inside_run
 from shenjing.runs import Run
 
 TILE = 28  # thumbnail side in the sprite sheet, pixels
@@ -35,6 +41,24 @@ def data_is_code(run: Run) -> bool:
     return run.manifest.get("data", {}).get("name") == "factory"
 
 
+#: the spec keys that name files, per user-data kind (see shenjing.data.custom)
+_DATA_FILES = {"npz": ("path",), "npy": ("x", "y"), "image-folder": ("path",)}
+
+
+def data_outside_run(run: Run) -> str:
+    """Why reloading the run's data would read files outside the run folder, or ""."""
+    spec = run.manifest.get("data", {}) or {}
+    keys = _DATA_FILES.get(str(spec.get("name")))
+    if keys is None:
+        return ""  # a built-in dataset: its own files (digits is embedded)
+    named = [str(spec[k]) for k in keys if isinstance(spec.get(k), str) and spec[k]]
+    if len(named) != len(keys):
+        return "the run's data spec names no file"
+    problem = files_inside_run(run, named)
+    return (f"the report reads only files inside the run folder, and the run's data is not "
+            f"there ({problem})") if problem else ""
+
+
 def _is_image(x: Any) -> bool:
     shape = tuple(getattr(x, "shape", ()))[1:]
     return (len(shape) == 2 and min(shape) >= 4) or (
@@ -48,6 +72,9 @@ def thumbnail_inputs(run: Run) -> ThumbnailInputs:
         if data_is_code(run):
             return ThumbnailInputs(None, {}, "the run's data is made by code (a data factory), "
                                         "which the report does not run")
+        outside = data_outside_run(run)
+        if outside:
+            return ThumbnailInputs(None, {}, outside)
         try:
             loaded = run.data
         except UntrustedCodeError:

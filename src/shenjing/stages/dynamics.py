@@ -63,7 +63,7 @@ from shenjing.analysis.weights import (
     weight_history,
     weight_stats,
 )
-from shenjing.errors import RunError, UsageError
+from shenjing.errors import RunError
 from shenjing.plot.save import save_figure
 from shenjing.runs import Run
 from shenjing.stages.maps import resolve_epochs
@@ -158,15 +158,20 @@ class WeightsResult:
         return "\n".join(lines)
 
 
+#: the finest histogram ``--bins`` may ask for
+MAX_BINS = 10_000
+
+
 def weights_stage(run: Run, *, epochs: Sequence[int | str] | str = "all",
                   layers: Sequence[str] | None = None, bins: int = 60) -> WeightsResult:
     """Histograms and statistics of every parameter group at ``epochs`` (default: all),
     from the checkpoints alone."""
+    # every argument is checked before anything is written (run.json included)
+    from shenjing._checks import bounded_int
     from shenjing.plot.weights import plot_weight_histograms, plot_weight_stats
 
-    # every argument is checked before anything is written (run.json included)
-    if bins < 1:
-        raise UsageError(f"bins must be ≥ 1, got {bins}")
+    bounded_int("--bins", bins, low=1, high=MAX_BINS, example=60,
+                why="one histogram row per epoch and layer holds every bin")
     chosen = resolve_epochs(run, epochs)
     records = run.metrics()
     groups: dict[str, list[str]] | None = {

@@ -4,12 +4,18 @@ Files written (``<K>`` = recorded key with characters other than letters, digits
 replaced by ``_``, e.g. ``relu1``, ``block_1`` for ``block#1``; ``NNN`` = epoch, 3 digits;
 ``<M>`` = ``tsne``, ``pca`` or ``umap``):
 
-``activations/<key>/epoch-NNN.npy`` (stage ``capture``)
+``activations/<key>/<stem>.npy`` (stage ``capture``)
     (samples, *features) float32/float16, ``np.load(mmap_mode="r")``; beside it
-    ``epoch-NNN.indices.npy`` (samples,) int64 positions in the split,
-    ``epoch-NNN.labels.npy`` (samples,) class ids, and ``epoch-NNN.json``
+    ``<stem>.indices.npy`` (samples,) int64 positions in the split,
+    ``<stem>.labels.npy`` (samples,) class ids, and ``<stem>.json``
     ``{"key", "layer", "type", "shape", "dtype", "pool", "n_samples", "bytes", "epoch",
-    "split", "calls_per_forward", "model"}``.
+    "split", "subset", "subset_seed", "calls_per_forward", "model"}``. The stem names every
+    setting that changes the numbers (:func:`capture_stem`): ``epoch-NNN`` for the whole
+    test split, float32, no pooling, plus ``-train``, ``-n<N>`` (a subset; ``-seed<S>`` if
+    its seed is not 0), ``-pool-<p>`` and ``-float16`` where they differ, e.g.
+    ``epoch-005-train-n500-pool-mean.npy``; so two captures with other settings never
+    replace each other (files of earlier versions, all named ``epoch-NNN``, still load
+    with :meth:`Activations.load`).
 ``embeddings/<K>-<M>-epoch-NNN.npz`` (stage ``embed``)
     ``coords`` (n, 2) float32, ``labels`` (n,) int64 (absent for regression), ``indices``
     (n,) int64 (positions in the split: the same samples in every file of one call),
@@ -17,14 +23,17 @@ replaced by ``_``, e.g. ``relu1``, ``block_1`` for ``block#1``; ``NNN`` = epoch,
     "silhouette_2d", "silhouette_note", "reduction", "probe_accuracy",
     "probe_train_accuracy", "knn_accuracy", "k", "n_train", "n_test", "n_features"}``,
     ``params`` JSON ``{"method", "layer", "key", "epoch", "split", "n", "seed",
-    "pca_dims", "perplexity", "aligned", "aligned_to_epoch", …}``.
+    "pca_dims", "perplexity", "aligned", "aligned_to_epoch", "n_train", "k", "n_neighbors",
+    "max_features", …}``: every setting behind the coordinates and the numbers. A rerun
+    reuses a map only if all of them match (the file name holds only key, method, epoch).
 ``embeddings/input-<M>.npz`` (when ``layers`` includes ``"input"``)
     the same keys for the raw input pixels (params ``epoch`` null): the baseline map.
 ``embeddings/separability.json``
-    ``{"split", "n_test", "n_train", "k", "note", "input": {probe/kNN numbers of the raw
-    input pixels}, "records": [{"layer", "epoch", "probe_accuracy", "probe_train_accuracy",
-    "knn_accuracy", "k", "n_train", "n_test", "n_features", "reduction"}]}``; records of
-    later calls are merged in (same layer and epoch replaced).
+    ``{"split", "n_test", "n_train", "k", "seed", "max_features", "note", "input": {probe/kNN
+    numbers of the raw input pixels}, "records": [{"layer", "epoch", "probe_accuracy",
+    "probe_train_accuracy", "knn_accuracy", "k", "n_train", "n_test", "n_features",
+    "reduction"}]}``; records of later calls with the same samples and probe settings are
+    merged in (same layer and epoch replaced); other settings start the file over.
 ``embeddings/cka-layers-epoch-NNN.npz`` and ``embeddings/cka-epochs-<K>.npz``
     ``matrix`` (k, k) float64 linear CKA, ``names`` (k,) str (keys, or ``epoch N``),
     ``reductions`` JSON {name: how a wide layer was pooled/projected or null},
@@ -46,7 +55,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,20 +84,47 @@ def _epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
 
 
 def _split(run: Run, split: str) -> Any:
-    if split not in ("train", "test"):
-        raise UsageError(f"split must be 'train' or 'test', got {split!r}")
+    from shenjing._checks import choice
+
+    choice("--split", split, ("test", "train"))
     return getattr(run.data, split)
 
 
 def _device(device: str) -> Any:
+    from shenjing._checks import device as check_device
     from shenjing.capture.core import resolve_device
 
-    return resolve_device(device)
+    return resolve_device(check_device("--device", device))
+
+
+def capture_stem(epoch: int, *, split: str = "test", subset: int | None = None,
+                 seed: int = 0, pool: str | int = "none", dtype: str = "float32") -> str:
+    """The file stem of a capture: ``epoch-NNN`` plus every setting that changes its numbers.
+
+    Defaults (the test split, all of it, no pooling, float32) add nothing, so the plain
+    capture keeps its documented name; ``subset`` is the number of samples when fewer than
+    the whole split were taken (their seed is named when not 0).
+
+    >>> capture_stem(5)
+    'epoch-005'
+    >>> capture_stem(5, split="train", subset=500, seed=2, pool="mean", dtype="float16")
+    'epoch-005-train-n500-seed2-pool-mean-float16'
+    """
+    parts = [f"epoch-{epoch:03d}"]
+    if split != "test":
+        parts.append(split)
+    if subset is not None:
+        parts.append(f"n{subset}" + (f"-seed{seed}" if seed != 0 else ""))
+    if str(pool) != "none":
+        parts.append(f"pool-{pool}")
+    if str(dtype) != "float32":
+        parts.append(str(dtype))
+    return "-".join(parts)
 
 
 @dataclass(frozen=True)
 class CaptureResult:
-    """What :func:`capture_stage` wrote: one ``.npy`` per key."""
+    """What :func:`capture_stage` wrote: one ``.npy`` per key, all named ``stem``."""
 
     epoch: int
     split: str
@@ -96,6 +132,7 @@ class CaptureResult:
     paths: dict[str, Path]
     shapes: dict[str, tuple[int, ...]]
     nbytes: int
+    stem: str = ""
 
     def summary(self) -> str:
         from shenjing.capture.activations import format_bytes
@@ -115,8 +152,10 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
     """Stream ``layers`` of the model at ``epoch`` over a split to ``activations/``.
 
     ``n`` takes a fixed random subset (seeded); ``pool``/``dtype`` reduce conv maps on the
-    fly. Files: ``activations/<key>/epoch-NNN.npy`` (+ ``.indices.npy``, ``.labels.npy``,
-    ``.json``).
+    fly. Files: ``activations/<key>/<stem>.npy`` (+ ``.indices.npy``, ``.labels.npy``,
+    ``.json``), the stem naming the epoch and every other setting (:func:`capture_stem`).
+    Not resumable: the capture is one streaming pass, written under a temporary name and
+    renamed at the end, so a killed capture leaves no partial file; run it again.
     """
     from shenjing._checks import bounded_int, optional_int, positive_int, random_seed
     from shenjing.capture import capture_dataset
@@ -126,21 +165,38 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
     random_seed("--seed", seed)
     if max_memory is not None:
         bounded_int("--max-memory", max_memory, low=1, example="2G")
+    from shenjing.capture.core import check_pool
+
+    check_pool(pool)
     e = run.resolve_epoch(epoch)
-    data = _split(run, split).subset(n, seed=seed)
-    model = run.model(e, device=_device(device))  # refusals (untrusted code) write nothing
+    whole = _split(run, split)
+    data = whole.subset(n, seed=seed)
+    subset = len(data) if len(data) < len(whole) else None
+    stem = capture_stem(e, split=split, subset=subset, seed=seed, pool=pool, dtype=dtype)
+    dev = _device(device)
+    model = run.model(e, device=dev)  # refusals (untrusted code) write nothing
+    # two samples first: unknown layers, a --pool larger than the maps, or a capture that
+    # would not fit are refused before the stage is marked running or anything is written
+    from shenjing.capture.dataset import check_capture_memory
+
+    probe = capture_dataset(model, data.x[:2], layers, dtype=dtype, pool=pool, verbose=False,
+                            input_shape=run.data.input_shape)
+    check_capture_memory(probe, len(data), out_dir=run.path, max_memory=max_memory, pool=pool,
+                         dtype=dtype, batch_size=batch_size, cuda=dev.type == "cuda")
     with run.running_stage("capture", epoch=e, layers=list(layers)):
         acts = capture_dataset(model, data, layers, batch_size=batch_size, dtype=dtype, pool=pool,
-                               out_dir=run.activations_dir, stem=f"epoch-{e:03d}",
+                               out_dir=run.activations_dir, stem=stem,
                                max_memory=max_memory, input_shape=run.data.input_shape,
-                               meta={"epoch": e, "split": split}, verbose=verbose)
+                               meta={"epoch": e, "split": split, "subset": subset,
+                                     "subset_seed": seed if subset is not None else None},
+                               verbose=verbose)
         result = CaptureResult(epoch=e, split=split, n_samples=acts.n_samples,
                                paths=dict(acts.paths),
                                shapes={k: tuple(a.shape) for k, a in acts.items()},
-                               nbytes=acts.nbytes)
+                               nbytes=acts.nbytes, stem=stem)
         run.update_stage("capture", "done", epoch=e, split=split, n_samples=acts.n_samples,
-                         keys=list(acts), files=[str(p.relative_to(run.path))
-                                                 for p in acts.paths.values()])
+                         stem=stem, keys=list(acts),
+                         files=[str(p.relative_to(run.path)) for p in acts.paths.values()])
         return result
 
 
@@ -157,6 +213,7 @@ class EmbedResult:
     files: list[Path] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     input_embedding: Any = None
+    notes: list[str] = field(default_factory=list)  # caps applied, said out loud
 
     def table(self) -> list[dict[str, Any]]:
         """One row per (layer, epoch): probe, kNN, trustworthiness, kNN recall."""
@@ -183,6 +240,7 @@ class EmbedResult:
                  f"{', '.join(map(str, self.epochs))}"]
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
                   for r in rows]
+        lines += [f"note: {n}" for n in self.notes]
         if self.figures:
             lines.append(f"figures: {len(self.figures)} files, e.g. {self.figures[0]}")
         return "\n".join(lines)
@@ -240,14 +298,12 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     recall). CKA between layers and between epochs, figures, and optionally the TensorBoard
     Projector export follow. See the module docstring for every file and key.
     """
+    from shenjing._checks import choice
     from shenjing.analysis.embedding import METHODS, Embedding, _import_umap, embed
     from shenjing.analysis.separability import map_quality, reduce_features, separability
     from shenjing.capture import capture_dataset
 
-    if method not in METHODS:
-        from shenjing.errors import unknown_name
-
-        raise unknown_name("embedding method", method, METHODS)
+    choice("--method", method, METHODS)
     _check_embed_options(n=n, n_train=n_train, seed=seed, pca_dims=pca_dims,
                          perplexity=perplexity, k=k, n_neighbors=n_neighbors,
                          max_features=max_features, batch_size=batch_size)
@@ -260,15 +316,27 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     test = _split(run, split).subset(n, seed=seed)
     other = "train" if split == "test" else "test"
     train: Any = _split(run, other).subset(n_train, seed=seed) if classify else None
+    caps = [f"--n {n} capped to the {len(test)} {split} samples"] if n and n > len(test) \
+        else []
+    if classify and n_train and n_train > len(train):
+        caps.append(f"--n-train {n_train} capped to the {len(train)} {other} samples")
     y_test = test.y.numpy() if classify else None
     dev = _device(device)
+    _check_embed_memory(run.model(epoch_list[0], device=dev), test, layers,
+                        n_train=len(train) if classify else 0, n_epochs=len(epoch_list),
+                        max_features=max_features, input_shape=data.input_shape)
     emb_dir = run.embeddings_dir
-    result = EmbedResult(method=method, epochs=epoch_list, keys=[])
+    result = EmbedResult(method=method, epochs=epoch_list, keys=[], notes=caps)
     with run.running_stage("embed", method=method, epochs=epoch_list):
 
         sep_path = emb_dir / SEPARABILITY_FILE
         sep_doc: dict[str, Any] = _io.read_json(sep_path) if sep_path.is_file() else {}
-        if sep_doc.get("split") != split or sep_doc.get("n_test") != len(test):
+        # records of other samples or probe settings are not comparable: start over
+        n_probe = len(train) if classify else None
+        sep_settings: dict[str, Any] = {"split": split, "n_test": len(test), "seed": seed,
+                                        "k": k, "n_train": n_probe,
+                                        "max_features": max_features}
+        if any(sep_doc.get(key) != value for key, value in sep_settings.items()):
             sep_doc = {}
         records = {(r["layer"], r["epoch"]): r for r in sep_doc.get("records", [])}
         if classify and "input" not in sep_doc:
@@ -281,7 +349,7 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
             result.input_embedding = _embed_input(
                 run, test, y_test, sep_doc.get("input"), method=method, seed=seed,
                 pca_dims=pca_dims, perplexity=perplexity, n_neighbors=n_neighbors, k=k,
-                max_features=max_features, n_jobs=n_jobs, split=split)
+                max_features=max_features, n_jobs=n_jobs, split=split, n_train=n_probe)
             result.files.append(emb_dir / f"input-{method}.npz")
             if not layer_list:
                 raise UsageError("give at least one model layer besides 'input', e.g. relu1")
@@ -310,7 +378,9 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                           "pca_dims": pca_dims if method != "pca" else None,
                           "perplexity": perplexity if method == "tsne" else None,
                           "aligned_to_epoch": (epoch_list[epoch_list.index(e) - 1]
-                                               if align and key in prev else None)}
+                                               if align and key in prev else None),
+                          **_score_params(n_train=n_probe, k=k, n_neighbors=n_neighbors,
+                                          max_features=max_features)}
                 emb = _load_map(path, params)
                 if emb is None:
                     x = acts[key]
@@ -343,7 +413,7 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
             del acts, train_acts
 
         if classify:
-            sep_doc.update(split=split, n_test=len(test), n_train=len(train), k=k,
+            sep_doc.update(**sep_settings,
                            note="probe = logistic regression trained on the other split's "
                                 f"{len(train)} samples, scored on {len(test)} {split} samples; "
                                 "kNN = k-nearest-neighbour vote in the layer's own space; wide "
@@ -377,10 +447,59 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
         return result
 
 
+def embed_bytes(per_sample: Mapping[str, int], *, n: int, n_train: int, n_epochs: int,
+                max_features: int | None) -> int:
+    """Peak bytes :func:`embed_stage` holds: one epoch's captures of the ``n`` mapped and
+    ``n_train`` probe samples (``per_sample[key]`` float32 values each), their reduced
+    float32 copies (≤ ``max_features`` per key) made for the probe, and the reduced test
+    features of every epoch, kept for CKA and the projector."""
+    full = sum(per_sample.values())
+    kept = sum(v if max_features is None else min(v, max_features)
+               for v in per_sample.values())
+    return 4 * ((n + n_train) * (full + kept) + n_epochs * n * kept)
+
+
+def _check_embed_memory(model: Any, test: Any, layers: Sequence[str] | str, *, n_train: int,
+                        n_epochs: int, max_features: int | None,
+                        input_shape: tuple[int, ...]) -> None:
+    """Refuse maps whose features would not fit in memory, before anything is written.
+
+    Two samples through the model give every key's size (and refuse unknown layers now,
+    not after the input map is written)."""
+    from shenjing.capture import capture_dataset
+    from shenjing.capture.activations import format_bytes
+    from shenjing.capture.dataset import memory_budget
+    from shenjing.errors import ResourceError
+
+    wanted = [layers] if isinstance(layers, str) else [x for x in layers if x != "input"]
+    if not wanted:
+        return
+    probe = capture_dataset(model, test.x[:2], wanted, verbose=False, input_shape=input_shape)
+    per_sample = {key: int(np.prod(probe[key].shape[1:])) for key in probe}
+    need = embed_bytes(per_sample, n=len(test), n_train=n_train, n_epochs=n_epochs,
+                       max_features=max_features)
+    budget = memory_budget()
+    if need > budget:
+        raise ResourceError(
+            f"maps of {len(per_sample)} key(s) ({', '.join(per_sample)}: "
+            f"{', '.join(map(str, per_sample.values()))} values per sample) at {n_epochs} "
+            f"epoch(s) on {len(test)} samples, with {n_train} for the probe, need about "
+            f"{format_bytes(need)} of memory but only {format_bytes(budget)} is allowed (half "
+            "the memory available now); reduce --n, --n-train, the --epochs or the --layers")
+
+
+def _score_params(*, n_train: int | None, k: int, n_neighbors: int,
+                  max_features: int | None) -> dict[str, Any]:
+    """The settings behind a map's numbers (probe, kNN, trustworthiness): saved with the map
+    and compared before it is reused, since they are not in its file name."""
+    return {"n_train": n_train, "k": k, "n_neighbors": n_neighbors,
+            "max_features": max_features}
+
+
 def _embed_input(run: Run, test: Any, y_test: Any, input_sep: dict[str, Any] | None, *,
                  method: str, seed: int, pca_dims: int | None, perplexity: float,
                  n_neighbors: int, k: int, max_features: int | None, n_jobs: int,
-                 split: str) -> Any:
+                 split: str, n_train: int | None) -> Any:
     """The map of the raw inputs (the baseline every layer is compared with)."""
     from shenjing.analysis.embedding import Embedding, embed
     from shenjing.analysis.separability import map_quality
@@ -389,7 +508,9 @@ def _embed_input(run: Run, test: Any, y_test: Any, input_sep: dict[str, Any] | N
     params = {"method": method, "key": "input", "layer": "input", "epoch": None,
               "split": split, "n": len(test), "seed": seed,
               "pca_dims": pca_dims if method != "pca" else None,
-              "perplexity": perplexity if method == "tsne" else None}
+              "perplexity": perplexity if method == "tsne" else None,
+              **_score_params(n_train=n_train, k=k, n_neighbors=n_neighbors,
+                              max_features=max_features)}
     emb = _load_map(path, params)
     if emb is not None:
         return emb

@@ -88,20 +88,30 @@ def _num(v: Any) -> str:
     return "inf" if v is None else f"{v:.4g}"
 
 
-def parse_poly(spec: str, degree: int | None) -> tuple[str, int | None]:
-    """``'lagrange'`` / ``'chebyshev:15'`` → ``(method, degree)`` (``degree`` is the default)."""
-    method, _, deg = spec.strip().lower().partition(":")
-    if method not in METHODS:
-        from shenjing.errors import unknown_name
+#: the highest polynomial degree a baseline may have: a degree-d fit solves a (d+1)-square
+#: system, so a degree of a million would need terabytes
+MAX_DEGREE = 1000
+#: the most training points: the net trains on all of them at once (full batch)
+MAX_POINTS = 100_000
 
-        raise unknown_name("polynomial method", method, METHODS)
-    if deg:
-        try:
-            return method, int(deg)
-        except ValueError:
-            raise UsageError(f"polynomial {spec!r}: the degree after ':' must be an integer, "
-                             "e.g. chebyshev:15") from None
-    return method, degree
+
+def parse_poly(spec: str, degree: int | None) -> tuple[str, int | None]:
+    """``'lagrange'`` / ``'chebyshev:15'`` → ``(method, degree)`` (``degree`` is the default).
+
+    The method must be one of :data:`~shenjing.analysis.approx.METHODS` and a degree a whole
+    number from 0 to :data:`MAX_DEGREE`; each refusal names ``--poly``.
+    """
+    from shenjing._checks import bounded_int, choice
+
+    method, _, deg = spec.strip().lower().partition(":")
+    choice("--poly", method, METHODS)
+    if not deg:
+        return method, degree
+    try:
+        return method, bounded_int("--poly", deg, low=0, high=MAX_DEGREE)
+    except UsageError:
+        raise UsageError(f"--poly {spec!r}: the degree after ':' must be a whole number from "
+                         f"0 to {MAX_DEGREE}, e.g. --poly chebyshev:15") from None
 
 
 def function_dataset(f: TargetFunction, *, n_points: int = 100,
@@ -110,12 +120,9 @@ def function_dataset(f: TargetFunction, *, n_points: int = 100,
                      n_test: int = 400) -> Dataset:
     """A regression :class:`Dataset` of ``f``: ``n_points`` even x in ``train_range`` (train),
     an even grid of ``n_test`` over ``extrapolation`` (test), as ``(n, 1)`` float32."""
-    if n_points < 2:
-        raise UsageError(f"n_points must be ≥ 2 (got {n_points})")
+    _check_points(n_points)
     lo, hi = train_range
-    if not (extrapolation[0] <= lo < hi <= extrapolation[1]):
-        raise UsageError(f"the extrapolation range {extrapolation} must contain the training "
-                         f"range {train_range}")
+    _check_ranges((float(lo), float(hi)), (float(extrapolation[0]), float(extrapolation[1])))
     x_train = np.linspace(lo, hi, n_points)
     check_finite(f, x_train, where=f"the training range [{lo:g}, {hi:g}]")
     x_test = np.linspace(*extrapolation, n_test)
@@ -142,13 +149,14 @@ def function_dataset(f: TargetFunction, *, n_points: int = 100,
 
 
 def _recipe(run: Run) -> dict[str, Any]:
-    """The function and ranges a fit run was trained on (from fit/function.json or the spec)."""
+    """The function and ranges a fit run was trained on: fit/function.json, else the data
+    spec in run.json (a run whose training was killed before function.json was written)."""
     path = run.path / "fit" / "function.json"
     if path.is_file():
         return _io.read_json(path)
     data = run.manifest.get("data", {})
-    if data.get("name") == "curve":
-        return {"function": SEED_EXPRESSION, "kind": "expression",
+    if data.get("name") in ("curve", "function"):
+        return {"function": data.get("function", SEED_EXPRESSION), "kind": "expression",
                 "n_points": int(data.get("n_points", 100)),
                 "train_range": list(data.get("train_range", SEED_RANGE)),
                 "extrapolation": list(data.get("extrapolation", SEED_EXTRAPOLATION)),
@@ -163,41 +171,166 @@ def _trained(path: Path) -> bool:
     return Run(path).stage("train").get("status") == "done"
 
 
+def _check_points(n_points: int) -> int:
+    from shenjing._checks import bounded_int
+
+    return bounded_int("--points", n_points, low=2, high=MAX_POINTS, example=100,
+                       why="the net trains on all of them at once")
+
+
+def _check_ranges(train_range: tuple[float, float],
+                  extrapolation: tuple[float, float] | None) -> None:
+    """Both ranges finite with min < max, the studied range containing the training one."""
+    given = [("--range", train_range)] + ([("--extrapolate", extrapolation)]
+                                          if extrapolation is not None else [])
+    for option, (lo, hi) in given:
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise UsageError(f"{option} {lo:g}:{hi:g}: MIN and MAX must be finite numbers, "
+                             f"e.g. {option} -5:5")
+        if not lo < hi:
+            raise UsageError(f"{option} {lo:g}:{hi:g} has min ≥ max; use MIN:MAX with "
+                             f"MIN < MAX, e.g. {option} -5:5")
+    if extrapolation is not None and not (
+            extrapolation[0] <= train_range[0] and train_range[1] <= extrapolation[1]):
+        lo, hi = train_range
+        raise UsageError(f"--extrapolate {extrapolation[0]:g}:{extrapolation[1]:g} must "
+                         f"contain the training range --range {lo:g}:{hi:g}, e.g. "
+                         f"--extrapolate {lo - 0.2 * (hi - lo):g}:{hi + 0.2 * (hi - lo):g}")
+
+
+def _check_degrees(poly_specs: list[tuple[str, int | None]], n_points: int) -> None:
+    """Every baseline's degree fits the points: ≤ points − 1 (and ≤ :data:`MAX_DEGREE`)."""
+    for method, deg in poly_specs:
+        if deg is None and n_points - 1 > MAX_DEGREE:
+            raise UsageError(f"--points {n_points} gives the {method} baseline degree "
+                             f"{n_points - 1} (points − 1), above the {MAX_DEGREE} allowed; "
+                             f"pass --degree (e.g. --degree 50) or fewer --points")
+        if deg is not None and deg > n_points - 1:
+            raise UsageError(f"--degree {deg} (for {method}) needs at least {deg + 1} training "
+                             f"points, and the fit has {n_points}: choose a degree ≤ "
+                             f"{n_points - 1}, e.g. --degree {min(15, n_points - 1)}")
+
+
+#: the options :func:`fit` compares with what an existing run was trained with
+_SETTINGS = {"hidden": "--hidden", "depth": "--depth", "epochs": "--epochs",
+             "passes_per_epoch": "--passes", "lr": "--lr", "seed": "--seed",
+             "n_points": "--points", "train_range": "--range",
+             "extrapolation": "--extrapolate"}
+
+
+def _recorded_settings(run: Run, recipe: dict[str, Any]) -> dict[str, Any]:
+    """What the run was trained with, under :data:`_SETTINGS`' keys (None: not recorded)."""
+    manifest = run.manifest
+    config = manifest.get("config", {})
+    kwargs = manifest.get("model", {}).get("kwargs", {})
+    return {"hidden": kwargs.get("hidden"), "depth": kwargs.get("depth"),
+            "epochs": config.get("epochs"), "passes_per_epoch": config.get("passes_per_epoch"),
+            "lr": config.get("lr"), "seed": config.get("seed", manifest.get("seed")),
+            "n_points": recipe.get("n_points"), "train_range": recipe.get("train_range"),
+            "extrapolation": recipe.get("extrapolation")}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0.0))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ":".join(f"{float(v):g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _check_same_settings(run: Run, recipe: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Refuse options given for an existing run that differ from what it was trained with:
+    they would be silently ignored (the run is studied, or resumed, as it was made)."""
+    recorded = _recorded_settings(run, recipe)
+    differ = [f"{_SETTINGS[k]} {_show(recorded[k])} (you asked {_show(v)})"
+              for k, v in asked.items()
+              if v is not None and recorded.get(k) is not None and not _same(v, recorded[k])]
+    if differ:
+        raise UsageError(f"run {run.path} was trained with other settings: {'; '.join(differ)}. "
+                         "Leave those options out to study the run as it is, pass --retrain "
+                         "to train it again with yours, or choose another --run folder")
+
+
+def _check_run_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--run {path} is a file, not a run folder; choose a folder, e.g. "
+                         "--run runs/fit")
+    if path.is_dir() and not (path / "run.json").exists() and any(path.iterdir()):
+        raise RunError(f"--run {path} exists and is not a shenjing run; refusing to write into "
+                       "it. Choose an empty or new --run folder")
+
+
 def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None = None,
-        hidden: int = 64, depth: int = 1, epochs: int | None = None,
-        passes_per_epoch: int | None = None, lr: float | None = None, seed: int = 0,
+        hidden: int | None = None, depth: int | None = None, epochs: int | None = None,
+        passes_per_epoch: int | None = None, lr: float | None = None,
+        seed: int | None = None,
         polynomials: tuple[str, ...] | list[str] = ("lagrange", "chebyshev"),
-        degree: int | None = None, n_points: int = 100,
-        train_range: tuple[float, float] = SEED_RANGE,
+        degree: int | None = None, n_points: int | None = None,
+        train_range: tuple[float, float] | None = None,
         extrapolation: tuple[float, float] | None = None, n_eval: int = 1401,
         device: str = "auto", retrain: bool = False, gif: bool = True,
         progress: bool = True, trust_code: bool = False) -> FitResult:
     """Train (or reuse) a ``curve_mlp`` run on ``function`` and write the fitting study.
 
     Defaults are seed 001's: its function, 100 points on [−5, 5], one hidden layer of 64,
-    Adam 1e-3 on the full batch, 20 recorded epochs × 250 passes; the study looks at
-    [−7, 7]. A run that is already trained is analysed without retraining (``retrain=True``
-    starts it over); a killed training resumes. A function given as ``file.py:f`` is code:
-    reopening the run runs it only if you made the run here or pass ``trust_code=True``.
+    Adam 1e-3 on the full batch, 20 recorded epochs × 250 passes, seed 0; the study looks
+    at [−7, 7]. A run that is already trained is analysed without retraining
+    (``retrain=True`` starts it over); a killed training resumes. Options left as None take
+    the run's own settings; one given that differs from what an existing run was trained
+    with is refused (it could not apply without retraining). Every value is checked before
+    anything is written. A function given as ``file.py:f`` is code: reopening the run runs
+    it only if you made the run here or pass ``trust_code=True``.
     """
-    path = run.path if isinstance(run, Run) else Path(run)
-    if depth < 1 or hidden < 1:
-        raise UsageError(f"hidden and depth must be ≥ 1 (got hidden={hidden}, depth={depth})")
-    lo, hi = (float(v) for v in train_range)
-    if not lo < hi:
-        raise UsageError(f"train range must have min < max (got {train_range})")
-    if extrapolation is None:
-        extrapolation = (lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo))
-    extrapolation = (float(extrapolation[0]), float(extrapolation[1]))
-    poly_specs = [parse_poly(p, degree) for p in polynomials]
+    from shenjing import _checks
+    from shenjing._checks import bounded_int, finite_float, positive_int, random_seed
 
-    if _trained(path) and not retrain:
-        trained = run if isinstance(run, Run) else Run(path, trust_code=trust_code)
-        trained.require_trust()  # the recipe may name a function in a file: code
-        recipe = _recipe(trained)
+    path = run.path if isinstance(run, Run) else Path(run)
+    for option, value in (("--hidden", hidden), ("--depth", depth), ("--epochs", epochs),
+                          ("--passes", passes_per_epoch)):
+        if value is not None:
+            positive_int(option, value)
+    if lr is not None:
+        finite_float("--lr", lr, low=0.0, low_open=True, example="0.001")
+    if seed is not None:
+        random_seed("--seed", seed)
+    if n_points is not None:
+        _check_points(n_points)
+    if degree is not None:
+        bounded_int("--degree", degree, low=0, high=MAX_DEGREE, example=15)
+    asked_range = None if train_range is None else (float(train_range[0]),
+                                                    float(train_range[1]))
+    asked_extrapolation = None if extrapolation is None else (float(extrapolation[0]),
+                                                              float(extrapolation[1]))
+    lo, hi = asked_range or SEED_RANGE
+    _check_ranges((lo, hi), asked_extrapolation)
+    if not polynomials:
+        raise UsageError("--poly names no baseline; give lagrange, chebyshev or both, e.g. "
+                         "--poly lagrange,chebyshev:15")
+    poly_specs = [parse_poly(p, degree) for p in polynomials]
+    _checks.device("--device", device)
+    _check_run_folder(path)
+    asked = {"hidden": hidden, "depth": depth, "epochs": epochs,
+             "passes_per_epoch": passes_per_epoch, "lr": lr, "seed": seed,
+             "n_points": n_points, "train_range": asked_range,
+             "extrapolation": asked_extrapolation}
+
+    existing = (path / "run.json").is_file() and not retrain
+    if existing:
+        known = run if isinstance(run, Run) else Run(path, trust_code=trust_code)
+        recipe = _recipe(known)
         if function is not None and parse_function(function).source != recipe["function"]:
-            raise RunError(f"run {path} was trained on {recipe['function']!r}, not "
-                           f"{function!r}; use another --run folder or --retrain")
+            raise RunError(f"--function {function!r}: run {path} was trained on "
+                           f"{recipe['function']!r}, not {function!r}; leave --function out to "
+                           "study the run as it is, use another --run folder or --retrain")
+        _check_same_settings(known, recipe, asked)
+        _check_degrees(poly_specs, int(recipe["n_points"]))
+    if existing and _trained(path):
+        trained = known
+        trained.require_trust()  # the recipe may name a function in a file: code
         f = parse_function(recipe["function"])
         dataset = function_dataset(f, n_points=int(recipe["n_points"]),
                                    train_range=tuple(recipe["train_range"]),
@@ -207,17 +340,22 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
     else:
         from shenjing.training import train
 
+        points = 100 if n_points is None else n_points
+        _check_degrees(poly_specs, points)
+        if asked_extrapolation is None:
+            asked_extrapolation = (lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo))
+        extrapolation = asked_extrapolation
         f = parse_function(function)
-        dataset = function_dataset(f, n_points=n_points, train_range=(lo, hi),
+        dataset = function_dataset(f, n_points=points, train_range=(lo, hi),
                                    extrapolation=extrapolation)
-        resume = (path / "run.json").is_file() and not retrain
-        trained = train("curve_mlp", dataset, run=path, epochs=epochs, lr=lr, seed=seed,
-                        passes_per_epoch=passes_per_epoch, device=device, resume=resume,
-                        force=retrain, progress=progress,
-                        model_kwargs={"hidden": int(hidden), "depth": int(depth)})
+        trained = train("curve_mlp", dataset, run=path, epochs=epochs, lr=lr,
+                        seed=0 if seed is None else seed, passes_per_epoch=passes_per_epoch,
+                        device=device, resume=existing, force=retrain, progress=progress,
+                        model_kwargs={"hidden": 64 if hidden is None else int(hidden),
+                                      "depth": 1 if depth is None else int(depth)})
         (trained.path / "fit").mkdir(exist_ok=True)
         _io.write_json(trained.path / "fit" / "function.json",
-                       {"function": f.source, "kind": f.kind, "n_points": n_points,
+                       {"function": f.source, "kind": f.kind, "n_points": points,
                         "train_range": [lo, hi], "extrapolation": list(extrapolation),
                         "n_test": len(dataset.test)})
         trained.record_code()  # a function from a file is code this user ran: trust it

@@ -43,9 +43,16 @@ import torch
 from torch import nn
 
 from shenjing._checks import bounded_int, choice, optional_int, random_seed
+from shenjing._checks import device as check_device
 from shenjing._imports import no_bytecode as _no_bytecode
 from shenjing.data.types import Dataset
-from shenjing.errors import NotApplicableError, RunError, ShapeMismatchError, UsageError
+from shenjing.errors import (
+    NotApplicableError,
+    RunError,
+    ShapeMismatchError,
+    ShenjingError,
+    UsageError,
+)
 from shenjing.runs import Run
 
 
@@ -116,17 +123,23 @@ class InspectResult:
 
 # ---- losses -----------------------------------------------------------------------------------
 def resolve_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A built-in loss name or a ``module:function`` reference."""
+    """A built-in loss name or a ``module:function`` reference (``--loss``)."""
+    from shenjing._imports import import_reference
     from shenjing.training.losses import LOSSES, get_loss
 
-    if name in LOSSES or ":" not in name:
+    if name in LOSSES:
         return get_loss(name)
-    from shenjing.models.spec import resolve_factory
+    if ":" not in name:
+        from shenjing.errors import UnknownNameError, did_you_mean
 
-    try:
-        return resolve_factory(name)
-    except UsageError as exc:
-        raise UsageError(f"--loss {name!r}: {exc}") from None
+        raise UnknownNameError(f"--loss {name!r}: expected one of {', '.join(sorted(LOSSES))} "
+                               f"or module:function.{did_you_mean(name, LOSSES)} E.g. --loss "
+                               "cross_entropy")
+    fn = import_reference(name, kind="loss", option="--loss")
+    if not callable(fn):
+        raise UsageError(f"--loss {name!r} names a {type(fn).__name__}, not a function of "
+                         "(prediction, target); name a loss function")
+    return fn
 
 
 def _looks_like_log_probs(pred: torch.Tensor) -> bool:
@@ -156,19 +169,43 @@ def choose_loss(loss: str | None, data: Dataset, prediction: torch.Tensor) -> tu
 
 
 # ---- building and checking the model ------------------------------------------------------------
+#: words of the errors torch, einops and friends raise for an input of the wrong shape
+_SHAPE_WORDS = re.compile(r"shape|size|dimension|\bdims?\b|channels|mat1|mat2|must match|"
+                          r"input_size|indices|axis|expected .*input", re.IGNORECASE)
+
+
+def is_shape_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a forward, says the input has the wrong shape (rather than
+    the model failing for a reason of its own, which no choice of data would fix)."""
+    return isinstance(exc, (RuntimeError, ValueError, IndexError)) and bool(
+        _SHAPE_WORDS.search(str(exc)))
+
+
 def _explain_forward(model: nn.Module, x: torch.Tensor, data: Dataset) -> Any:
+    """``model(x)``; an error becomes one line: a shape mismatch says what the model
+    expects and to check the data; any other error says the model raised, with its own
+    message and where, so the user fixes the model, not data that fits."""
+    from shenjing._imports import where
     from shenjing.capture.core import expected_input
 
     try:
         with torch.no_grad():
             return model(x)
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        name = type(model).__name__
+        if not is_shape_error(exc):
+            raise UsageError(
+                f"the model {name} raised {type(exc).__name__}: {text}{where(exc)} on one "
+                f"batch of shape {tuple(x.shape)} from --data {data.name!r}; the error is the "
+                "model's own, not a shape mismatch: fix the model's forward (or the "
+                "--model-arg values it is built with)") from None
         raise ShapeMismatchError(
-            f"the model {type(model).__name__} cannot run on the data {data.name!r}: one batch "
+            f"the model {name} cannot run on the data {data.name!r}: one batch "
             f"of shape {tuple(x.shape)} (samples of shape {data.input_shape}) raised "
-            f"{type(exc).__name__}: {text}. The model expects: {expected_input(model)}. "
-            "Check --data, or the --model-arg values that size the model's first layer"
+            f"{type(exc).__name__}: {text}{where(exc)}. The model expects: "
+            f"{expected_input(model)}. Check --data, or the --model-arg values that size "
+            "the model's first layer"
         ) from None
 
 
@@ -211,10 +248,12 @@ def prepare_model(model_ref: str, model_args: dict[str, Any] | None, data: Datas
     raw = _explain_forward(model, x, data)
     name = type(model).__name__
     if isinstance(raw, torch.Tensor):
+        if output is not None:
+            raise UsageError(f"--output {output!r}: the model {type(model).__name__} returns "
+                             f"one tensor {tuple(raw.shape)}, with nothing to select from; "
+                             "leave --output out")
         chosen: str | int | None = None
         note = f"the model returns one tensor {tuple(raw.shape)}"
-        if output is not None:
-            note += f" (--output {output!r} not needed, ignored)"
     else:
         from shenjing.models.outputs import select_output
 
@@ -310,6 +349,15 @@ class InspectContext:
     options: InspectOptions
     device: torch.device
     n_test: int
+    n_train: int = 0
+
+
+def _capped(option: str, asked: int | None, available: int, split: str = "test") -> str:
+    """``'; --samples 1000 capped to the 450 test samples'`` when ``asked`` exceeds what the
+    split has (the stages then use all of it), else ''."""
+    if asked is None or asked <= available:
+        return ""
+    return f"; {option} {asked} capped to the {available} {split} samples"
 
 
 @dataclass(frozen=True)
@@ -341,7 +389,8 @@ def _embed(run: Run, ctx: InspectContext) -> str:
                 n=o.embed_samples, n_train=o.embed_train_samples, device=str(ctx.device),
                 n_neighbors=max(1, min(10, n // 2 - 1)), k=max(1, min(5, n // 2 - 1)),
                 perplexity=float(min(30.0, max(2.0, (n - 1) / 3.0 - 1))))
-    return ", ".join(ctx.layers)
+    return (", ".join(ctx.layers) + _capped("--embed-samples", o.embed_samples, ctx.n_test)
+            + _capped("--embed-train-samples", o.embed_train_samples, ctx.n_train, "train"))
 
 
 def _each_layer(layers: Sequence[str], call: Callable[[str], Any]) -> str:
@@ -394,7 +443,7 @@ def _line(run: Run, ctx: InspectContext) -> str:
     o = ctx.options
     landscape_line(run, steps=o.line_steps, samples=o.samples, progress=False,
                    device=str(ctx.device))
-    return f"{o.line_steps} points"
+    return f"{o.line_steps} points" + _capped("--samples", o.samples, ctx.n_test)
 
 
 def _plane(run: Run, ctx: InspectContext) -> str:
@@ -403,7 +452,7 @@ def _plane(run: Run, ctx: InspectContext) -> str:
     o = ctx.options
     landscape_plane(run, steps=o.plane_steps, samples=o.samples, progress=False,
                     device=str(ctx.device))
-    return f"{o.plane_steps}×{o.plane_steps}"
+    return f"{o.plane_steps}×{o.plane_steps}" + _capped("--samples", o.samples, ctx.n_test)
 
 
 def _trajectory(run: Run, ctx: InspectContext) -> str:
@@ -417,7 +466,7 @@ def _trajectory(run: Run, ctx: InspectContext) -> str:
     o = ctx.options
     landscape_trajectory(run, steps=o.plane_steps, samples=o.samples, progress=False,
                          device=str(ctx.device))
-    return f"{len(run.epochs)} checkpoints"
+    return f"{len(run.epochs)} checkpoints" + _capped("--samples", o.samples, ctx.n_test)
 
 
 def _hessian(run: Run, ctx: InspectContext) -> str:
@@ -429,7 +478,8 @@ def _hessian(run: Run, ctx: InspectContext) -> str:
                      across_epochs=per_epoch, samples=o.hessian_samples, progress=False,
                      device=str(ctx.device))
     top = result.summary.get("top_eigenvalues") or []
-    return (f"λ_max {top[0]:.4g}" if top else "") + (", per epoch" if per_epoch else "")
+    return ((f"λ_max {top[0]:.4g}" if top else "") + (", per epoch" if per_epoch else "")
+            + _capped("--hessian-samples", o.hessian_samples, ctx.n_test))
 
 
 def _report(run: Run, ctx: InspectContext) -> str:
@@ -572,7 +622,8 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
     ``model``: ``pkg.module:Factory``, ``path/to/file.py:Factory`` or a zoo name
     (``simple_cnn``, ``shenjing.models:simple_cnn``), called with ``model_args``.
     ``weights``/``init_weights``: safetensors, a torch file read with ``weights_only=True``
-    (``trust_pickle`` to allow a full unpickle), a TorchScript or torch.export archive.
+    (``trust_pickle`` to allow a full unpickle), a TorchScript archive (read without running
+    it) or a torch.export archive.
     ``checkpoints`` (instead of ``weights``): a glob or folder of weights files, in natural
     order; they become epochs 0…n−1 (epochs 1…n after ``init_weights``), so the trajectory and
     per-epoch sharpness views see the user's own training.
@@ -597,12 +648,16 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
         from shenjing.data.scaling import NORMALIZE_CHOICES
 
         choice("--normalize", normalize, NORMALIZE_CHOICES)
-    dev = resolve_device(device)
+    dev = resolve_device(check_device("--device", device))
     sources, init_kind = _epoch_sources(weights, init_weights, checkpoints)
     out = Path(out)
     if (out / "run.json").exists() and not force:
         raise RunError(f"{out} already holds a run; pass --force to replace it or choose "
                        "another --out folder")
+    if (out / "run.json").exists():
+        from shenjing.runs import check_removable
+
+        check_removable(out)  # --force on a folder that is not only a shenjing run: refused
     if out.exists() and not (out / "run.json").exists() and out.is_dir() and any(out.iterdir()):
         raise RunError(f"{out} exists and is not a shenjing run; refusing to write into it. "
                        "Choose an empty or new --out folder")
@@ -617,20 +672,22 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
     notes: tuple[str, ...] = ()
     formats: list[str] = []
     scratch = copy.deepcopy(net)
+    example = dataset.test.x[:4]
     for src in sources:
         if src.weights is None:
+            _check_finite_output(net, example, dataset, "its fresh initialisation")
             states.append(None)
             continue
         what = "--init-weights" if (src.epoch == 0 and init_kind == "weights") else (
             "--checkpoints" if checkpoints is not None else "--weights")
         report = load_weights(scratch, src.weights, strict=strict, trust_pickle=trust_pickle,
                               what=what)
+        _check_finite_output(scratch, example, dataset, f"{what} {src.weights}")
         states.append({k: v.detach().clone() for k, v in scratch.state_dict().items()})
         notes, formats = report.notes, [*formats, report.file.format]
     final = copy.deepcopy(net)
     final.load_state_dict(states[-1])  # type: ignore[arg-type]
     init_text = _init_text(init_kind, sources, model_name, seed)
-    example = dataset.test.x[:4]
     from shenjing.capture.layers import default_layers, resolve_keys
 
     defaults = default_layers(final, example)
@@ -652,10 +709,11 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
               "layers_note": layers_note,
               "strict": strict, "trust_pickle": trust_pickle}
     user_loss = resolve_loss(prepared.loss) if ":" in prepared.loss else None
-    if out.exists() and force and (out / "run.json").exists():
-        import shutil
+    existed = out.exists()
+    if existed and force and (out / "run.json").exists():
+        from shenjing.runs import remove_run
 
-        shutil.rmtree(out)
+        remove_run(out)  # only a shenjing run's own files, under its writer lock
     net.to(dev)
     rec = Recorder(out, net, data=dataset, loss=prepared.loss, loss_fn=user_loss,
                    model_spec=prepared.spec, seed=seed, config=config, device=dev)
@@ -663,30 +721,84 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
     # the stages below read run.data: hand them the dataset already in memory instead of
     # reloading it from its spec (Run.data is a cached_property)
     run.__dict__["data"] = dataset
-    run.update_stage("inspect", "running", weights=trained_from[-1])
-    if states[0] is not None:
-        net.load_state_dict(states[0])
-    rec.start()
-    for src, state in zip(sources[1:], states[1:], strict=True):
-        with torch.no_grad():
-            net.load_state_dict(state)  # type: ignore[arg-type]
-        rec.end_epoch(extra={"source": "weights file", "weights": src.label})
+    try:
+        run.update_stage("inspect", "running", weights=trained_from[-1])
+        if states[0] is not None:
+            net.load_state_dict(states[0])
+        rec.start()
+        for src, state in zip(sources[1:], states[1:], strict=True):
+            with torch.no_grad():
+                net.load_state_dict(state)  # type: ignore[arg-type]
+            rec.end_epoch(extra={"source": "weights file", "weights": src.label})
+    except UsageError:  # the user's model or data, said by the Recorder: keep nothing
+        _discard(rec, out, created=not existed)
+        raise
+    except ShenjingError:  # a full disk, a lock: the run records it as failed
+        raise
+    except Exception as exc:  # the user's forward, on a batch the one-batch check did not see
+        _discard(rec, out, created=not existed)
+        raise _evaluation_error(exc, model_name, dataset) from None
     records = run.metrics()
     metrics = {"init": records[0], "final": records[-1]}
     ctx = InspectContext(model=final.to(dev), layers=tuple(chosen_layers),
                          penultimate=penultimate, options=opts, device=dev,
-                         n_test=len(dataset.test))
-    results = run_analysis(run, ctx, steps, on_step) if analysis else []
+                         n_test=len(dataset.test), n_train=len(dataset.train))
+    try:
+        results = run_analysis(run, ctx, steps, on_step) if analysis else []
+        run.update_stage(
+            "inspect", "done", weights=trained_from[-1], weights_notes=list(notes),
+            init=init_text, output=prepared.output_note, loss=prepared.loss,
+            layers=chosen_layers,
+            steps=[{"name": s.name, "status": s.status, "detail": s.detail} for s in results])
+    finally:
+        rec.close()  # the writer lock the Recorder took ends with inspect
     report_path = run.path / "report.html"
-    run.update_stage(
-        "inspect", "done", weights=trained_from[-1], weights_notes=list(notes),
-        init=init_text, output=prepared.output_note, loss=prepared.loss,
-        layers=chosen_layers,
-        steps=[{"name": s.name, "status": s.status, "detail": s.detail} for s in results])
     return InspectResult(run=run, model_name=model_name, weights_notes=notes,
                          init=init_text, output_note=prepared.output_note, loss=prepared.loss,
                          layers=tuple(chosen_layers), metrics=metrics, steps=tuple(results),
                          report=report_path if report_path.exists() else None)
+
+
+def _discard(rec: Any, out: Path, *, created: bool) -> None:
+    """Remove the run a failed evaluation left half made (its epoch 0 at most): the folder
+    too if this call created it."""
+    import contextlib
+    import shutil
+
+    from shenjing.runs import remove_run
+
+    with contextlib.suppress(ShenjingError, OSError):
+        rec.close()
+        remove_run(out)
+        if created:
+            shutil.rmtree(out)
+
+
+def _evaluation_error(exc: Exception, model_name: str, data: Dataset) -> UsageError:
+    """One line for an error raised while the test split was evaluated: the model's own
+    error, or a shape mismatch of a later batch."""
+    from shenjing._imports import where
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    kind = ShapeMismatchError if is_shape_error(exc) else UsageError
+    return kind(f"evaluating the model {model_name} on the test split of --data {data.name!r} "
+                f"raised {type(exc).__name__}: {text}{where(exc)} (one small batch ran; a "
+                "later one failed); nothing was kept: fix the model's forward for every "
+                "batch of the data")
+
+
+def _check_finite_output(model: nn.Module, x: torch.Tensor, data: Dataset, what: str) -> None:
+    """Refuse a model whose prediction on one batch is NaN or infinite: every number the
+    run would record (losses, maps, landscapes) would be NaN too."""
+    pred = _explain_forward(model, x, data)
+    bad = int((~torch.isfinite(pred)).sum())
+    if bad:
+        from shenjing.models.outputs import original_class
+
+        raise UsageError(f"the model {original_class(model).__name__} with {what} predicts NaN "
+                         f"or infinite values for one batch of --data {data.name!r} ({bad} of "
+                         f"{pred.numel()} values); check the weights and the model's forward "
+                         "before inspecting it")
 
 
 def _init_text(kind: str, sources: Sequence[EpochSource], model_name: str, seed: int) -> str:

@@ -20,7 +20,13 @@ Files written into ``<run>/landscapes/`` (the HTML report reads only these):
 ``hessian-e<NNN>.npz``                ``eigenvalues``, ``trace_samples``, and with a density
                                       ``density_grid``, ``density``, ``slq_nodes``,
                                       ``slq_weights``
-``sharpness-epochs.json``             ``epochs``, ``top_eigenvalue``, ``n_hvp`` per checkpoint
+``sharpness-epochs.json``             ``epochs``, ``top_eigenvalue``, ``n_hvp`` per checkpoint,
+                                      with ``samples``, ``sample_seed``, ``split``, ``seed``,
+                                      ``tol`` and ``loss_name``
+``hessian-e<NNN>.progress.npz``       while a Hessian runs: its saved progress
+                                      (:mod:`shenjing.analysis.landscape.resume`), keyed by
+                                      its settings; a rerun continues it and gets the same
+                                      numbers; deleted once the results are written
 
 Figures go to ``<run>/figures/`` as ``landscape-<stem>[-contour|-filled|-surface]`` and
 ``hessian-density-e<NNN>``, ``sharpness-epochs`` (PNG + SVG).
@@ -40,6 +46,8 @@ import torch
 from shenjing import _io
 from shenjing.analysis.hessian import (
     HessianOperator,
+    check_hessian_memory,
+    hessian_settings_key,
     lanczos_top,
     layers_with_parameters,
     sharpness,
@@ -61,13 +69,15 @@ from shenjing.analysis.landscape import (
     resolve_device,
     trajectory_pca,
 )
+from shenjing.analysis.landscape.memory import check_engine, check_trajectory
 from shenjing.analysis.landscape.options import (
     validate_hessian_options,
     validate_line_options,
     validate_plane_options,
     validate_trajectory_options,
 )
-from shenjing.errors import LayerNotFoundError, UsageError, did_you_mean
+from shenjing.analysis.landscape.resume import ResumeFile
+from shenjing.errors import CheckpointError, LayerNotFoundError, UsageError, did_you_mean
 from shenjing.runs import Run, open_run, versions
 
 __all__ = ["HessianResult", "LandscapeResult", "hessian", "landscape_directions",
@@ -197,6 +207,19 @@ def _figures(run: Run, ls: Landscape, stem: str) -> list[Path]:
     return paths
 
 
+def _check_memory(run: Run, model: torch.nn.Module, k: int, samples: int | None,
+                  split: str, dtype: str, device: torch.device) -> None:
+    """Refuse a landscape whose weight copies would not fit, before its directions exist
+    and before the stage is marked running (see :mod:`~shenjing.analysis.landscape.memory`;
+    the grid itself was checked with the options)."""
+    whole = getattr(run.data, split)
+    n = len(whole) if samples is None else min(int(samples), len(whole))
+    per_sample = int(np.prod(whole.x.shape[1:]))
+    itemsize = 8 if dtype == "float64" else 4
+    check_engine(sum(p.numel() for p in model.parameters()), k, itemsize=itemsize,
+                 data_bytes=n * per_sample * itemsize, device=str(device))
+
+
 def _variant_tag(split: str, precision: str) -> str:
     """File-name suffix, so that a training-split or reduced-precision surface never
     replaces the default one (test split, exact)."""
@@ -241,9 +264,17 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     e_start = src.resolve_epoch(start)
     dev = resolve_device(device)
     model = run.model(e_end, device=dev)
+    _check_memory(run, model, 1, samples, split, dtype, dev)
     layout = ParamLayout.of(model)
     start_state = src.state_dict(e_start)
-    center, dirs = line_direction(start_state, dict(model.named_parameters()), layout=layout)
+    try:
+        center, dirs = line_direction(start_state, dict(model.named_parameters()),
+                                      layout=layout)
+    except CheckpointError as exc:
+        if start_run is None:
+            raise
+        raise CheckpointError(f"--start-run {start_run.path}: its weights do not fit the "
+                              f"model of {run.path}: {exc}") from None
     axis = make_axis(range_[0], range_[1], steps, anchors=(0.0, 1.0))
     x, y, idx = _samples(run, samples, sample_seed, split)
     tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
@@ -255,7 +286,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     with run.running_stage("landscape_line", file=f"landscapes/{path.name}"), \
             _progress(progress, "line") as cb:
         ls = evaluate_landscape(model, dirs, (axis,), x, y, loss=run_loss(run), kind="line",
-                                center=center, origin=(1.0,), path=path, device=str(dev),
+                                center=center, origin=(1.0,), path=path, device=str(device),
                                 engine=engine, dtype=dtype, precision=precision,
                                 batch_size=batch_size,
                                 compile=compile, sample_indices=idx, provenance=prov,
@@ -286,6 +317,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     e = run.resolve_epoch(epoch)
     dev = resolve_device(device)
     model = run.model(e, device=dev)
+    _check_memory(run, model, 2, samples, split, dtype, dev)
     dirs = random_directions(model, 2, seed=seed, norm=norm,  # type: ignore[arg-type]
                              ignore_1d=not include_1d)
     axis = make_axis(range_[0], range_[1], steps, anchors=(0.0,))
@@ -299,7 +331,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     with run.running_stage("landscape_plane", file=f"landscapes/{path.name}"), \
             _progress(progress, "plane") as cb:
         ls = evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=run_loss(run),
-                                kind="plane", path=path, device=str(dev), engine=engine,
+                                kind="plane", path=path, device=str(device), engine=engine,
                                 dtype=dtype, precision=precision, batch_size=batch_size,
                                 compile=compile, bn=bn,
                                 bn_data=bn_data, sample_indices=idx, provenance=prov,
@@ -330,6 +362,8 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                          "plane needs at least 3 (train for 2+ epochs)")
     dev = resolve_device(device)
     model = run.model("final", device=dev)
+    _check_memory(run, model, 2, samples, split, dtype, dev)
+    check_trajectory(len(epochs), sum(p.numel() for p in model.parameters()))
     layout = ParamLayout.of(model)
     pca = trajectory_pca([run.state_dict(e) for e in epochs], epochs, layout)
     dirs = pca.directions.to(dev)
@@ -346,7 +380,7 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     with run.running_stage("landscape_trajectory", file=f"landscapes/{path.name}"), \
             _progress(progress, "trajectory") as cb:
         ls = evaluate_landscape(model, dirs, tuple(axes), x, y, loss=run_loss(run),
-                                kind="trajectory", path=path, device=str(dev), engine=engine,
+                                kind="trajectory", path=path, device=str(device), engine=engine,
                                 dtype=dtype, precision=precision, batch_size=batch_size,
                                 sample_indices=idx,
                                 provenance=prov, progress=cb,
@@ -395,13 +429,19 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
             across_epochs: bool = False, trace_samples: int = 50, density_runs: int = 3,
             density_steps: int = 40, samples: int | None = 1000, sample_seed: int = 0,
             split: str = "test", seed: int = 0, device: str = "auto", tol: float = 1e-3,
-            figures: bool = True, progress: bool = True) -> HessianResult:
+            figures: bool = True, progress: bool = True, save_every: float = 2.0
+            ) -> HessianResult:
     """Sharpness of the loss at ``epoch``: top-k eigenvalues (Lanczos), Hutchinson trace
     with a 95 % CI, SLQ density, the same per layer, and optionally λ_max at every epoch.
 
     Uses a fixed subset of ``samples`` (1,000 by default; None = the whole split). Every
     option is checked first (:func:`validate_hessian_options`; layer names against the
-    model): bad input writes nothing.
+    model; the Lanczos basis against the memory available): bad input writes nothing.
+
+    Resumes: the progress of every loop is saved to ``hessian-e<NNN>.progress.npz`` at
+    most every ``save_every`` seconds; a rerun with the same settings after a kill
+    continues from it and writes the same numbers as an uninterrupted run. The file is
+    deleted once the results are written.
     """
     validate_hessian_options(top_k=top_k, trace=trace, trace_samples=trace_samples,
                              density=density, density_runs=density_runs,
@@ -416,6 +456,8 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
     names = (layers_with_parameters(model) if layers is None else list(layers)) \
         if per_layer else []
     _check_layers(model, names)
+    check_hessian_memory(sum(p.numel() for p in model.parameters()),
+                         density_steps=density_steps if density else 0)
     folder = run.landscapes_dir
     steps = (["top eigenvalues"] + (["trace"] if trace else [])
              + (["density"] if density else []) + [f"layer {n}" for n in names]
@@ -427,14 +469,21 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
             bar.step(msg)
 
     with run.running_stage("hessian", epoch=e):
+        key = hessian_settings_key(model, x, y, loss=loss, top_k=top_k, trace=trace,
+                                   trace_samples=trace_samples, density=density,
+                                   density_runs=density_runs, density_steps=density_steps,
+                                   layers=names, tol=tol, seed=seed, device=str(dev),
+                                   dtype="float32", batch_size=512)
+        resume = ResumeFile(folder / f"hessian-e{e:03d}.progress.npz", key,
+                            save_every=save_every)
         try:
             rep = sharpness(model, x, y, loss=loss, top_k=top_k, trace=trace, density=density,
-                            layers=layers if per_layer else (), trace_samples=trace_samples,
+                            layers=names, trace_samples=trace_samples,
                             density_runs=density_runs, density_steps=density_steps, tol=tol,
-                            seed=seed, device=dev, progress=note)
+                            seed=seed, device=dev, progress=note, resume=resume)
             summary = rep.to_json()
             summary.update(epoch=e, loss_name=loss, samples=len(idx), sample_seed=sample_seed,
-                           seed=seed, split=split, model_sha256=model_sha256(model),
+                           seed=seed, split=split, tol=tol, model_sha256=model_sha256(model),
                            versions=versions(), mode="eval (dropout off, BN running statistics)")
             arrays: dict[str, Any] = {"eigenvalues": rep.top.values, "sample_indices": idx}
             if rep.trace is not None:
@@ -449,14 +498,18 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
                 eps, vals, hvps = [], [], []
                 for ep in run.epochs:
                     note(f"λ_max at epoch {ep}")
-                    op = HessianOperator(run.model(ep, device=dev), x, y, loss=loss, device=dev)
-                    top = lanczos_top(op, op.dim, 1, tol=tol, seed=seed)
+                    at_epoch = run.model(ep, device=dev)
+                    op = HessianOperator(at_epoch, x, y, loss=loss, device=dev)
+                    top = lanczos_top(op, op.dim, 1, tol=tol, seed=seed, resume=resume,
+                                      name=f"epoch {ep} top", key=model_sha256(at_epoch))
                     eps.append(ep)
                     vals.append(float(top.values[0]))
                     hvps.append(top.n_hvp)
                 curve = {"epochs": eps, "top_eigenvalue": vals, "n_hvp": hvps,
-                         "samples": len(idx), "loss_name": loss}
+                         "samples": len(idx), "sample_seed": sample_seed, "split": split,
+                         "seed": seed, "tol": tol, "loss_name": loss}
                 paths.append(_io.write_json(folder / "sharpness-epochs.json", curve))
+            resume.discard()  # every result is written: nothing left to resume
         finally:
             if bar is not None:
                 bar.close()

@@ -83,6 +83,8 @@ AUTO_TOP_K_ABOVE = 64  # layers with more channels show the top 32 unless asked 
 AUTO_TOP_K = 32
 MAP_VIEWS = ("auto", "grid", "heatmap", "vector")
 FILTER_SCALES = ("filter", "shared")
+#: the most filters (or input channels) a figure may be asked to draw
+MAX_FILTERS = 4096
 
 
 def safe_name(layer: str) -> str:
@@ -112,22 +114,22 @@ def _outcome_recorded(run: Run, stage: str, exc: Exception, **info: Any) -> bool
     return False
 
 
+SPLITS = ("test", "train")
+#: the most channels ``--top-k`` may ask for (heat maps show up to 256 anyway)
+MAX_TOP_K = 4096
+
+
 def check_maps_options(*, view: str, scale: str, order: str, top_k: int | None,
                        split: str) -> None:
     """Refuse options that cannot work, before anything is computed or written."""
-    if view not in MAP_VIEWS:
-        raise UsageError(f"view {view!r} must be 'auto', 'grid' (channel maps), 'heatmap' "
-                         "(sequences, tokens, 1-D signals) or 'vector' (any layer, flattened)")
-    if scale not in SCALES:
-        raise UsageError(f"scale {scale!r} is not one of {', '.join(SCALES)}")
-    if order not in ORDERS:
-        raise UsageError(f"order {order!r} is not one of {', '.join(ORDERS)}; use 'layer' to "
-                         "keep the layer's own order")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"--top-k must be at least 1, got {top_k}")
-    if split not in ("train", "test"):
-        raise UsageError(f"split {split!r} must be 'train' or 'test'")
+    from shenjing._checks import bounded_int, choice
 
+    choice("--view", view, MAP_VIEWS)
+    choice("--scale", scale, SCALES)
+    choice("--order", order, ORDERS)
+    if top_k is not None:
+        bounded_int("--top-k", top_k, low=1, high=MAX_TOP_K, example=16)
+    choice("--split", split, SPLITS)
 
 
 def resolve_epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
@@ -153,30 +155,30 @@ def select_input(run: Run, *, index: int | None = 0, cls: int | str | None = Non
     By ``index`` (position in the split) or by ``cls``: the first sample of that class
     (a class index or class name).
     """
-    if split not in ("train", "test"):
-        raise UsageError(f"split {split!r} must be 'train' or 'test'")
+    from shenjing._checks import choice
+
+    choice("--split", split, SPLITS)
     data = run.data
     part = getattr(data, split)
     n = len(part)
     if cls is not None:
         classes = list(data.classes)
         if isinstance(cls, str) and not cls.lstrip("-").isdigit():
-            if cls not in classes:
-                raise UsageError(f"class {cls!r} is not one of {', '.join(classes)}")
-            target = classes.index(cls)
+            target = classes.index(choice("--class", cls, classes))
         else:
             target = int(cls)
         hits = (part.y == target).nonzero().flatten()
         if data.task != "classification" or len(hits) == 0:
-            raise UsageError(f"no {split} sample of class {cls!r} in {data.name!r}; classes: "
+            raise UsageError(f"--class {cls!r}: no {split} sample of this class in "
+                             f"{data.name!r}; choose one of "
                              f"{', '.join(f'{i}={c}' for i, c in enumerate(classes))}")
         position = int(hits[0])
     else:
         position = 0 if index is None else int(index)
-        if not -n <= position < n:
-            raise UsageError(f"input index {position} is out of range: the {split} split of "
-                             f"{data.name!r} has {n} samples (0…{n - 1})")
-        position %= n
+        if not 0 <= position < n:
+            raise UsageError(f"--index {position}: input index {position} is out of range: "
+                             f"the {split} split of {data.name!r} has {n} samples; give one "
+                             f"from 0 to {n - 1}, e.g. --index 0")
     label: Any = None
     if data.task == "classification":
         y = int(part.y[position])
@@ -552,6 +554,7 @@ def filters_stage(run: Run, layer: str | None = None, *,
     recorded ``skipped``. Only the checkpoints are read: the model is never built, so no
     user code runs.
     """
+    from shenjing._checks import bounded_int, choice
     from shenjing.plot.animate import figure_to_array, save_gif
     from shenjing.plot.filters import (
         plot_filters,
@@ -561,12 +564,9 @@ def filters_stage(run: Run, layer: str | None = None, *,
         plot_unit_images,
     )
 
-    if scale not in FILTER_SCALES:
-        raise UsageError(f"filter scale {scale!r} is not 'filter' (each filter its own "
-                         "max|w|) or 'shared' (one scale for the layer)")
-    if max_filters < 1 or max_in < 1:
-        raise UsageError(f"--max-filters and --max-in must be at least 1, got {max_filters} "
-                         f"and {max_in}")
+    choice("--scale", scale, FILTER_SCALES)
+    bounded_int("--max-filters", max_filters, low=1, high=MAX_FILTERS, example=64)
+    bounded_int("--max-in", max_in, low=1, high=MAX_FILTERS, example=16)
     chosen_epochs = resolve_epochs(run, epochs)
     try:  # which layer, and whether it has kernels: from the checkpoint's shapes alone
         layer, kind = _filters_layer(run, layer, chosen_epochs[-1])

@@ -24,7 +24,14 @@ Files written (``E`` = the epoch, three digits):
 ``warp/warp-eE.json``
     ``{"epoch", "data", "chance", "layers": [{"layer", "kind", "features", "projection",
     "explained_variance", "probe_train_accuracy", "probe_test_accuracy"}], "last_hidden",
-    "figures"}``.
+    "n_lines", "resolution", "layers_asked", "figures"}``. The files of an epoch hold the
+    last study of it, with the settings that drew it (``n_lines``, ``resolution``, the
+    layers asked for); nothing is reused from them, so a rerun recomputes the study (a few
+    seconds). The training of a new run resumes like ``shenjing train --resume``.
+
+Before anything is trained or written, the study's memory is estimated
+(:func:`~shenjing.analysis.warp.warp_bytes`) and refused above half the memory available,
+naming the ``--lines`` that fit.
 ``figures/warp-layers-eE``, ``warp-probes-eE``, ``warp-boundary-eE`` (``.png`` + ``.svg``).
 
 ``run.json`` gets ``stages.warp`` with the probe accuracy of every layer.
@@ -44,8 +51,10 @@ import torch
 from shenjing import _io
 from shenjing.analysis.warp import (
     check_points_2d,
+    check_warp_memory,
     data_bounds,
     decision_map,
+    layer_widths,
     warp_layers,
 )
 from shenjing.data import Dataset, Split
@@ -104,6 +113,45 @@ def points_dataset(x: Any, y: Any, *, test_fraction: float = 0.25, seed: int = 0
                          "test_fraction": test_fraction})
 
 
+def _check_new_epoch(epoch: int | str, n_epochs: int) -> None:
+    """``--epoch`` of a run about to be trained for ``n_epochs``: refused before training."""
+    if epoch in ("final", "last", "init", "untrained", -1):
+        return
+    try:
+        value = int(epoch)
+    except (TypeError, ValueError):
+        raise UsageError(f"--epoch {epoch!r}: expected a number, init or final, e.g. --epoch "
+                         "final") from None
+    if not 0 <= value <= n_epochs:
+        raise UsageError(f"--epoch {value}: this run will be trained for {n_epochs} epochs; "
+                         f"choose 0 … {n_epochs}, or final")
+
+
+def _read_points_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``x1,x2,label`` of numbers (a header line is skipped); one DataError naming the
+    file and the first line that is not three numbers."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # numpy warns about an empty file: said below instead
+            warnings.simplefilter("ignore")
+            table = np.atleast_2d(np.genfromtxt(path, delimiter=",", skip_header=0))
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read as CSV ({exc})") from None
+    if table.size == 0:
+        raise DataError(f"{path} is empty; write rows x1,x2,label of numbers, e.g. 0.5,-1.2,1")
+    first = 1 if np.isnan(table[0]).all() else 0  # a header line
+    table = table[first:]
+    if table.ndim != 2 or table.shape[1] != 3:
+        raise ShapeMismatchError(f"{path} must have 3 columns (x1, x2, label); it has shape "
+                                 f"{table.shape}")
+    bad = np.flatnonzero(~np.isfinite(table).all(axis=1))
+    if bad.size:
+        raise DataError(f"{path}: line {int(bad[0]) + 1 + first} is not three numbers; write "
+                        "every row as x1,x2,label, e.g. 0.5,-1.2,1")
+    return table[:, :2], table[:, 2].astype(np.int64)
+
+
 def load_points(path: str | os.PathLike[str], *, seed: int = 0) -> Dataset:
     """Points from ``.npz`` (arrays ``x`` ``(N, 2)`` and ``y``) or ``.csv`` (columns x1, x2,
     label; a header line is skipped)."""
@@ -111,22 +159,12 @@ def load_points(path: str | os.PathLike[str], *, seed: int = 0) -> Dataset:
     if not path.is_file():
         raise UsageError(f"no data file {path}; give moons, spirals, or an .npz/.csv of points")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f or "y" not in f:
-                raise DataError(f"{path} must hold arrays 'x' (N, 2) and 'y' (N,); it has "
-                                f"{', '.join(f.files)}")
-            x, y = f["x"], f["y"]
+        from shenjing.data.custom import read_npz_arrays
+
+        arrays = read_npz_arrays(path, ("x", "y"))  # objects refused: nothing is unpickled
+        x, y = arrays["x"], arrays["y"]
     elif path.suffix == ".csv":
-        try:
-            table = np.genfromtxt(path, delimiter=",", skip_header=0)
-        except ValueError as exc:
-            raise DataError(f"{path}: cannot read as CSV ({exc})") from None
-        if table.ndim == 2 and np.isnan(table[0]).all():
-            table = table[1:]
-        if table.ndim != 2 or table.shape[1] != 3:
-            raise ShapeMismatchError(f"{path} must have 3 columns (x1, x2, label); it has shape "
-                                     f"{table.shape}")
-        x, y = table[:, :2], table[:, 2].astype(np.int64)
+        x, y = _read_points_csv(path)
     else:
         raise UsageError(f"data file {path} must be .npz (x, y) or .csv (x1, x2, label)")
     return points_dataset(x, y, seed=seed, name=path.stem)
@@ -194,6 +232,9 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
         finite_float("--lr", lr, low=0.0, low_open=True)
     random_seed("--seed", seed)
     bounded_int("--lines", n_lines, low=2, why="a grid needs 2 or more lines")
+    from shenjing._checks import device as check_device
+
+    check_device("--device", device)
     bounded_int("resolution", resolution, low=2)
     path = run.path if isinstance(run, Run) else Path(run)
     trained_before = (path / "run.json").is_file() and \
@@ -201,11 +242,19 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
     if trained_before and not retrain:
         the_run = run if isinstance(run, Run) else Run(path, trust_code=trust_code)
         dataset = _dataset(_run_dataset(the_run), seed)
+        e = the_run.resolve_epoch(epoch)
+        model = the_run.model(e)
+        _check_memory(model, dataset, layers, n_lines, resolution)
     else:
+        from shenjing.models import build_model
         from shenjing.training import train
 
         dataset = _dataset(data, seed)
         widths = tuple(int(h) for h in (hidden or WARP_HIDDEN))
+        _check_new_epoch(epoch, epochs or WARP_TRAIN["epochs"])
+        # the same architecture untrained: its layer widths size the study before training
+        _check_memory(build_model("mlp", (2,), len(dataset.classes), hidden=widths),
+                      dataset, layers, n_lines, resolution)
         resume = (path / "run.json").is_file() and not retrain
         the_run = train("mlp", dataset, run=path, epochs=epochs or WARP_TRAIN["epochs"],
                         lr=lr or WARP_TRAIN["lr"], batch_size=batch_size or
@@ -216,16 +265,24 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
                          x_train=dataset.train.x.numpy(), y_train=dataset.train.y.numpy(),
                          x_test=dataset.test.x.numpy(), y_test=dataset.test.y.numpy(),
                          classes=np.array(dataset.classes, dtype=str))
-    e = the_run.resolve_epoch(epoch)
+        e = the_run.resolve_epoch(epoch)
+        model = the_run.model(e)
     with the_run.running_stage("warp", epoch=e):
-        return _study(the_run, dataset, e, layers, n_lines, resolution)
+        return _study(the_run, model, dataset, e, layers, n_lines, resolution)
 
 
-def _study(run: Run, dataset: Dataset, epoch: int, layers: Sequence[str] | None,
-           n_lines: int, resolution: int) -> WarpResult:
+def _check_memory(model: torch.nn.Module, dataset: Dataset, layers: Sequence[str] | None,
+                  n_lines: int, resolution: int) -> None:
+    """Refuse a study too large for the memory available, before anything is written."""
+    n_points = len(dataset.train) + len(dataset.test)
+    check_warp_memory(layer_widths(model, layers), n_points, n_lines=n_lines,
+                      resolution=resolution, n_classes=len(dataset.classes))
+
+
+def _study(run: Run, model: torch.nn.Module, dataset: Dataset, epoch: int,
+           layers: Sequence[str] | None, n_lines: int, resolution: int) -> WarpResult:
     from shenjing.plot import warp as plot_warp
 
-    model = run.model(epoch)
     w = warp_layers(model, dataset.train.x, dataset.train.y, dataset.test.x, dataset.test.y,
                     layers=layers, n_lines=n_lines)
     out = run.subdir("warp")
@@ -267,7 +324,8 @@ def _study(run: Run, dataset: Dataset, epoch: int, layers: Sequence[str] | None,
         title=f"Decision boundary in input space (epoch {epoch})"), run.figures_dir,
         f"warp-boundary-{tag}")
     summary = {"epoch": epoch, "data": dataset.name, "chance": chance, "layers": table,
-               "last_hidden": last_hidden,
+               "last_hidden": last_hidden, "n_lines": n_lines, "resolution": resolution,
+               "layers_asked": None if layers is None else list(layers),
                "figures": [str(p.relative_to(run.path)) for p in figures]}
     _io.write_json(out / f"warp-{tag}.json", summary)
     run.update_stage("warp", "done", epoch=epoch, json=f"warp/warp-{tag}.json", chance=chance,

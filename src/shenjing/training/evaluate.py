@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from shenjing._imports import where
 from shenjing.data.types import Split
+from shenjing.errors import ShenjingError, UsageError
 from shenjing.hooks import forward_hooks
 from shenjing.training.losses import LossFn
 
@@ -62,11 +64,16 @@ def evaluate(model: nn.Module, split: Split, loss_fn: LossFn, *, batch_size: int
     n = len(split)
     try:
         with forward_hooks(model, hooks):
-            for start in range(0, n, batch_size):
+            for batch, start in enumerate(range(0, n, batch_size), start=1):
                 x = split.x[start:start + batch_size].to(device)
                 y = split.y[start:start + batch_size].to(device)
-                out = model(x)
-                total_loss += float(loss_fn(out, y)) * x.shape[0]
+                try:
+                    out = model(x)
+                    total_loss += float(loss_fn(out, y)) * x.shape[0]
+                except ShenjingError:
+                    raise
+                except Exception as exc:
+                    raise _model_failed(model, exc, batch, start, x.shape[0], n) from None
                 if classification:
                     correct += int((out.argmax(dim=1) == y).sum())
     finally:
@@ -75,3 +82,14 @@ def evaluate(model: nn.Module, split: Split, loss_fn: LossFn, *, batch_size: int
     return Evaluation(loss=total_loss / max(n, 1),
                       accuracy=correct / n if classification and n else None,
                       n_samples=n, dead_units=dead)
+
+
+def _model_failed(model: nn.Module, exc: Exception, batch: int, start: int, size: int,
+                  n: int) -> UsageError:
+    """One line for a forward (or loss) that raised on one batch of the evaluation split:
+    the model's own error, where it happened, and which samples it was given."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return UsageError(
+        f"the model {type(model).__name__} raised {type(exc).__name__}: {text}{where(exc)} "
+        f"while evaluating test batch {batch} (samples {start} to {start + size - 1} of {n}); "
+        "the error is the model's own: fix its forward so it runs on every batch")

@@ -10,6 +10,7 @@
             rec.after_backward(loss, output=out, target=y)  # gradient norms
             opt.step()
         rec.end_epoch(optimizer=opt)  # evaluate, stats, checkpoint, one metrics line
+    rec.close()                       # let other processes write the run (or use `with`)
 
 Every parameter is tracked, grouped by module (:mod:`shenjing.training.stats`); the
 epoch-0 line of metrics.jsonl lists the groups (``params``), so views read the coverage and
@@ -20,6 +21,9 @@ exactly this object.
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,8 +33,8 @@ from torch import nn
 
 from shenjing import _io
 from shenjing.data.types import Dataset, Split
-from shenjing.errors import UsageError
-from shenjing.runs import LAYER_TABLE, Run
+from shenjing.errors import CheckpointError, UsageError
+from shenjing.runs import LAYER_TABLE, Run, hold_writer_lock
 from shenjing.training.evaluate import evaluate
 from shenjing.training.losses import LOSS_NAMES, LossFn, get_loss, loss_task
 from shenjing.training.stats import grad_norms as group_grad_norms
@@ -129,6 +133,10 @@ class Recorder:
     ``loss`` names the loss (a built-in name or ``pkg.mod:function``); ``loss_fn`` is the
     callable itself (``fn(output, target)`` → batch mean), used to evaluate; with both,
     ``loss`` is the name recorded.
+
+    The Recorder holds the run's writer lock from its creation until :meth:`close` (or the
+    end of a ``with`` block, or of the object, or of the process): another process that
+    tries to write the run meanwhile is refused with one line naming this one.
     """
 
     def __init__(self, run: str | os.PathLike[str] | Run, model: nn.Module, *,
@@ -158,12 +166,16 @@ class Recorder:
             data.test if data is not None else None)
         self.device = torch.device(device) if device is not None else _model_device(model)
         self._groups = group_parameters(model)
+        opens = isinstance(run, Run) or ((Path(run) / "run.json").exists() and not overwrite)
+        # the spec is checked before the lock is taken: a bad argument creates nothing
+        spec = None if opens else recorded_model_spec(model, model_spec, model_kwargs, data)
+        if not isinstance(run, Run) and opens:
+            run = Run(run)  # a foreign run.json is refused before any lock file is written
+        self._lock = hold_writer_lock(self, run.path if isinstance(run, Run) else run)
         if isinstance(run, Run):
             self.run = run
-        elif (Path(run) / "run.json").exists() and not overwrite:
-            self.run = Run(run)
         else:
-            spec = recorded_model_spec(model, model_spec, model_kwargs, data)
+            assert spec is not None
             self.run = Run.create(
                 run, model=spec,
                 data=data.spec if data is not None else {"name": "custom"}, seed=seed,
@@ -181,8 +193,19 @@ class Recorder:
         self.steps = 0
 
     # ---- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the run's writer lock (the run stays as written; calling twice is fine)."""
+        self._lock.release()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def start(self) -> None:
         """Save the untrained net as epoch 0, its layer table, and record its metrics."""
+        self.run.sweep_stale_temps()
         self._initial = snapshot(self._tensors())
         self._previous = None
         self.run.save_checkpoint(0, self.model)
@@ -193,14 +216,19 @@ class Recorder:
 
     def resume(self, epoch: int) -> None:
         """Continue after ``epoch``: reload the weights there and forget later records."""
-        self.model.load_state_dict(self.run.state_dict(epoch))
+        self.run.sweep_stale_temps()
+        try:
+            self.model.load_state_dict(self.run.state_dict(epoch))
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.run.checkpoint_path(epoch)} does not fit the model "
+                                  f"being resumed: {str(exc).splitlines()[0]}") from None
         initial = self.run.state_dict(0)
         self._initial = snapshot({g.name: [initial[p] for p in g.params]
                                   for g in self._groups.groups})
         self._previous = snapshot(self._tensors())
         self.epoch = epoch
         records = [r for r in self.run.metrics() if r["epoch"] <= epoch]
-        _io.write_text(self.run.metrics_path, "".join(_io_line(r) for r in records))
+        _io.write_text(self.run.metrics_path, "".join(_io.jsonl_line(r) for r in records))
         self.steps = records[-1].get("steps", 0) if records else 0
 
     def after_backward(self, loss: torch.Tensor | float | None = None, *,
@@ -284,15 +312,13 @@ class Recorder:
         with _io.atomic_path(target) as tmp:
             torch.save({"epoch": self.epoch, "optimizer": optimizer.state_dict(),
                         "torch_rng": torch.get_rng_state(), "steps": self.steps}, tmp)
-        for old in self.run.checkpoints_dir.glob("state-*.pt"):
-            if old != target and int(old.stem.split("-")[1]) < self.epoch - 1:
+        for old in self.run.checkpoints_dir.iterdir():
+            found = _STATE_FILE.match(old.name)
+            if found and old != target and int(found[1]) < self.epoch - 1:
                 old.unlink(missing_ok=True)
 
 
-def _io_line(record: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(_io.to_jsonable(record), sort_keys=True, allow_nan=True) + "\n"
+_STATE_FILE = re.compile(r"^state-(\d{3,})\.pt$")
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -302,8 +328,36 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def load_train_state(run: Run, epoch: int) -> dict[str, Any] | None:
-    """The optimizer/RNG state saved after ``epoch`` (None if absent). Safe: weights_only."""
+    """The optimizer/RNG state saved after ``epoch`` (None if absent).
+
+    Read with ``torch.load(weights_only=True)``: a file holding anything but tensors and
+    plain containers (a pickle of an object, which could run code) or a damaged one is
+    refused with one :class:`~shenjing.errors.CheckpointError`, and nothing runs.
+    """
     path = run.checkpoints_dir / f"state-{epoch:03d}.pt"
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    fix = ("delete it to resume from the epoch before (or start over with --force); never "
+           "load it with torch.load(weights_only=False) unless you wrote it yourself")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(f"{path}: cannot be read as optimizer state (not the zip "
+                              f"archive torch.save writes); the file is damaged: {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused, it is not plain optimizer state "
+                              f"({_first_line(exc)}); {fix}") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, zip errors, …
+        raise CheckpointError(f"{path}: cannot be read as optimizer state "
+                              f"({type(exc).__name__}: {_first_line(exc)}); the file is "
+                              f"damaged: {fix}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("optimizer"), dict):
+        raise CheckpointError(f"{path}: not the optimizer state shenjing saves (a dict with "
+                              f"'optimizer'); {fix}")
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message, cut to a length that fits one line."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]

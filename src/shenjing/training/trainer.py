@@ -8,7 +8,9 @@ an uninterrupted run would: the killed epoch is redone from the last finished on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -19,14 +21,30 @@ import torch
 from torch import nn
 
 from shenjing._device import resolve_device
+from shenjing._io import sweep_stale_temps
 from shenjing.data import Dataset, load_dataset
-from shenjing.errors import RunError, UsageError, unknown_name
+from shenjing.errors import (
+    CheckpointError,
+    RunError,
+    ShenjingError,
+    UsageError,
+    unknown_name,
+)
 from shenjing.models import build_model, model_spec, train_defaults
-from shenjing.runs import Run
+from shenjing.runs import (
+    MANIFEST,
+    Run,
+    check_removable,
+    record_failure,
+    remove_run,
+    writer_lock,
+)
 from shenjing.training.losses import get_loss, loss_task
 from shenjing.training.recorder import Recorder, load_train_state
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: more epochs than anyone trains a study's model for: a larger count is a typo
+MAX_EPOCHS = 100_000
 
 # The seeds' hyper-parameters were chosen for 60,000 MNIST images. On the 1,347 training
 # digits the same 5 epochs of batch 128 are only 55 steps, so the small embedded set gets
@@ -54,9 +72,9 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from shenjing._checks import finite_float, positive_int
+        from shenjing._checks import bounded_int, finite_float, positive_int
 
-        positive_int("epochs", self.epochs)
+        bounded_int("epochs", self.epochs, low=1, high=MAX_EPOCHS)
         positive_int("batch_size", self.batch_size)
         positive_int("passes_per_epoch", self.passes_per_epoch)
         finite_float("lr", self.lr, low=0.0, low_open=True)
@@ -101,6 +119,9 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
     >>> run.epochs
     [0, 1]
     """
+    if resume and force:
+        raise UsageError("resume=True and force=True contradict each other: resume continues "
+                         "the run, force deletes it and starts over; pass one")
     dataset = data if isinstance(data, Dataset) else load_dataset(
         data, data_dir=data_dir, seed=seed, progress=progress, normalize=normalize)
     defaults = dataclasses.replace(train_defaults(model),
@@ -118,9 +139,7 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
         model_kwargs=dict(model_kwargs or {}))
     task = loss_task(cfg.loss, dataset.task)
     if (task == "classification") != (dataset.task == "classification"):
-        raise UsageError(f"loss {cfg.loss!r} is for {task}, but dataset "
-                         f"{dataset.name!r} is a {dataset.task} task; choose "
-                         f"{'mse' if dataset.task == 'regression' else 'cross_entropy'}")
+        raise UsageError(_task_mismatch(model, cfg.loss, task, dataset))
     run_path = Path(run) if run is not None else Path("runs") / f"{model}-{dataset.name}"
     dev = resolve_device(device)
 
@@ -131,41 +150,95 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
     opt = make_optimizer(cfg, net.parameters())
     config = dataclasses.asdict(cfg)
 
-    start_epoch = 0
-    existing = (run_path / "run.json").exists()
+    existing = (run_path / MANIFEST).exists()
+    if existing and not (resume or force):
+        raise RunError(f"{run_path} already holds a run; pass --resume to continue it "
+                       "or --force to start over")
+    if existing:
+        Run(run_path)  # a foreign or newer run.json is refused before anything is written
+    if existing and force:
+        check_removable(run_path)  # … and so is a folder holding what shenjing did not write
+    # one writer at a time, for the whole command: a second one is refused in one line
+    with writer_lock(run_path):
+        sweep_stale_temps(run_path)
+        rec, start_epoch = _open_recorder(run_path, net, opt, dataset, cfg, spec, config, dev,
+                                          existing=existing, resume=resume, force=force)
+        with rec:
+            return _train_recorded(net, opt, rec, dataset, cfg, dev, start_epoch, progress,
+                                   stop_after_steps)
+
+
+def _open_recorder(run_path: Path, net: nn.Module, opt: torch.optim.Optimizer,
+                   dataset: Dataset, cfg: TrainConfig, spec: dict[str, Any],
+                   config: dict[str, Any], dev: torch.device, *, existing: bool,
+                   resume: bool, force: bool) -> tuple[Recorder, int]:
+    """The Recorder of the run being trained and the epoch to continue after: a resumed run
+    reloaded at its last complete epoch, or a new one (``force``: the old run deleted
+    first, through :func:`shenjing.runs.remove_run`). If this fails, the Recorder is closed
+    (its hold on the run released) before the error goes on."""
+    if existing and force:
+        remove_run(run_path)
     if existing and resume:
         rec = Recorder(Run(run_path), net, data=dataset, loss=cfg.loss, device=dev)
-        _check_same_config(rec.run, config)
-        done = [r["epoch"] for r in rec.run.metrics()]
-        start_epoch = max((e for e in done if e in rec.run.epochs), default=-1)
-        if start_epoch < 0:
-            rec.start()
-            start_epoch = 0
-        else:
-            rec.resume(start_epoch)
-            state = load_train_state(rec.run, start_epoch)
-            if start_epoch > 0:
-                if state is None:
-                    raise RunError(f"{run_path}: no optimizer state for epoch {start_epoch}; "
-                                   "cannot resume exactly. Use --force to start over")
-                opt.load_state_dict(state["optimizer"])
     else:
-        if existing and not force:
-            raise RunError(f"{run_path} already holds a run; pass --resume to continue it "
-                           "or --force to start over")
-        if existing and force:
-            import shutil
+        rec = Recorder(run_path, net, data=dataset, loss=cfg.loss, model_spec=spec,
+                       seed=cfg.seed, config=config, device=dev)
+    try:
+        if existing and resume:
+            return rec, _resume(rec, opt, run_path, config)
+        rec.run.update_stage("train", "running", device=str(dev), epochs=cfg.epochs)
+        try:
+            rec.start()
+        except BaseException as exc:
+            record_failure(rec.run, "train", exc)
+            raise
+        return rec, 0
+    except BaseException:
+        rec.close()
+        raise
 
-            shutil.rmtree(run_path)
-        rec = Recorder(run_path, net, data=dataset, loss=cfg.loss, model_spec=spec, seed=seed,
-                       config=config, device=dev)
+
+def _resume(rec: Recorder, opt: torch.optim.Optimizer, run_path: Path,
+            config: dict[str, Any]) -> int:
+    """Reload the run at its last epoch with both a metrics line and a checkpoint (its
+    optimizer state too); return that epoch (0 when only the untrained net is there)."""
+    _check_same_config(rec.run, config)
+    done = [r["epoch"] for r in rec.run.metrics()]
+    start_epoch = max((e for e in done if e in rec.run.epochs), default=-1)
+    if start_epoch < 0:
         rec.start()
+        return 0
+    state = load_train_state(rec.run, start_epoch)
+    if start_epoch > 0 and state is None:
+        raise RunError(f"{run_path}: no optimizer state for epoch {start_epoch}; "
+                       "cannot resume exactly. Use --force to start over")
+    rec.resume(start_epoch)
+    if start_epoch > 0 and state is not None:
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{run_path}/checkpoints/state-{start_epoch:03d}.pt does not fit this "
+                f"optimizer ({exc}); resume with the run's own options, or start over "
+                "with --force") from None
+    return start_epoch
+
+
+def _train_recorded(net: nn.Module, opt: torch.optim.Optimizer, rec: Recorder,
+                    dataset: Dataset, cfg: TrainConfig, dev: torch.device, start_epoch: int,
+                    progress: bool, stop_after_steps: int | None) -> Run:
+    """Train from ``start_epoch`` with the train stage's status kept true: ``running``, then
+    ``done``, ``interrupted`` (Ctrl-C, a test's stop) or ``failed`` with the error."""
     rec.run.update_stage("train", "running", device=str(dev), epochs=cfg.epochs)
     started = time.perf_counter()
     try:
         _fit(net, opt, rec, dataset, cfg, dev, start_epoch, progress, stop_after_steps)
-    except BaseException:
-        rec.run.update_stage("train", "interrupted", last_epoch=rec.epoch)
+    except (KeyboardInterrupt, SystemExit):
+        with contextlib.suppress(ShenjingError, OSError):
+            rec.run.update_stage("train", "interrupted", last_epoch=rec.epoch)
+        raise
+    except BaseException as exc:
+        record_failure(rec.run, "train", exc)
         raise
     final = rec.run.metrics()[-1]
     rec.run.update_stage("train", "done", device=str(dev), epochs=cfg.epochs,
@@ -173,6 +246,23 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
                          test_accuracy=final.get("test_accuracy"),
                          test_loss=final.get("test_loss"))
     return rec.run
+
+
+def _task_mismatch(model: str, loss: str, task: str, dataset: Dataset) -> str:
+    """Why ``model`` cannot learn ``dataset`` with ``loss``, and which zoo model can."""
+    from shenjing.models import MODEL_NAMES
+
+    fits = [m for m in MODEL_NAMES
+            if loss_task(train_defaults(m).loss, dataset.task) == dataset.task]
+    suggestion = f"--model {fits[0]}" if fits else "another --model"
+    if loss == train_defaults(model).loss:  # the model's own loss: the model is the choice
+        return (f"--model {model} trains with loss {loss!r}, for {task}, but --data "
+                f"{dataset.name!r} is a {dataset.task} task; train a {dataset.task} model "
+                f"on it, e.g. {suggestion}")
+    right = "mse" if dataset.task == "regression" else "cross_entropy"
+    return (f"loss {loss!r} is for {task}, but dataset {dataset.name!r} is a "
+            f"{dataset.task} task; pass loss={right!r}, or train a {dataset.task} model "
+            f"on it, e.g. {suggestion}")
 
 
 def _check_same_config(run: Run, config: dict[str, Any]) -> None:
@@ -228,13 +318,48 @@ def _fit(net: nn.Module, opt: torch.optim.Optimizer, rec: Recorder, dataset: Dat
                     x, y = x_all[idx], y_all[idx]
                     out = net(x)
                     loss = loss_fn(out, y)
+                    _check_finite_loss(loss, epoch, rec.steps + 1, cfg)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     rec.after_backward(loss.detach(), output=out if classification else None,
                                        target=y)
-                    opt.step()
+                    _step(opt, epoch, cfg)
                     if bar is not None:
                         bar.update(task, advance=1, loss=f"{loss.item():.4f}")
                     if stop_after_steps is not None and rec.steps >= stop_after_steps:
                         raise KeyboardInterrupt(f"stopped after {rec.steps} steps (test hook)")
+            _check_finite_weights(net, epoch, cfg)
             rec.end_epoch(optimizer=opt)
+
+
+def _diverged(what: str, epoch: int, cfg: TrainConfig) -> RunError:
+    lower = min(cfg.lr / 10, 1e-3)
+    kept = "epoch 0" if epoch == 1 else f"epochs 0 to {epoch - 1}"
+    return RunError(f"training diverged in epoch {epoch}: {what} (optimizer {cfg.optimizer}, "
+                    f"lr {cfg.lr:g}); the run keeps {kept}. Lower the learning rate, e.g. "
+                    f"--lr {lower:g}, and start over with --force")
+
+
+def _step(opt: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> None:
+    """``opt.step()``; an update too large for the weights' dtype (torch refuses to
+    convert it) is the run diverging, said as such."""
+    try:
+        opt.step()
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        raise _diverged(f"the optimizer's update overflowed ({exc})", epoch, cfg) from None
+
+
+def _check_finite_loss(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig) -> None:
+    """Stop at the first NaN/inf loss: stepping on would only write NaN weights."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise _diverged(f"the loss of step {step} is {value}", epoch, cfg)
+
+
+def _check_finite_weights(net: nn.Module, epoch: int, cfg: TrainConfig) -> None:
+    """Refuse to checkpoint weights that overflowed (a loss can stay finite one step more)."""
+    for name, p in net.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise _diverged(f"parameter {name!r} holds NaN or inf values", epoch, cfg)

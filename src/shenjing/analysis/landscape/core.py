@@ -31,6 +31,7 @@ from shenjing.analysis.landscape.grid import (
     make_axis,
     merge_previous,
 )
+from shenjing.analysis.landscape.memory import check_engine, check_grid
 from shenjing.analysis.landscape.storage import (
     Weights,
     directions_path,
@@ -55,7 +56,7 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                        engine: str = "auto", dtype: str = "float32",
                        batch_size: int | None = None, channels_last: bool | None = None,
                        compile: bool | None = None, bn: str = "eval",
-                       precision: str = "exact",
+                       precision: str = "exact", threads: int | None = None,
                        bn_data: torch.Tensor | None = None,
                        sample_indices: np.ndarray | None = None,
                        provenance: Mapping[str, Any] | None = None,
@@ -68,8 +69,14 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     ``center`` defaults to the model's own parameters; ``axes`` are 1 or 2 coordinate
     arrays (build them with :func:`make_axis`). With ``path``, points are written there as
     they are computed and points already there (same weights, directions, samples, loss,
-    BN policy and dtype) are reused, also from a coarser or narrower earlier grid; the
-    engine settings recorded in the file are reused so a resumed surface is identical.
+    BN policy and dtype) are reused, also from a coarser or narrower earlier grid.
+
+    Resume is exact: the engine settings that computed the stored points (path, batch size,
+    thread count, memory layout, ``torch.compile``, chunk, device; ``meta['engine']``) are
+    reused for the rest, so a grid killed and resumed equals an uninterrupted one with those
+    settings bit for bit. Settings left at ``auto``/None take the stored ones; one given
+    explicitly that differs is refused (:class:`UsageError`, nothing written), since mixing
+    two ways of computing would agree only up to rounding.
     ``precision='bf16'``/``'tf32'`` trade exactness for speed; the error that causes is
     measured against exact evaluation at a few computed points and recorded in
     ``meta['precision']``. The directions go beside ``path`` (:mod:`.storage`): random ones
@@ -85,6 +92,12 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
         raise UsageError(f"{len(axes)} axes given for {k} directions; pass one axis per "
                          "direction")
     origin_arr = np.zeros(k) if origin is None else np.asarray(origin, dtype=np.float64)
+    # before the grid's arrays or the engine's weight copies exist (see .memory)
+    check_grid(tuple(len(a) for a in axes), option="steps",
+               kind="line" if k == 1 else "trajectory plane" if kind == "trajectory" else "plane")
+    check_engine(center_t.numel(), k, itemsize=8 if dtype == "float64" else 4,
+                 data_bytes=x.numel() * (8 if dtype == "float64" else 4),
+                 device=str(dev_model))
     key = hashlib.sha256(json.dumps({
         "center": tensor_sha256(center_t.float()),
         "buffers": tensor_sha256(*[b for _, b in sorted(model.named_buffers())]),
@@ -126,15 +139,16 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                                                      "replaced")
     n_todo = int((~fresh.done).sum())
     fresh.meta["n_computed_now"] = n_todo
-    same_engine = previous_engine is not None and (
-        n_todo == 0 or (engine in ("auto", previous_engine.get("path"))
-                        and batch_size in (None, previous_engine.get("batch_size"))))
-    if previous_engine and same_engine and previous_engine.get("bn") == bn:
+    if previous_engine and n_todo:
+        fresh.meta["resumed_with"] = int(fresh.n_done)
+    if previous_engine:
         # the settings that computed the stored points: a resumed surface is bit-identical
+        if n_todo:
+            _refuse_other_settings(previous_engine, path, fresh, engine=engine,
+                                   batch_size=batch_size, channels_last=channels_last,
+                                   compile=compile, threads=threads, device=device)
         cfg = EngineConfig(**{k2: v for k2, v in previous_engine.items()
                               if k2 in EngineConfig.__dataclass_fields__})
-        if device != "auto" and str(device) != cfg.device:
-            cfg = replace(cfg, device=str(device))
     elif n_todo == 0:
         cfg = EngineConfig(path="none", device=str(dev_model), bn=bn,
                            reason="every point was already computed")
@@ -142,7 +156,8 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
         cfg = choose_engine(model, center_t, dirs, x, y, loss=loss,
                             classification=classification, device=device, dtype=dtype,
                             path=engine, batch_size=batch_size, channels_last=channels_last,
-                            compile=compile, bn=bn, n_points=n_todo, precision=precision)
+                            compile=compile, bn=bn, n_points=n_todo, precision=precision,
+                            threads=threads)
     fresh.meta["engine"] = cfg.to_json()
     # the evaluator checks the settings: bad input raises here and leaves no file
     evaluator = Evaluator(model, center_t, dirs, x, y, loss=loss,
@@ -172,6 +187,42 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     if path is not None:
         result.save(path)
     return result
+
+
+def _refuse_other_settings(stored: Mapping[str, Any], path: Path | None, grid: Landscape, *,
+                           engine: str, batch_size: int | None, channels_last: bool | None,
+                           compile: bool | None, threads: int | None, device: str) -> None:
+    """Refuse explicit engine settings that differ from those of the stored points."""
+    given = []
+    if engine != "auto" and engine != stored.get("path"):
+        given.append(f"--engine {engine}")
+    if batch_size is not None and int(batch_size) != stored.get("batch_size"):
+        given.append(f"--batch-size {batch_size}")
+    if channels_last is not None and bool(channels_last) != bool(stored.get("channels_last")):
+        given.append(f"channels_last={bool(channels_last)}")
+    if compile is not None and bool(compile) != bool(stored.get("compile")):
+        given.append("--compile" if compile else "--no-compile")
+    if threads is not None and int(threads) != stored.get("threads"):
+        given.append(f"threads {threads}")
+    if str(device) != "auto" and _device_key(device) != _device_key(stored.get("device", "cpu")):
+        given.append(f"--device {device}")
+    if not given:
+        return
+    name = path.name if path is not None else "the stored landscape"
+    how = (f"engine {stored.get('path')} (batch {stored.get('batch_size')}, "
+           f"{stored.get('threads') or 'all'} thread(s), "
+           f"{'channels_last' if stored.get('channels_last') else 'NCHW'}, "
+           f"{'torch.compile' if stored.get('compile') else 'eager'})")
+    raise UsageError(
+        f"{name} holds {grid.n_done} of {grid.done.size} points computed with {how}; "
+        f"resuming with {', '.join(given)} would mix two ways of computing them (equal only "
+        f"up to float rounding): leave {' and '.join(g.split()[0] for g in given)} out to "
+        f"resume exactly with the stored settings, or delete {name} to start over")
+
+
+def _device_key(device: Any) -> tuple[str, int]:
+    dev = torch.device(str(device))
+    return dev.type, dev.index or 0
 
 
 def precision_error(landscape: Landscape, model: nn.Module, center: torch.Tensor,

@@ -214,7 +214,9 @@ class Evaluator:
         self.net = net
         self.forward: Callable[[torch.Tensor], torch.Tensor] = net
         if config.compile and config.path == "loop":
-            self.forward = torch.compile(net)
+            # static shapes: with automatic dynamic shapes the kernels would depend on the
+            # batch sizes this process saw before, and a resumed grid would differ in bits
+            self.forward = torch.compile(net, dynamic=False)
         self._dirs_t = self.directions.T.contiguous()  # (n_params, k) for addmv
         self._segments = [(0, n_params)]
         self.first: _FirstLayer | None = None
@@ -765,7 +767,7 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
                               reason="given" if path != "auto" else "only applicable path")
         if compile is None and not small:
             config = _compile_if_it_pays(config, None, **compile_args)
-        return config
+        return _pin_threads(config)
     timings: dict[tuple[str, int, int | None], float] = {}
     for cand in candidates:
         # the chain path evaluates a chunk of points at once: time it on one full chunk
@@ -808,6 +810,14 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
                           precision=precision, measurements=meas, reason=reason)
     if compile is None:
         config = _compile_if_it_pays(config, timings[(winner, wbs, wth)], **compile_args)
+    return _pin_threads(config)
+
+
+def _pin_threads(config: EngineConfig) -> EngineConfig:
+    """A CPU config names the thread count it runs with (None would mean "whatever the
+    process has", and a resume in another process could then sum in another order)."""
+    if config.threads is None and torch.device(config.device).type == "cpu":
+        return replace(config, threads=torch.get_num_threads())
     return config
 
 

@@ -10,7 +10,9 @@ engine path suits the model) is checked later, still before the first file is wr
 ``names`` maps a parameter to how the caller's user spells it, so the message names *their*
 option: ``{"steps": "--plane-steps"}`` gives ``--plane-steps 1: expected a whole number ≥ 2
 (…), e.g. --plane-steps 21``. Without it the Python parameter is named. The range checks
-themselves are :mod:`shenjing._checks`', shared by every command.
+themselves are :mod:`shenjing._checks`', shared by every command. A grid too large for the
+memory available now is refused here too (a :class:`~shenjing.errors.ResourceError`, exit 1;
+see :mod:`.memory`).
 
 >>> try:
 ...     validate_plane_options(steps=1, names={"steps": "--plane-steps"})
@@ -26,8 +28,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shenjing._checks import bounded_int, choice
+from shenjing._checks import device as check_device
 from shenjing.analysis.landscape.directions import NORMS
-from shenjing.analysis.landscape.engine import validate_settings
+from shenjing.analysis.landscape.engine import BN_POLICIES, PATHS, PRECISIONS, validate_settings
+from shenjing.analysis.landscape.memory import axis_length, check_grid
 from shenjing.errors import UsageError
 
 SPLITS: tuple[str, ...] = ("test", "train")
@@ -72,6 +76,14 @@ def _range(value: Any, param: str, names: _Names, example: Any) -> None:
                          f"{names.example(param, example)}")
 
 
+def _grid_fits(steps: Any, range_: Any, anchors: tuple[float, ...], k: int, kind: str,
+               names: _Names) -> None:
+    """Refuse a grid too large for the memory available (after its values are checked)."""
+    lo, hi = (float(v) for v in range_)
+    side = axis_length(lo, hi, int(steps), anchors)
+    check_grid((side,) * k, kind=kind, option=names("steps"))
+
+
 def _choice(value: Any, param: str, choices: Sequence[str], names: _Names) -> None:
     choice(names(param), value, choices)
 
@@ -84,6 +96,13 @@ def _common(names: _Names, *, samples: Any, sample_seed: Any, split: Any, device
     _at_least(sample_seed, "sample_seed", 0, names, 0)
     _choice(split, "split", SPLITS, names)
     _optional_at_least(batch_size, "batch_size", 1, names, 256)
+    # each value on its own first, named as the caller spells it; then how they combine
+    _choice(engine, "engine", (*PATHS, "auto"), names)
+    _choice(bn, "bn", BN_POLICIES, names)
+    _choice(dtype, "dtype", ("float32", "float64"), names)
+    _choice(precision, "precision", PRECISIONS, names)
+    if isinstance(device, str):
+        check_device(names("device"), device)
     validate_settings(path=engine, bn=bn, dtype=dtype, precision=precision, device=device,
                       batch_size=batch_size)
 
@@ -99,6 +118,7 @@ def validate_line_options(*, steps: Any = 51, range_: Any = (-0.5, 1.5),
     _range(range_, "range_", nm, "-0.5:1.5" if nm("range_").startswith("-") else (-0.5, 1.5))
     _common(nm, samples=samples, sample_seed=sample_seed, split=split, device=device,
             engine=engine, dtype=dtype, precision=precision, batch_size=batch_size)
+    _grid_fits(steps, range_, (0.0, 1.0), 1, "line", nm)
 
 
 def validate_plane_options(*, steps: Any = 21, range_: Any = (-1.0, 1.0), norm: Any = "filter",
@@ -111,12 +131,11 @@ def validate_plane_options(*, steps: Any = 21, range_: Any = (-1.0, 1.0), norm: 
     nm = _Names(names)
     _at_least(steps, "steps", 2, nm, 21, "a plane needs 2 or more points per axis")
     _range(range_, "range_", nm, "-1:1" if nm("range_").startswith("-") else (-1.0, 1.0))
-    if norm not in NORMS:
-        raise UsageError(f"unknown normalization {norm!r}; choose one of {', '.join(NORMS)} "
-                         "('filter' is Li et al.'s, the default)")
+    _choice(norm, "norm", NORMS, nm)  # 'filter' is Li et al.'s, the default
     _at_least(seed, "seed", 0, nm, 0)
     _common(nm, samples=samples, sample_seed=sample_seed, split=split, device=device,
             engine=engine, dtype=dtype, precision=precision, batch_size=batch_size, bn=bn)
+    _grid_fits(steps, range_, (0.0,), 2, "plane", nm)
 
 
 def validate_trajectory_options(*, steps: Any = 21, margin: Any = 0.25, samples: Any = None,
@@ -135,6 +154,8 @@ def validate_trajectory_options(*, steps: Any = 21, margin: Any = 0.25, samples:
                          f"{nm.example('margin', 0.25)}")
     _common(nm, samples=samples, sample_seed=sample_seed, split=split, device=device,
             engine=engine, dtype=dtype, precision=precision, batch_size=batch_size)
+    # its range is the trajectory's own, symmetric about θ*: 0 is on it for odd steps
+    _grid_fits(steps, (-1.0, 1.0), (0.0,), 2, "trajectory plane", nm)
 
 
 def validate_hessian_options(*, top_k: Any = 5, trace: bool = True, trace_samples: Any = 50,
