@@ -131,6 +131,29 @@ def int_list(name: str, text: str, *, low: int = 1, example: str = "64,32") -> l
     return out
 
 
+def value_range(name: str, value: object, *, example: str = "-1:1") -> tuple[float, float]:
+    """``value`` (two numbers, or ``'MIN:MAX'`` text) as a finite ``(min, max)`` with
+    min < max, else one line naming the option.
+
+    >>> value_range("--range", "-0.5:1.5")
+    (-0.5, 1.5)
+    """
+    try:
+        parts = value.split(":") if isinstance(value, str) else list(value)  # type: ignore
+        lo, hi = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} {value!r} must look like MIN:MAX, e.g. {name} {example}"
+                         ) from None
+    shown = repr(value) if isinstance(value, str) else f"{lo:g}:{hi:g}"  # as the user typed
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise UsageError(f"{name} {shown}: MIN and MAX must be finite numbers, e.g. "
+                         f"{name} {example}")
+    if not lo < hi:
+        raise UsageError(f"{name} {shown} has min ≥ max; use MIN:MAX with MIN < MAX, "
+                         f"e.g. {name} {example}")
+    return lo, hi
+
+
 def device(name: str, value: str) -> str:
     """``value`` if it names a device this machine has (``auto``, ``cpu``, ``cuda:1`` …);
     otherwise the reason, in one line naming the option. torch is imported only here."""
@@ -154,4 +177,4 @@ def _example_between(low: float | None, high: float | None) -> float:
 
 
 __all__ = ["SEED_MAX", "bounded_int", "choice", "device", "finite_float", "int_list",
-           "optional_int", "positive_int", "probability", "random_seed"]
+           "optional_int", "positive_int", "probability", "random_seed", "value_range"]

@@ -40,20 +40,9 @@ def parse_list(text: str | None) -> list[str]:
 def parse_range(text: str, option: str = "--range") -> tuple[float, float]:
     """``'-0.5:1.5'`` → ``(-0.5, 1.5)``, refusing text that is not MIN:MAX of two finite
     numbers with min < max, in one line naming ``option``."""
-    import math
+    from shenjing._checks import value_range
 
-    try:
-        lo, hi = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise UsageError(f"{option} {text!r} must look like MIN:MAX, e.g. {option} -1:1"
-                         ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise UsageError(f"{option} {text!r}: MIN and MAX must be finite numbers, e.g. "
-                         f"{option} -1:1")
-    if not lo < hi:
-        raise UsageError(f"{option} {text!r} has min ≥ max; use MIN:MAX with MIN < MAX, e.g. "
-                         f"{option} -1:1")
-    return lo, hi
+    return value_range(option, text)
 
 
 def name_list(option: str, text: str | None, *, example: str = "fc1,relu1") -> list[str] | None:

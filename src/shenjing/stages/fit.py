@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from shenjing import _io
+from shenjing._checks import value_range
 from shenjing.analysis.approx import (
     METHODS,
     fit_errors,
@@ -183,13 +184,8 @@ def _check_ranges(train_range: tuple[float, float],
     """Both ranges finite with min < max, the studied range containing the training one."""
     given = [("--range", train_range)] + ([("--extrapolate", extrapolation)]
                                           if extrapolation is not None else [])
-    for option, (lo, hi) in given:
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise UsageError(f"{option} {lo:g}:{hi:g}: MIN and MAX must be finite numbers, "
-                             f"e.g. {option} -5:5")
-        if not lo < hi:
-            raise UsageError(f"{option} {lo:g}:{hi:g} has min ≥ max; use MIN:MAX with "
-                             f"MIN < MAX, e.g. {option} -5:5")
+    for option, pair in given:
+        value_range(option, pair, example="-5:5")
     if extrapolation is not None and not (
             extrapolation[0] <= train_range[0] and train_range[1] <= extrapolation[1]):
         lo, hi = train_range

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shenjing._checks import bounded_int, choice
+from shenjing._checks import bounded_int, choice, value_range
 from shenjing._checks import device as check_device
 from shenjing.analysis.landscape.directions import NORMS
 from shenjing.analysis.landscape.engine import BN_POLICIES, PATHS, PRECISIONS, validate_settings
@@ -63,17 +63,7 @@ def _optional_at_least(value: Any, param: str, minimum: int, names: _Names, exam
 
 
 def _range(value: Any, param: str, names: _Names, example: Any) -> None:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{names(param)} must be two numbers MIN, MAX, got {value!r}; e.g. "
-                         f"{names.example(param, example)}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise UsageError(f"{names(param)} {lo}:{hi} must be finite; e.g. "
-                         f"{names.example(param, example)}")
-    if not lo < hi:
-        raise UsageError(f"{names(param)} {lo}:{hi} has min ≥ max; use MIN < MAX, e.g. "
-                         f"{names.example(param, example)}")
+    value_range(names(param), value, example=str(example).strip("()").replace(", ", ":"))
 
 
 def _grid_fits(steps: Any, range_: Any, anchors: tuple[float, ...], k: int, kind: str,
