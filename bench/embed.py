@@ -119,7 +119,7 @@ def bench_tsne(args) -> list[str]:
     import openTSNE
     import sklearn.manifold
 
-    from shenjing.analysis.embedding import embed
+    from shenjing.analysis.embed import embed
     from shenjing.analysis.separability import loo_knn_accuracy
 
     feats, y, layer = _features_128(args)
@@ -160,7 +160,7 @@ if sys.argv[1] == "plain":
     import umap
     umap.UMAP(random_state=0).fit_transform(x)
 else:
-    from shenjing.analysis.embedding import embed
+    from shenjing.analysis.embed import embed
     embed(x, "umap", random_state=0)
 print(time.perf_counter() - t0)
 """

@@ -25,7 +25,7 @@ import torch
 
 from shenjing.analysis.hessian import HessianOperator, lanczos_top, power_iteration_top
 from shenjing.runs import Run
-from shenjing.stages.landscape import run_loss
+from shenjing.stages._inputs import run_loss
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "shenjing"
 # lower number = lower layer; a module may import only from its own layer or lower ones
 LAYERS = {
     "errors": 0, "_io": 0, "_optional": 0, "_version": 0, "hooks": 0, "_imports": 0,
-    "_device": 0, "_checks": 0, "_labels": 0,
+    "_device": 0, "_checks": 0, "_labels": 0, "filenames": 0,
     "data": 1, "models": 1, "trust": 1,
     "runs": 2,
     "training": 3, "capture": 3,

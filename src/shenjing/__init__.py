@@ -51,10 +51,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "capture": ("shenjing.capture", "capture"),
     "capture_dataset": ("shenjing.capture", "capture_dataset"),
     "Activations": ("shenjing.capture", "Activations"),
-    # shenjing.analysis.embedding
-    "embed": ("shenjing.analysis.embedding", "embed"),
-    "embed_sequence": ("shenjing.analysis.embedding", "embed_sequence"),
-    "Embedding": ("shenjing.analysis.embedding", "Embedding"),
+    # shenjing.analysis.embed
+    "embed": ("shenjing.analysis.embed", "embed"),
+    "embed_sequence": ("shenjing.analysis.embed", "embed_sequence"),
+    "Embedding": ("shenjing.analysis.embed", "Embedding"),
     # shenjing.analysis.separability
     "separability": ("shenjing.analysis.separability", "separability"),
     "linear_probe": ("shenjing.analysis.separability", "linear_probe"),
@@ -66,10 +66,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "linear_cka": ("shenjing.analysis.cka", "linear_cka"),
     # shenjing.analysis.projector
     "export_projector": ("shenjing.analysis.projector", "export_projector"),
-    # shenjing.analysis.featuremaps
-    "feature_maps": ("shenjing.analysis.featuremaps", "feature_maps"),
-    "compare_feature_maps": ("shenjing.analysis.featuremaps", "compare_feature_maps"),
-    "FeatureMaps": ("shenjing.analysis.featuremaps", "FeatureMaps"),
+    # shenjing.analysis.maps
+    "feature_maps": ("shenjing.analysis.maps", "feature_maps"),
+    "compare_feature_maps": ("shenjing.analysis.maps", "compare_feature_maps"),
+    "FeatureMaps": ("shenjing.analysis.maps", "FeatureMaps"),
     # shenjing.analysis.filters
     "layer_filters": ("shenjing.analysis.filters", "layer_filters"),
     "kernel_grid": ("shenjing.analysis.filters", "kernel_grid"),
@@ -82,11 +82,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "read_dynamics": ("shenjing.analysis.dynamics", "read_dynamics"),
     "layer_status": ("shenjing.analysis.dynamics", "layer_status"),
     "Dynamics": ("shenjing.analysis.dynamics", "Dynamics"),
-    # shenjing.analysis.approx
-    "polynomial_fit": ("shenjing.analysis.approx", "polynomial_fit"),
-    "fit_errors": ("shenjing.analysis.approx", "fit_errors"),
-    "relu_decomposition": ("shenjing.analysis.approx", "relu_decomposition"),
-    "linear_regions": ("shenjing.analysis.approx", "linear_regions"),
+    # shenjing.analysis.fit
+    "polynomial_fit": ("shenjing.analysis.fit", "polynomial_fit"),
+    "fit_errors": ("shenjing.analysis.fit", "fit_errors"),
+    "relu_decomposition": ("shenjing.analysis.fit", "relu_decomposition"),
+    "linear_regions": ("shenjing.analysis.fit", "linear_regions"),
     # shenjing.analysis.expr
     "parse_function": ("shenjing.analysis.expr", "parse_function"),
     # shenjing.analysis.warp
@@ -103,14 +103,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "HessianOperator": ("shenjing.analysis.hessian", "HessianOperator"),
     "lanczos_top": ("shenjing.analysis.hessian", "lanczos_top"),
     "sharpness": ("shenjing.analysis.hessian", "sharpness"),
-    # shenjing.plot.embedding
-    "plot_embedding": ("shenjing.plot.embedding", "plot_embedding"),
-    "plot_embedding_grid": ("shenjing.plot.embedding", "plot_embedding_grid"),
-    "plot_separability": ("shenjing.plot.embedding", "plot_separability"),
-    "plot_cka": ("shenjing.plot.embedding", "plot_cka"),
-    # shenjing.plot.featuremaps
-    "plot_feature_maps": ("shenjing.plot.featuremaps", "plot_feature_maps"),
-    "plot_feature_vector": ("shenjing.plot.featuremaps", "plot_feature_vector"),
+    # shenjing.plot.embed
+    "plot_embedding": ("shenjing.plot.embed", "plot_embedding"),
+    "plot_embedding_grid": ("shenjing.plot.embed", "plot_embedding_grid"),
+    "plot_separability": ("shenjing.plot.embed", "plot_separability"),
+    "plot_cka": ("shenjing.plot.embed", "plot_cka"),
+    # shenjing.plot.maps
+    "plot_feature_maps": ("shenjing.plot.maps", "plot_feature_maps"),
+    "plot_feature_vector": ("shenjing.plot.maps", "plot_feature_vector"),
     # shenjing.plot.filters
     "plot_filters": ("shenjing.plot.filters", "plot_filters"),
     "plot_kernel_grid": ("shenjing.plot.filters", "plot_kernel_grid"),
@@ -127,29 +127,29 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "plot_contour": ("shenjing.plot.landscape", "plot_contour"),
     "plot_surface": ("shenjing.plot.landscape", "plot_surface"),
     "plot_trajectory": ("shenjing.plot.landscape", "plot_trajectory"),
-    "plot_hessian_density": ("shenjing.plot.landscape", "plot_hessian_density"),
-    # shenjing.plot.approx
-    "plot_fit": ("shenjing.plot.approx", "plot_fit"),
-    "plot_decomposition": ("shenjing.plot.approx", "plot_decomposition"),
-    "plot_linear_regions": ("shenjing.plot.approx", "plot_linear_regions"),
+    "plot_hessian_density": ("shenjing.plot.hessian", "plot_hessian_density"),
+    # shenjing.plot.fit
+    "plot_fit": ("shenjing.plot.fit", "plot_fit"),
+    "plot_decomposition": ("shenjing.plot.fit", "plot_decomposition"),
+    "plot_linear_regions": ("shenjing.plot.fit", "plot_linear_regions"),
     # shenjing.plot.warp
     "plot_warp": ("shenjing.plot.warp", "plot_warp"),
     "plot_probe_accuracy": ("shenjing.plot.warp", "plot_probe_accuracy"),
     "plot_decision_boundary": ("shenjing.plot.warp", "plot_decision_boundary"),
     # shenjing.stages.embed
     "embed_stage": ("shenjing.stages.embed", "embed_stage"),
-    "capture_stage": ("shenjing.stages.embed", "capture_stage"),
+    "capture_stage": ("shenjing.stages.capture", "capture_stage"),
     # shenjing.stages.maps
     "maps_stage": ("shenjing.stages.maps", "maps_stage"),
-    "filters_stage": ("shenjing.stages.maps", "filters_stage"),
+    "filters_stage": ("shenjing.stages.filters", "filters_stage"),
     # shenjing.stages.dynamics
     "dynamics_stage": ("shenjing.stages.dynamics", "dynamics_stage"),
-    "weights_stage": ("shenjing.stages.dynamics", "weights_stage"),
+    "weights_stage": ("shenjing.stages.weights", "weights_stage"),
     # shenjing.stages.landscape
     "landscape_line": ("shenjing.stages.landscape", "landscape_line"),
     "landscape_plane": ("shenjing.stages.landscape", "landscape_plane"),
     "landscape_trajectory": ("shenjing.stages.landscape", "landscape_trajectory"),
-    "hessian": ("shenjing.stages.landscape", "hessian"),
+    "hessian": ("shenjing.stages.hessian", "hessian"),
     # shenjing.stages.warp
     "warp": ("shenjing.stages.warp", "warp"),
     # shenjing.stages.inspect

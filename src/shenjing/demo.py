@@ -113,18 +113,19 @@ def _train(model: str, dataset: Dataset, folder: Path, plan: DemoPlan, *, force:
 def _classifier_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
     """The analyses for one classifier run, chosen to fit what that seed showed."""
     from shenjing.stages import dynamics as dyn
+    from shenjing.stages import filters, maps
+    from shenjing.stages import hessian as hs
     from shenjing.stages import landscape as ls
-    from shenjing.stages import maps
 
     steps = [Step("dynamics", lambda r: dyn.dynamics_stage(r), {})]
     steps += _embedding_steps(model, plan, device)
     if model in ("simple_cnn", "dropout_cnn", "mnist_cnn"):
         steps.append(Step("maps-conv1", lambda r: maps.maps_stage(
             r, "conv1", index=0, epochs=("init", "final"), device=device), {"index": 0}))
-        steps.append(Step("filters-conv1", lambda r: maps.filters_stage(
+        steps.append(Step("filters-conv1", lambda r: filters.filters_stage(
             r, "conv1", epochs=("init", "final")), {}))
     else:
-        steps.append(Step("filters-fc1", lambda r: maps.filters_stage(
+        steps.append(Step("filters-fc1", lambda r: filters.filters_stage(
             r, "fc1", epochs=("init", "final")), {}))
     steps.append(Step("landscape-line", lambda r: ls.landscape_line(
         r, steps=plan.line_steps, device=device, progress=False),
@@ -138,7 +139,7 @@ def _classifier_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
     if model in ("mlp", "dropout_cnn"):
         # the spectral density costs ~120 Hessian-vector products: only for the small mlp
         density = model == "mlp"
-        steps.append(Step("hessian", lambda r: ls.hessian(
+        steps.append(Step("hessian", lambda r: hs.hessian(
             r, top_k=plan.hessian_k, trace=True, density=density, per_layer=density,
             device=device, progress=False), {"k": plan.hessian_k, "density": density}))
     return steps

@@ -1,7 +1,8 @@
-"""The one low-level hook mechanism: forward hooks that are always removed.
+"""The one low-level hook mechanism: forward hooks and pre-hooks that are always removed.
 
-Everything that observes a model's layers (capture, dead-unit counts, feature maps)
-goes through :func:`forward_hooks`, so "no hook is left behind" is proved in one place.
+Everything that observes a model's layers (capture, dead-unit counts, feature maps, the
+landscape engine's first-layer probe) goes through :func:`forward_hooks` or
+:func:`forward_pre_hooks`, so "no hook is left behind" is proved in one place.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from torch import nn
 
 HookFn = Callable[[nn.Module, tuple[Any, ...], Any], None]
+PreHookFn = Callable[[nn.Module, tuple[Any, ...]], None]
 
 
 @contextlib.contextmanager
@@ -32,6 +34,30 @@ def forward_hooks(model: nn.Module, hooks: Mapping[str, HookFn]) -> Iterator[Non
                 _fn(mod, args, out)  # returning None keeps the module's own output
 
             handles.append(module.register_forward_hook(observe))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def forward_pre_hooks(model: nn.Module, hooks: Mapping[str, PreHookFn]) -> Iterator[None]:
+    """Register ``hooks[name]`` as a forward pre-hook on ``model.get_submodule(name)``
+    (``""`` is the model itself).
+
+    The hooks observe a module's inputs before it runs; their return value is ignored, so
+    the inputs are never replaced. A hook may raise to stop the forward pass early (the
+    caller catches it). They are removed when the block exits, also when forward raises.
+    """
+    handles = []
+    try:
+        for name, fn in hooks.items():
+            module = model.get_submodule(name) if name else model
+
+            def observe(mod: nn.Module, args: tuple[Any, ...], _fn: PreHookFn = fn) -> None:
+                _fn(mod, args)  # returning None keeps the module's own inputs
+
+            handles.append(module.register_forward_pre_hook(observe))
         yield
     finally:
         for handle in handles:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from shenjing.analysis.approx import (
+from shenjing.analysis.fit import (
     fit_errors,
     in_range_mask,
     linear_regions,

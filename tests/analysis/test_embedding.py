@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial import procrustes
 
-from shenjing.analysis.embedding import embed, embed_sequence
+from shenjing.analysis.embed import embed, embed_sequence
 from shenjing.analysis.separability import loo_knn_accuracy, trustworthiness
 from shenjing.errors import MissingExtraError, UnknownNameError, UsageError
 
@@ -79,7 +79,7 @@ def test_pca_dims_reduce_before_tsne(digit_feats):
 
 
 def test_umap_without_the_extra_gives_the_pip_line(monkeypatch):
-    import shenjing.analysis.embedding as mod
+    import shenjing.analysis.embed as mod
 
     monkeypatch.setitem(sys.modules, "umap", None)  # import umap now raises ImportError
     monkeypatch.setattr(mod, "_UMAP_CACHE_READY", False)
@@ -115,7 +115,7 @@ def test_bad_arguments():
 def test_a_vanished_signal_still_gets_a_map_and_faithful_numbers():
     """Activations of ~1e-28 (a deep untrained net) underflow float32 distances: without
     rescaling every map collapsed to one point and trustworthiness was meaningless."""
-    from shenjing.analysis.embedding import embed
+    from shenjing.analysis.embed import embed
     from shenjing.analysis.separability import map_quality
 
     rng = np.random.default_rng(0)

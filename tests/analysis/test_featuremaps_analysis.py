@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from shenjing.analysis.featuremaps import (
+from shenjing.analysis.maps import (
     FeatureMaps,
     as_vector,
     channel_order,
@@ -402,7 +402,7 @@ def test_a_vanished_signal_gets_no_astronomical_relative_change():
     change is not (it would read 2e29 %)."""
     from torch import nn
 
-    from shenjing.analysis.featuremaps import compare_feature_maps, feature_maps
+    from shenjing.analysis.maps import compare_feature_maps, feature_maps
 
     net = nn.Sequential(nn.Linear(4, 3))
     x = torch.ones(4)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from shenjing.analysis.featuremaps import compare_feature_maps, feature_maps
 from shenjing.analysis.filters import first_conv_layer, layer_filters, rgb_filters
+from shenjing.analysis.maps import compare_feature_maps, feature_maps
 from shenjing.hooks import count_hooks
 
 try:
@@ -24,8 +24,8 @@ except Exception:  # not installed, or built for another torch ("torchvision::nm
 @pytest.mark.slow
 def test_vgg16_first_middle_last_conv_and_rgb_filters():
     from shenjing.models import build_model
-    from shenjing.plot.featuremaps import plot_feature_maps
     from shenjing.plot.filters import plot_filters
+    from shenjing.plot.maps import plot_feature_maps
 
     torch.manual_seed(0)
     model = build_model("vgg16", (3, 64, 64), 10).eval()

@@ -115,7 +115,7 @@ def test_unknown_layer_is_one_line_exit_2(run_dir, capsys):
 def test_embed_umap_without_the_extra_prints_the_pip_line(run_dir, capsys, monkeypatch):
     import sys
 
-    import shenjing.analysis.embedding as mod
+    import shenjing.analysis.embed as mod
     from shenjing.cli import main
 
     monkeypatch.setitem(sys.modules, "umap", None)

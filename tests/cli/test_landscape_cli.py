@@ -204,8 +204,8 @@ def test_bad_hessian_options_create_nothing(run_dir, capsys, args, message):
 def test_validators_name_the_callers_own_options():
     """The functions ``inspect`` calls before it creates a run, with its own flag names."""
     from shenjing.errors import UsageError
+    from shenjing.stages.hessian import validate_hessian_options
     from shenjing.stages.landscape import (
-        validate_hessian_options,
         validate_line_options,
         validate_plane_options,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shenjing.plot.approx import (
+from shenjing.plot.fit import (
     plot_decomposition,
     plot_fit,
     plot_fit_epochs,

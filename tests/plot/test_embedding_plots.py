@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from shenjing.analysis.cka import CKAResult
-from shenjing.analysis.embedding import Embedding
-from shenjing.plot.embedding import (
+from shenjing.analysis.embed import Embedding
+from shenjing.plot.embed import (
     plot_cka,
     plot_embedding,
     plot_embedding_grid,

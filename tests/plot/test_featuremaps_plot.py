@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shenjing.analysis.featuremaps import FeatureMaps, compare_feature_maps, normalise_maps
+from shenjing.analysis.maps import FeatureMaps, compare_feature_maps, normalise_maps
 from shenjing.errors import ShapeMismatchError, UsageError
-from shenjing.plot.featuremaps import (
+from shenjing.plot.maps import (
     plot_feature_heatmap,
     plot_feature_map_strip,
     plot_feature_maps,

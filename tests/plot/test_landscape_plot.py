@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from shenjing.analysis.landscape.grid import Landscape, make_axis
+from shenjing.plot.hessian import plot_hessian_density, plot_sharpness_epochs
 from shenjing.plot.landscape import (
     caption,
     plot_contour,
-    plot_hessian_density,
     plot_line,
-    plot_sharpness_epochs,
     plot_surface,
     plot_trajectory,
     surface_plotly,

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from shenjing import _io
 from shenjing.runs import Run
-from shenjing.stages.dynamics import dynamics_stage, weights_stage
+from shenjing.stages.dynamics import dynamics_stage
+from shenjing.stages.weights import weights_stage
 from shenjing.training import Recorder
 
 TESTS = Path(__file__).resolve().parents[1]

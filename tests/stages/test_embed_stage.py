@@ -21,7 +21,7 @@ def run(tmp_path_factory):
 
 
 def test_capture_stage_writes_mmap_npy_with_indices_and_labels(run):
-    from shenjing.stages.embed import capture_stage
+    from shenjing.stages.capture import capture_stage
 
     res = capture_stage(run, ["relu1", "fc2"], epoch=2, n=100, verbose=False)
     path = run.path / "activations" / "relu1" / "epoch-002-n100.npy"
@@ -43,7 +43,7 @@ def test_captures_with_other_settings_never_replace_each_other(run):
     """Issue 13 item 5: `--split train` replaced the `--split test` capture of the same
     epoch (relu3 went from (450, 128) to (1347, 128)). Split, subset, seed and dtype are in
     the name now; each capture keeps its own rows, indices and labels."""
-    from shenjing.stages.embed import capture_stage
+    from shenjing.stages.capture import capture_stage
 
     settings = [dict(), dict(split="train"), dict(n=50), dict(n=50, seed=1),
                 dict(dtype="float16")]
@@ -76,7 +76,7 @@ def test_captures_with_other_settings_never_replace_each_other(run):
 
 
 def test_capture_stem_names_every_setting_and_defaults_keep_the_plain_name():
-    from shenjing.stages.embed import capture_stem
+    from shenjing.stages.capture import capture_stem
 
     assert capture_stem(5) == "epoch-005"
     assert capture_stem(5, split="train", subset=500, seed=2, pool="mean",
@@ -85,7 +85,7 @@ def test_capture_stem_names_every_setting_and_defaults_keep_the_plain_name():
 
 
 def test_capture_stage_errors(run):
-    from shenjing.stages.embed import capture_stage
+    from shenjing.stages.capture import capture_stage
 
     with pytest.raises(EpochNotFoundError, match="no checkpoint for epoch 9"):
         capture_stage(run, ["relu1"], epoch=9, verbose=False)
@@ -230,7 +230,8 @@ def test_capture_and_embed_stages_take_the_keys_of_a_shared_block(tmp_path):
 
     from shenjing.models.weights import save_safetensors
     from shenjing.runs import Run
-    from shenjing.stages.embed import capture_stage, embed_stage
+    from shenjing.stages.capture import capture_stage
+    from shenjing.stages.embed import embed_stage
     from shenjing.stages.inspect import inspect_model
 
     tests = Path(__file__).resolve().parents[1]

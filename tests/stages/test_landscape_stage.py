@@ -10,12 +10,12 @@ import torch
 
 from shenjing.analysis.landscape import load_landscape, random_directions
 from shenjing.errors import CheckpointError, EpochNotFoundError, UsageError
+from shenjing.stages._inputs import run_loss
+from shenjing.stages.hessian import hessian
 from shenjing.stages.landscape import (
-    hessian,
     landscape_line,
     landscape_plane,
     landscape_trajectory,
-    run_loss,
 )
 
 
@@ -206,7 +206,6 @@ HESSIAN_CHILD = f"""
 import os, sys, torch
 from shenjing.analysis.hessian import HessianOperator
 from shenjing.runs import Run
-from shenjing.stages.landscape import hessian
 
 torch.set_num_threads(1)
 run, fd, stop_at = Run(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -243,7 +243,7 @@ def map_quality(x_high: Any, coords: Any, labels: Any = None, *, n_neighbors: in
     >>> round(map_quality(x, x)["trustworthiness"], 6)
     1.0
     """
-    from shenjing.analysis.embedding import unit_scale
+    from shenjing.analysis.embed import unit_scale
 
     hi, note = reduce_features(x_high, max_features, random_state=random_state)
     hi = unit_scale(hi)  # distances of ~1e-28 activations underflow (see unit_scale)

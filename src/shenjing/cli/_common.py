@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import typer
+
 from shenjing.errors import UsageError
 
 TRUST_CODE_HELP = ("Run the code this run folder names (its model factory, data factory, loss "
@@ -114,3 +116,14 @@ def _given_value(argv: list[str], names: list[str]) -> str:
             elif token.startswith(f"{name}="):
                 value = token[len(name) + 1:]
     return value
+
+
+RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `inspect`).")
+"""The RUN argument of every command that reads a run folder."""
+
+
+def print_lines(out: Any, text: str) -> None:
+    """Print a stage's text line by line, its ``WARNING`` lines in yellow, as plain text."""
+    for line in text.splitlines():
+        style = "yellow" if line.lstrip().startswith("WARNING") else None
+        out.print(line, style=style, markup=False)

@@ -29,9 +29,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "report",
     "landscape",
+    "hessian",
     "maps",
+    "filters",
+    "weights",
+    "dynamics",
     "fit",
+    "warp",
     "capture",
+    "embed",
 )
 
 console = Console(stderr=True, emoji=False)

@@ -9,15 +9,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import name_list, parse_list
+from shenjing.cli._common import name_list, parse_list, print_lines
 
 out = Console(highlight=False, soft_wrap=True)
-
-
-def _print(text: str) -> None:
-    for line in text.splitlines():
-        style = "yellow" if line.lstrip().startswith("WARNING") else None
-        out.print(line, style=style, markup=False)
 
 
 def _layers(text: str | None) -> list[str] | None:
@@ -140,6 +134,6 @@ def register(app: typer.Typer) -> None:
                 on_step=lambda s: out.print(f"  {s.name}: {s.status} ({s.seconds:.1f} s)",
                                             style="yellow" if s.status == "failed" else None,
                                             markup=False))
-        _print(result.summary())
+        print_lines(out, result.summary())
         if result.failed:
             raise typer.Exit(1)

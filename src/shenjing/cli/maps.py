@@ -1,4 +1,4 @@
-"""``shenjing maps``, ``filters``, ``weights`` and ``dynamics``: one stage call each."""
+"""``shenjing maps``: feature maps of one layer for one input, one stage call."""
 
 from __future__ import annotations
 
@@ -7,20 +7,13 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import name_list, parse_epochs, trust_code_option
+from shenjing.cli._common import RUN_ARG, name_list, parse_epochs, print_lines, trust_code_option
 
 out = Console(highlight=False, soft_wrap=True)
-RUN_ARG = typer.Argument(..., help="Run folder (made by `shenjing train` or `inspect`).")
-
-
-def _print(text: str) -> None:
-    for line in text.splitlines():
-        style = "yellow" if line.startswith("WARNING") else None
-        out.print(line, style=style, markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``maps``, ``filters``, ``weights`` and ``dynamics`` to the app."""
+    """Add ``maps`` to the app."""
 
     @app.command()
     def maps(
@@ -83,69 +76,4 @@ def register(app: typer.Typer) -> None:
             result = maps_stage(the_run, layer, split=split, epochs=chosen, scale=scale,
                                 order=order, top_k=top_k, view=view, gif=gif, device=device,
                                 **pick)  # type: ignore[arg-type]
-            _print(result.summary())
-
-    @app.command()
-    def filters(
-        run: Path = RUN_ARG,
-        layer: str = typer.Option(None, "--layer", "-l", help="Layer [the first conv layer; "
-                                  "for an MLP the first linear layer]."),
-        epochs: str = typer.Option("final", "--epochs", "-e",
-                                   help="Epochs: final, 0,5 or all."),
-        max_filters: int = typer.Option(64, "--max-filters", help="Most filters (or units, "
-                                        "or kernel-grid rows) to draw."),
-        max_in: int = typer.Option(16, "--max-in", help="Most input channels in a kernel "
-                                   "grid."),
-        scale: str = typer.Option("filter", "--scale", help="filter (each its own max|w|) or "
-                                  "shared (one scale for the layer)."),
-        gif: bool = typer.Option(False, "--gif", help="Animated GIF across the epochs."),
-    ) -> None:
-        """Filters (kernels) of a Conv2d or Conv1d layer, or an MLP's first-layer units as
-        images. Reads only the checkpoints: the model is never built. A layer without
-        kernels (an LSTM, a norm layer, attention) is reported as skipped, with the reason.
-        Not resumable: redrawn each time (seconds)."""
-        from shenjing.runs import open_run
-        from shenjing.stages.maps import filters_stage
-
-        chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
-        if layer is not None and not layer.strip():
-            from shenjing.errors import UsageError
-
-            raise UsageError("--layer '' names no layer; give one, e.g. --layer conv1, or "
-                             "leave --layer out for the first conv layer")
-        result = filters_stage(open_run(run), layer, epochs=chosen, max_filters=max_filters,
-                               max_in=max_in, scale=scale, gif=gif)
-        _print(result.summary())
-
-    @app.command()
-    def weights(
-        run: Path = RUN_ARG,
-        epochs: str = typer.Option("all", "--epochs", "-e", help="Epochs: all, or 0,5."),
-        layers: str = typer.Option(None, "--layers", help="Parameter groups, e.g. "
-                                   "conv1,fc1.bias [all]."),
-        bins: int = typer.Option(60, "--bins", help="Histogram bins."),
-    ) -> None:
-        """Weight histograms and statistics of every layer across epochs (from the checkpoints;
-        not resumable: redrawn each time, seconds)."""
-        from shenjing.runs import open_run
-        from shenjing.stages.dynamics import weights_stage
-
-        chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
-        result = weights_stage(open_run(run), epochs=chosen,
-                               layers=name_list("--layers", layers, example="fc1,fc1.bias"),
-                               bins=bins)
-        _print(result.summary())
-
-    @app.command()
-    def dynamics(
-        run: Path = RUN_ARG,
-        no_weights: bool = typer.Option(False, "--no-weights", help="Skip the weight "
-                                        "histograms."),
-    ) -> None:
-        """Training dynamics: curves, per-layer update ratios, settled layers, warnings (from
-        metrics.jsonl; not resumable: redrawn each time, seconds)."""
-        from shenjing.runs import open_run
-        from shenjing.stages.dynamics import dynamics_stage
-
-        result = dynamics_stage(open_run(run), weights=not no_weights)
-        _print(result.summary())
+            print_lines(out, result.summary())

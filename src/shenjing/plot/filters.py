@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from shenjing._labels import epoch0_words
-from shenjing.analysis.featuremaps import evenly_spaced, grid_shape
 from shenjing.analysis.filters import (
     Filters,
     FilterScale,
@@ -35,6 +34,7 @@ from shenjing.analysis.filters import (
     reference_change,
     rgb_filters,
 )
+from shenjing.analysis.maps import evenly_spaced, grid_shape
 from shenjing.errors import ShapeMismatchError, UsageError
 
 _SCALE_TEXT = {"shared": "one colour scale for the whole layer",

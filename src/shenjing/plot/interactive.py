@@ -54,11 +54,11 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
 
     ``customdata`` per point is ``[sprite position, sample index, class name]`` so the page
     can show the input image of the hovered point. Each class has the colour
-    :func:`~shenjing.plot.embedding.class_colors` gives it, as in the matplotlib maps.
+    :func:`~shenjing.plot.embed.class_colors` gives it, as in the matplotlib maps.
     """
     import plotly.graph_objects as go
 
-    from shenjing.plot.embedding import class_colors
+    from shenjing.plot.embed import class_colors
 
     fig = go.Figure()
     positions = sprite_positions if sprite_positions is not None else np.arange(len(labels))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from shenjing.analysis.dynamics import Coverage
-from shenjing.analysis.featuremaps import grid_shape
+from shenjing.analysis.maps import grid_shape
 from shenjing.analysis.weights import WeightHistory
 from shenjing.plot.dynamics import (
     LayerColours,

@@ -1,21 +1,9 @@
-"""Stages ``capture`` and ``embed``: a run's layer features on disk, their maps and numbers.
+"""Stage ``embed``: 2-D maps of a run's layer features across epochs, and their numbers.
 
 Files written (``<K>`` = recorded key with characters other than letters, digits, ``._-``
 replaced by ``_``, e.g. ``relu1``, ``block_1`` for ``block#1``; ``NNN`` = epoch, 3 digits;
 ``<M>`` = ``tsne``, ``pca`` or ``umap``):
 
-``activations/<key>/<stem>.npy`` (stage ``capture``)
-    (samples, *features) float32/float16, ``np.load(mmap_mode="r")``; beside it
-    ``<stem>.indices.npy`` (samples,) int64 positions in the split,
-    ``<stem>.labels.npy`` (samples,) class ids, and ``<stem>.json``
-    ``{"key", "layer", "type", "shape", "dtype", "pool", "n_samples", "bytes", "epoch",
-    "split", "subset", "subset_seed", "calls_per_forward", "model"}``. The stem names every
-    setting that changes the numbers (:func:`capture_stem`): ``epoch-NNN`` for the whole
-    test split, float32, no pooling, plus ``-train``, ``-n<N>`` (a subset; ``-seed<S>`` if
-    its seed is not 0), ``-pool-<p>`` and ``-float16`` where they differ, e.g.
-    ``epoch-005-train-n500-pool-mean.npy``; so two captures with other settings never
-    replace each other (files of earlier versions, all named ``epoch-NNN``, still load
-    with :meth:`Activations.load`).
 ``embeddings/<K>-<M>-epoch-NNN.npz`` (stage ``embed``)
     ``coords`` (n, 2) float32, ``labels`` (n,) int64 (absent for regression), ``indices``
     (n,) int64 (positions in the split: the same samples in every file of one call),
@@ -47,14 +35,13 @@ replaced by ``_``, e.g. ``relu1``, ``block_1`` for ``block#1``; ``NNN`` = epoch,
 ``figures/separability-probe.png|svg``, ``figures/separability-knn.png|svg``,
 ``figures/cka-layers-epoch-NNN.png|svg``, ``figures/cka-epochs-<K>.png|svg``.
 
-``run.json`` gets ``stages.capture`` / ``stages.embed`` with the last call's settings and the
+``run.json`` gets ``stages.embed`` with the last call's settings and the
 list of files. A rerun reuses maps already on disk with the same settings (resume).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,14 +51,14 @@ import numpy as np
 
 from shenjing import _io
 from shenjing.errors import UsageError
+from shenjing.filenames import safe_name
 from shenjing.runs import Run
+from shenjing.stages._inputs import split_of, stage_device
 
 SEPARABILITY_FILE = "separability.json"
 
 
-def safe_name(key: str) -> str:
-    """A recorded key usable in a file name: ``relu1`` stays, ``block#1`` → ``block_1``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", key) or "model"
+
 
 
 def _epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
@@ -81,123 +68,6 @@ def _epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
     if not out:
         raise UsageError("no epoch given; use e.g. epochs=[0, 5] or 'init,final'")
     return out
-
-
-def _split(run: Run, split: str) -> Any:
-    from shenjing._checks import choice
-
-    choice("--split", split, ("test", "train"))
-    return getattr(run.data, split)
-
-
-def _device(device: str) -> Any:
-    from shenjing._checks import device as check_device
-    from shenjing.capture.core import resolve_device
-
-    return resolve_device(check_device("--device", device))
-
-
-def capture_stem(epoch: int, *, split: str = "test", subset: int | None = None,
-                 seed: int = 0, pool: str | int = "none", dtype: str = "float32") -> str:
-    """The file stem of a capture: ``epoch-NNN`` plus every setting that changes its numbers.
-
-    Defaults (the test split, all of it, no pooling, float32) add nothing, so the plain
-    capture keeps its documented name; ``subset`` is the number of samples when fewer than
-    the whole split were taken (their seed is named when not 0).
-
-    >>> capture_stem(5)
-    'epoch-005'
-    >>> capture_stem(5, split="train", subset=500, seed=2, pool="mean", dtype="float16")
-    'epoch-005-train-n500-seed2-pool-mean-float16'
-    """
-    parts = [f"epoch-{epoch:03d}"]
-    if split != "test":
-        parts.append(split)
-    if subset is not None:
-        parts.append(f"n{subset}" + (f"-seed{seed}" if seed != 0 else ""))
-    if str(pool) != "none":
-        parts.append(f"pool-{pool}")
-    if str(dtype) != "float32":
-        parts.append(str(dtype))
-    return "-".join(parts)
-
-
-@dataclass(frozen=True)
-class CaptureResult:
-    """What :func:`capture_stage` wrote: one ``.npy`` per key, all named ``stem``."""
-
-    epoch: int
-    split: str
-    n_samples: int
-    paths: dict[str, Path]
-    shapes: dict[str, tuple[int, ...]]
-    nbytes: int
-    stem: str = ""
-
-    def summary(self) -> str:
-        from shenjing.capture.activations import format_bytes
-
-        lines = [f"captured {self.n_samples} {self.split} samples at epoch {self.epoch} "
-                 f"({format_bytes(self.nbytes)}):"]
-        for key, path in self.paths.items():
-            lines.append(f"  {key:<20} {self.shapes[key]!s:<20} {path}")
-        return "\n".join(lines)
-
-
-def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "final",
-                  split: str = "test", n: int | None = None, pool: str | int = "none",
-                  dtype: str = "float32", batch_size: int = 256, device: str = "auto",
-                  max_memory: int | None = None, seed: int = 0,
-                  verbose: bool = True) -> CaptureResult:
-    """Stream ``layers`` of the model at ``epoch`` over a split to ``activations/``.
-
-    ``n`` takes a fixed random subset (seeded); ``pool``/``dtype`` reduce conv maps on the
-    fly. Files: ``activations/<key>/<stem>.npy`` (+ ``.indices.npy``, ``.labels.npy``,
-    ``.json``), the stem naming the epoch and every other setting (:func:`capture_stem`).
-    Not resumable: the capture is one streaming pass, written under a temporary name and
-    renamed at the end, so a killed capture leaves no partial file; run it again.
-    """
-    from shenjing._checks import bounded_int, optional_int, positive_int, random_seed
-    from shenjing.capture import capture_dataset
-
-    optional_int("--n", n)
-    positive_int("--batch-size", batch_size)
-    random_seed("--seed", seed)
-    if max_memory is not None:
-        bounded_int("--max-memory", max_memory, low=1, example="2G")
-    from shenjing.capture.core import check_pool
-
-    check_pool(pool)
-    e = run.resolve_epoch(epoch)
-    whole = _split(run, split)
-    data = whole.subset(n, seed=seed)
-    subset = len(data) if len(data) < len(whole) else None
-    stem = capture_stem(e, split=split, subset=subset, seed=seed, pool=pool, dtype=dtype)
-    dev = _device(device)
-    model = run.model(e, device=dev)  # refusals (untrusted code) write nothing
-    # two samples first: unknown layers, a --pool larger than the maps, or a capture that
-    # would not fit are refused before the stage is marked running or anything is written
-    from shenjing.capture.dataset import check_capture_memory
-
-    probe = capture_dataset(model, data.x[:2], layers, dtype=dtype, pool=pool, verbose=False,
-                            input_shape=run.data.input_shape)
-    check_capture_memory(probe, len(data), out_dir=run.path, max_memory=max_memory, pool=pool,
-                         dtype=dtype, batch_size=batch_size, cuda=dev.type == "cuda")
-    with run.running_stage("capture", epoch=e, layers=list(layers)):
-        acts = capture_dataset(model, data, layers, batch_size=batch_size, dtype=dtype, pool=pool,
-                               out_dir=run.activations_dir, stem=stem,
-                               max_memory=max_memory, input_shape=run.data.input_shape,
-                               meta={"epoch": e, "split": split, "subset": subset,
-                                     "subset_seed": seed if subset is not None else None},
-                               verbose=verbose)
-        result = CaptureResult(epoch=e, split=split, n_samples=acts.n_samples,
-                               paths=dict(acts.paths),
-                               shapes={k: tuple(a.shape) for k, a in acts.items()},
-                               nbytes=acts.nbytes, stem=stem)
-        run.update_stage("capture", "done", epoch=e, split=split, n_samples=acts.n_samples,
-                         stem=stem, keys=list(acts),
-                         files=[str(p.relative_to(run.path)) for p in acts.paths.values()])
-        return result
 
 
 @dataclass
@@ -248,7 +118,7 @@ class EmbedResult:
 
 def _load_map(path: Path, params: dict[str, Any]) -> Any | None:
     """A map saved earlier with the same settings (resume), else None."""
-    from shenjing.analysis.embedding import Embedding
+    from shenjing.analysis.embed import Embedding
 
     if not path.is_file():
         return None
@@ -299,7 +169,7 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     Projector export follow. See the module docstring for every file and key.
     """
     from shenjing._checks import choice
-    from shenjing.analysis.embedding import METHODS, Embedding, _import_umap, embed
+    from shenjing.analysis.embed import METHODS, Embedding, _import_umap, embed
     from shenjing.analysis.separability import map_quality, reduce_features, separability
     from shenjing.capture import capture_dataset
 
@@ -313,15 +183,15 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     run.require_trust()  # before anything is written: the model is built per epoch below
     data = run.data
     classify = run.task == "classification" and data.test.y.ndim == 1
-    test = _split(run, split).subset(n, seed=seed)
+    test = split_of(run, split).subset(n, seed=seed)
     other = "train" if split == "test" else "test"
-    train: Any = _split(run, other).subset(n_train, seed=seed) if classify else None
+    train: Any = split_of(run, other).subset(n_train, seed=seed) if classify else None
     caps = [f"--n {n} capped to the {len(test)} {split} samples"] if n and n > len(test) \
         else []
     if classify and n_train and n_train > len(train):
         caps.append(f"--n-train {n_train} capped to the {len(train)} {other} samples")
     y_test = test.y.numpy() if classify else None
-    dev = _device(device)
+    dev = stage_device(device)
     _check_embed_memory(run.model(epoch_list[0], device=dev), test, layers,
                         n_train=len(train) if classify else 0, n_epochs=len(epoch_list),
                         max_features=max_features, input_shape=data.input_shape)
@@ -501,7 +371,7 @@ def _embed_input(run: Run, test: Any, y_test: Any, input_sep: dict[str, Any] | N
                  n_neighbors: int, k: int, max_features: int | None, n_jobs: int,
                  split: str, n_train: int | None) -> Any:
     """The map of the raw inputs (the baseline every layer is compared with)."""
-    from shenjing.analysis.embedding import Embedding, embed
+    from shenjing.analysis.embed import Embedding, embed
     from shenjing.analysis.separability import map_quality
 
     path = run.embeddings_dir / f"input-{method}.npz"
@@ -564,7 +434,7 @@ def _cka_files(run: Run, result: EmbedResult, feats: dict[int, dict[str, np.ndar
 def _figures(run: Run, result: EmbedResult, classify: bool) -> None:
     import matplotlib.pyplot as plt
 
-    from shenjing.plot.embedding import (
+    from shenjing.plot.embed import (
         method_name,
         plot_cka,
         plot_embedding,
@@ -629,8 +499,8 @@ def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
     from shenjing.analysis.separability import reduce_features
     from shenjing.capture import capture_dataset
 
-    test = _split(run, split).subset(n, seed=seed)
-    dev = _device(device)
+    test = split_of(run, split).subset(n, seed=seed)
+    dev = stage_device(device)
     named: dict[str, np.ndarray] = {}
     notes: dict[str, str | None] = {}
     for r, e in ((run, epoch), (other, other_epoch)):
@@ -649,7 +519,7 @@ def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
     if figures:
         import matplotlib.pyplot as plt
 
-        from shenjing.plot.embedding import plot_cka
+        from shenjing.plot.embed import plot_cka
         from shenjing.plot.save import save_figure
 
         fig = plot_cka(result, title=f"linear CKA: {run.name} vs {other.name}")

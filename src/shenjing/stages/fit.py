@@ -50,7 +50,8 @@ import torch
 
 from shenjing import _io
 from shenjing._checks import value_range
-from shenjing.analysis.approx import (
+from shenjing.analysis.expr import SEED_EXPRESSION, TargetFunction, check_finite, parse_function
+from shenjing.analysis.fit import (
     METHODS,
     fit_errors,
     in_range_mask,
@@ -59,7 +60,6 @@ from shenjing.analysis.approx import (
     predict_1d,
     relu_decomposition,
 )
-from shenjing.analysis.expr import SEED_EXPRESSION, TargetFunction, check_finite, parse_function
 from shenjing.data import Dataset, Split
 from shenjing.errors import RunError, UsageError
 from shenjing.plot.save import save_figure
@@ -99,7 +99,7 @@ MAX_POINTS = 100_000
 def parse_poly(spec: str, degree: int | None) -> tuple[str, int | None]:
     """``'lagrange'`` / ``'chebyshev:15'`` → ``(method, degree)`` (``degree`` is the default).
 
-    The method must be one of :data:`~shenjing.analysis.approx.METHODS` and a degree a whole
+    The method must be one of :data:`~shenjing.analysis.fit.METHODS` and a degree a whole
     number from 0 to :data:`MAX_DEGREE`; each refusal names ``--poly``.
     """
     from shenjing._checks import bounded_int, choice
@@ -362,7 +362,7 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
 def _study(run: Run, f: TargetFunction, dataset: Dataset,
            poly_specs: list[tuple[str, int | None]], extrapolation: tuple[float, float],
            n_eval: int, gif: bool) -> FitResult:
-    from shenjing.plot import approx as plot_approx
+    from shenjing.plot import fit as plot_fit_figs
 
     out = run.subdir("fit")
     lo, hi = (float(v) for v in dataset.spec["train_range"])
@@ -401,13 +401,13 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
 
     figures: list[Path] = []
     polys = dict(zip(labels, poly_values, strict=True))
-    fig = plot_approx.plot_fit(x, y_true, y_net, polynomials=polys,
+    fig = plot_fit_figs.plot_fit(x, y_true, y_net, polynomials=polys,
                                x_train=x_train, y_train=y_train, train_range=train_range,
                                errors=errors, title=f"y = {f.source}")
     figures += save_figure(fig, run.figures_dir, "fit-curve")
     abs_err = {"net": np.abs(y_net - y_true), **{lab: np.abs(v - y_true)
                                                    for lab, v in polys.items()}}
-    figures += save_figure(plot_approx.plot_fit_errors(x, abs_err, train_range=train_range),
+    figures += save_figure(plot_fit_figs.plot_fit_errors(x, abs_err, train_range=train_range),
                            run.figures_dir, "fit-errors")
 
     decomposition = None
@@ -431,7 +431,7 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
         }
         _io.save_npz(out / "decomposition.npz", w=dec.w, b=dec.b, v=dec.v, c=np.array(dec.c),
                      kinks=k, order=order, pieces=pieces, partial_sums=sums)
-        figures += save_figure(plot_approx.plot_decomposition(
+        figures += save_figure(plot_fit_figs.plot_decomposition(
             x, pieces, k, sums, y_net=y_net, y_true=y_true, train_range=train_range),
             run.figures_dir, "fit-decomposition")
 
@@ -440,10 +440,10 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
                  slopes=regions.slopes, intercepts=regions.intercepts, patterns=regions.patterns)
     n_in = int(np.sum((regions.boundaries >= train_range[0])
                       & (regions.boundaries <= train_range[1]))) + 1
-    figures += save_figure(plot_approx.plot_linear_regions(
+    figures += save_figure(plot_fit_figs.plot_linear_regions(
         x, y_net, regions.boundaries, regions.slopes, regions.edges, y_true=y_true,
         train_range=train_range), run.figures_dir, "fit-regions")
-    figures += save_figure(plot_approx.plot_fit_epochs(x, y_true, y_epochs, epochs,
+    figures += save_figure(plot_fit_figs.plot_fit_epochs(x, y_true, y_epochs, epochs,
                                                        train_range=train_range, losses=losses),
                            run.figures_dir, "fit-epochs")
     gif_path = None
@@ -466,14 +466,12 @@ def _study(run: Run, f: TargetFunction, dataset: Dataset,
     return FitResult(run, f.source, errors, summary, figures)
 
 
-
-
 def _save_gif(x: np.ndarray, y_true: np.ndarray, y_epochs: np.ndarray, epochs: list[int],
               losses: list[Any], train_range: tuple[float, ...], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     from shenjing.plot.animate import figure_to_array, save_gif
-    from shenjing.plot.approx import plot_fit_frame
+    from shenjing.plot.fit import plot_fit_frame
 
     frames = []
     for e, y, loss in zip(epochs, y_epochs, losses, strict=True):

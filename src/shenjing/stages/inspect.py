@@ -321,8 +321,8 @@ class InspectOptions:
             require("umap", extra="umap")
         for name in self.skip:
             choice("--skip", name, step_names)
+        from shenjing.stages.hessian import validate_hessian_options
         from shenjing.stages.landscape import (
-            validate_hessian_options,
             validate_line_options,
             validate_plane_options,
         )
@@ -423,7 +423,7 @@ def _maps(run: Run, ctx: InspectContext) -> str:
 
 
 def _filters(run: Run, ctx: InspectContext) -> str:
-    from shenjing.stages.maps import filters_stage
+    from shenjing.stages.filters import filters_stage
 
     # the stage's own rule picks the layer (the first convolution, else a first linear layer
     # reading the whole input) or says why the view does not apply
@@ -470,7 +470,7 @@ def _trajectory(run: Run, ctx: InspectContext) -> str:
 
 
 def _hessian(run: Run, ctx: InspectContext) -> str:
-    from shenjing.stages.landscape import hessian
+    from shenjing.stages.hessian import hessian
 
     o = ctx.options
     per_epoch = len(run.epochs) >= 3

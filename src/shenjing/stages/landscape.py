@@ -1,4 +1,4 @@
-"""Landscape and sharpness stages: read a run's checkpoints and data, write ``landscapes/``.
+"""Landscape stages: read a run's checkpoints and data, write ``landscapes/``.
 
 Files written into ``<run>/landscapes/`` (the HTML report reads only these):
 
@@ -16,26 +16,12 @@ Files written into ``<run>/landscapes/`` (the HTML report reads only these):
                                       PCA directions only, ``vectors`` (k, n_params) float32
                                       with the rounding error stated (see
                                       :mod:`shenjing.analysis.landscape.storage`)
-``hessian-e<NNN>.json``               top eigenvalues, trace ± CI, per-layer blocks
-``hessian-e<NNN>.npz``                ``eigenvalues``, ``trace_samples``, and with a density
-                                      ``density_grid``, ``density``, ``slq_nodes``,
-                                      ``slq_weights``
-``sharpness-epochs.json``             ``epochs``, ``top_eigenvalue``, ``n_hvp`` per checkpoint,
-                                      with ``samples``, ``sample_seed``, ``split``, ``seed``,
-                                      ``tol`` and ``loss_name``
-``hessian-e<NNN>.progress.npz``       while a Hessian runs: its saved progress
-                                      (:mod:`shenjing.analysis.landscape.resume`), keyed by
-                                      its settings; a rerun continues it and gets the same
-                                      numbers; deleted once the results are written
 
-Figures go to ``<run>/figures/`` as ``landscape-<stem>[-contour|-filled|-surface]`` and
-``hessian-density-e<NNN>``, ``sharpness-epochs`` (PNG + SVG).
+Figures go to ``<run>/figures/`` as ``landscape-<stem>[-contour|-filled|-surface]`` (PNG + SVG).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from shenjing import _io
-from shenjing.analysis.hessian import (
-    HessianOperator,
-    check_hessian_memory,
-    hessian_settings_key,
-    lanczos_top,
-    layers_with_parameters,
-    sharpness,
-)
 from shenjing.analysis.landscape import (
     Directions,
     Landscape,
@@ -71,18 +48,18 @@ from shenjing.analysis.landscape import (
 )
 from shenjing.analysis.landscape.memory import check_engine, check_trajectory
 from shenjing.analysis.landscape.options import (
-    validate_hessian_options,
     validate_line_options,
     validate_plane_options,
     validate_trajectory_options,
 )
-from shenjing.analysis.landscape.resume import ResumeFile
-from shenjing.errors import CheckpointError, LayerNotFoundError, UsageError, did_you_mean
+from shenjing.errors import CheckpointError, UsageError
 from shenjing.runs import Run, open_run, versions
+from shenjing.stages._inputs import fixed_samples, run_loss
+from shenjing.stages._progress import point_progress
 
-__all__ = ["HessianResult", "LandscapeResult", "hessian", "landscape_directions",
+__all__ = ["LandscapeResult", "landscape_directions",
            "landscape_line", "landscape_plane", "landscape_trajectory", "run_loss",
-           "validate_hessian_options", "validate_line_options", "validate_plane_options",
+           "validate_line_options", "validate_plane_options",
            "validate_trajectory_options"]
 
 
@@ -98,94 +75,12 @@ class LandscapeResult:
         return f"LandscapeResult({self.path.name}, {self.landscape!r})"
 
 
-@dataclass(frozen=True)
-class HessianResult:
-    """What the hessian stage produced: the summary dict and the files written."""
-
-    summary: dict[str, Any]
-    paths: list[Path]
-    figures: list[Path] = field(default_factory=list)
-
-
-def run_loss(run: Run) -> str:
-    """The loss the run was trained with (its config, else the model's seed default)."""
-    cfg = run.manifest.get("config", {}) or {}
-    if cfg.get("loss"):
-        return str(cfg["loss"])
-    from shenjing.models import train_defaults
-
-    name = run.manifest.get("model", {}).get("name", "")
-    loss = train_defaults(name).loss
-    if run.task != "classification" and loss != "mse":
-        return "mse"
-    return loss
-
-
-def _samples(run: Run, n: int | None, seed: int, split: str
-             ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """A fixed subset of ``n`` samples of the split (options validated by the caller)."""
-    data = getattr(run.data, split).subset(n, seed=seed)
-    return data.x, data.y, data.indices.cpu().numpy()
-
-
 def _provenance(run: Run, epochs: dict[str, Any], n: int | None, seed: int, split: str
                 ) -> dict[str, Any]:
     return {"run": run.name, "run_path": str(run.path), "model": run.manifest.get("model"),
             "data": run.manifest.get("data"), "split": split,
             "samples": "all" if n is None else int(n), "sample_seed": seed,
             "epochs": epochs, "versions": versions()}
-
-
-def _counting_bar(unit: str, *, stderr: bool = False) -> Any:
-    """A rich progress bar: description, bar, ``done/total <unit>``, elapsed, ETA."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn(unit), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=Console(stderr=True) if stderr else None)
-
-
-@contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    with _counting_bar("points") as prog:
-        task = prog.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=total)
-
-        yield update
-
-
-class _StepBar:
-    """A progress bar over named steps (steps done of total, elapsed, ETA), on stderr."""
-
-    def __init__(self, label: str, total: int) -> None:
-        self.label = label
-        self.done = -1
-        self.progress = _counting_bar("steps", stderr=True)
-        self.task = self.progress.add_task(label, total=max(1, total))
-        self.progress.start()
-
-    def step(self, message: str) -> None:
-        """A new step starts: the previous one is done."""
-        self.done += 1
-        self.progress.update(self.task, completed=self.done,
-                             description=f"{self.label}: {message}")
-
-    def close(self) -> None:
-        self.progress.update(self.task, completed=self.done + 1)
-        self.progress.stop()
 
 
 def _figures(run: Run, ls: Landscape, stem: str) -> list[Path]:
@@ -276,7 +171,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
         raise CheckpointError(f"--start-run {start_run.path}: its weights do not fit the "
                               f"model of {run.path}: {exc}") from None
     axis = make_axis(range_[0], range_[1], steps, anchors=(0.0, 1.0))
-    x, y, idx = _samples(run, samples, sample_seed, split)
+    x, y, idx = fixed_samples(run, samples, sample_seed, split)
     tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
     path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}{_variant_tag(split, precision)}.npz"
     prov = _provenance(run, {"start": e_start, "end": e_end,
@@ -284,7 +179,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
                        samples, sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
     with run.running_stage("landscape_line", file=f"landscapes/{path.name}"), \
-            _progress(progress, "line") as cb:
+            point_progress(progress, "line") as cb:
         ls = evaluate_landscape(model, dirs, (axis,), x, y, loss=run_loss(run), kind="line",
                                 center=center, origin=(1.0,), path=path, device=str(device),
                                 engine=engine, dtype=dtype, precision=precision,
@@ -321,7 +216,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     dirs = random_directions(model, 2, seed=seed, norm=norm,  # type: ignore[arg-type]
                              ignore_1d=not include_1d)
     axis = make_axis(range_[0], range_[1], steps, anchors=(0.0,))
-    x, y, idx = _samples(run, samples, sample_seed, split)
+    x, y, idx = fixed_samples(run, samples, sample_seed, split)
     bn_data = run.data.train.subset(2000, seed=sample_seed).x if bn == "recompute" else None
     suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "") \
         + _variant_tag(split, precision)
@@ -329,7 +224,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     prov = _provenance(run, {"center": e}, samples, sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
     with run.running_stage("landscape_plane", file=f"landscapes/{path.name}"), \
-            _progress(progress, "plane") as cb:
+            point_progress(progress, "plane") as cb:
         ls = evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=run_loss(run),
                                 kind="plane", path=path, device=str(device), engine=engine,
                                 dtype=dtype, precision=precision, batch_size=batch_size,
@@ -371,14 +266,14 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     for d in range(2):
         r = float(np.abs(pca.coords[:, d]).max()) * (1 + margin) or 1.0
         axes.append(make_axis(-r, r, steps, anchors=(0.0,)))
-    x, y, idx = _samples(run, samples, sample_seed, split)
+    x, y, idx = fixed_samples(run, samples, sample_seed, split)
     path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}{_variant_tag(split, precision)}.npz"
     prov = _provenance(run, {"center": epochs[-1], "trajectory": epochs}, samples,
                        sample_seed, split)
     prov["model_sha256"] = model_sha256(model)
     prov["pca_residual"] = pca.residual.tolist()
     with run.running_stage("landscape_trajectory", file=f"landscapes/{path.name}"), \
-            _progress(progress, "trajectory") as cb:
+            point_progress(progress, "trajectory") as cb:
         ls = evaluate_landscape(model, dirs, tuple(axes), x, y, loss=run_loss(run),
                                 kind="trajectory", path=path, device=str(device), engine=engine,
                                 dtype=dtype, precision=precision, batch_size=batch_size,
@@ -388,16 +283,6 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                                               "trajectory_epochs": np.asarray(epochs)})
         # figures inside the block: a failure while drawing ends the stage as failed
         return _finish(run, "landscape_trajectory", ls, path, figures)
-
-
-def _check_layers(model: torch.nn.Module, names: list[str]) -> None:
-    """Refuse layer names that own no parameters in ``model`` (before anything is written)."""
-    known = layers_with_parameters(model)
-    for name in names:
-        if name not in known:
-            raise LayerNotFoundError(f"no layer {name!r} with parameters in "
-                                     f"{type(model).__name__}.{did_you_mean(name, known)} "
-                                     f"Layers with parameters: {', '.join(known)}")
 
 
 def landscape_directions(run: Run, landscape: str | Path) -> Directions:
@@ -422,114 +307,3 @@ def landscape_directions(run: Run, landscape: str | Path) -> Directions:
         return load_directions(dpath, center=run.state_dict(int(epochs["end"])),
                                start=src.state_dict(int(epochs["start"])))[0]
     return load_directions(dpath)[0]
-
-
-def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool = True,
-            density: bool = False, layers: list[str] | None = None, per_layer: bool = True,
-            across_epochs: bool = False, trace_samples: int = 50, density_runs: int = 3,
-            density_steps: int = 40, samples: int | None = 1000, sample_seed: int = 0,
-            split: str = "test", seed: int = 0, device: str = "auto", tol: float = 1e-3,
-            figures: bool = True, progress: bool = True, save_every: float = 2.0
-            ) -> HessianResult:
-    """Sharpness of the loss at ``epoch``: top-k eigenvalues (Lanczos), Hutchinson trace
-    with a 95 % CI, SLQ density, the same per layer, and optionally λ_max at every epoch.
-
-    Uses a fixed subset of ``samples`` (1,000 by default; None = the whole split). Every
-    option is checked first (:func:`validate_hessian_options`; layer names against the
-    model; the Lanczos basis against the memory available): bad input writes nothing.
-
-    Resumes: the progress of every loop is saved to ``hessian-e<NNN>.progress.npz`` at
-    most every ``save_every`` seconds; a rerun with the same settings after a kill
-    continues from it and writes the same numbers as an uninterrupted run. The file is
-    deleted once the results are written.
-    """
-    validate_hessian_options(top_k=top_k, trace=trace, trace_samples=trace_samples,
-                             density=density, density_runs=density_runs,
-                             density_steps=density_steps, samples=samples,
-                             sample_seed=sample_seed, split=split, seed=seed, tol=tol,
-                             device=device, layers=layers)
-    dev = resolve_device(device)
-    e = run.resolve_epoch(epoch)
-    x, y, idx = _samples(run, samples, sample_seed, split)
-    loss = run_loss(run)
-    model = run.model(e, device=dev)
-    names = (layers_with_parameters(model) if layers is None else list(layers)) \
-        if per_layer else []
-    _check_layers(model, names)
-    check_hessian_memory(sum(p.numel() for p in model.parameters()),
-                         density_steps=density_steps if density else 0)
-    folder = run.landscapes_dir
-    steps = (["top eigenvalues"] + (["trace"] if trace else [])
-             + (["density"] if density else []) + [f"layer {n}" for n in names]
-             + ([f"λ_max at epoch {ep}" for ep in run.epochs] if across_epochs else []))
-    bar = _StepBar(f"hessian epoch {e}", len(steps)) if progress else None
-
-    def note(msg: str) -> None:
-        if bar is not None:
-            bar.step(msg)
-
-    with run.running_stage("hessian", epoch=e):
-        key = hessian_settings_key(model, x, y, loss=loss, top_k=top_k, trace=trace,
-                                   trace_samples=trace_samples, density=density,
-                                   density_runs=density_runs, density_steps=density_steps,
-                                   layers=names, tol=tol, seed=seed, device=str(dev),
-                                   dtype="float32", batch_size=512)
-        resume = ResumeFile(folder / f"hessian-e{e:03d}.progress.npz", key,
-                            save_every=save_every)
-        try:
-            rep = sharpness(model, x, y, loss=loss, top_k=top_k, trace=trace, density=density,
-                            layers=names, trace_samples=trace_samples,
-                            density_runs=density_runs, density_steps=density_steps, tol=tol,
-                            seed=seed, device=dev, progress=note, resume=resume)
-            summary = rep.to_json()
-            summary.update(epoch=e, loss_name=loss, samples=len(idx), sample_seed=sample_seed,
-                           seed=seed, split=split, tol=tol, model_sha256=model_sha256(model),
-                           versions=versions(), mode="eval (dropout off, BN running statistics)")
-            arrays: dict[str, Any] = {"eigenvalues": rep.top.values, "sample_indices": idx}
-            if rep.trace is not None:
-                arrays["trace_samples"] = rep.trace.samples
-            if rep.density is not None:
-                arrays.update(density_grid=rep.density.grid, density=rep.density.density,
-                              slq_nodes=rep.density.nodes, slq_weights=rep.density.weights)
-            paths = [_io.write_json(folder / f"hessian-e{e:03d}.json", summary),
-                     _io.save_npz(folder / f"hessian-e{e:03d}.npz", **arrays)]
-            curve: dict[str, Any] | None = None
-            if across_epochs:
-                eps, vals, hvps = [], [], []
-                for ep in run.epochs:
-                    note(f"λ_max at epoch {ep}")
-                    at_epoch = run.model(ep, device=dev)
-                    op = HessianOperator(at_epoch, x, y, loss=loss, device=dev)
-                    top = lanczos_top(op, op.dim, 1, tol=tol, seed=seed, resume=resume,
-                                      name=f"epoch {ep} top", key=model_sha256(at_epoch))
-                    eps.append(ep)
-                    vals.append(float(top.values[0]))
-                    hvps.append(top.n_hvp)
-                curve = {"epochs": eps, "top_eigenvalue": vals, "n_hvp": hvps,
-                         "samples": len(idx), "sample_seed": sample_seed, "split": split,
-                         "seed": seed, "tol": tol, "loss_name": loss}
-                paths.append(_io.write_json(folder / "sharpness-epochs.json", curve))
-            resume.discard()  # every result is written: nothing left to resume
-        finally:
-            if bar is not None:
-                bar.close()
-        figs: list[Path] = []
-        if figures:  # inside the block: a failure while drawing ends the stage as failed
-            from shenjing.plot.landscape import plot_hessian_density, plot_sharpness_epochs
-            from shenjing.plot.save import save_figure
-
-            if rep.density is not None:
-                figs += save_figure(plot_hessian_density(rep.density.grid,
-                                                         rep.density.density,
-                                                         top=rep.top.values.tolist()),
-                                    run.figures_dir, f"hessian-density-e{e:03d}")
-            if curve is not None:
-                figs += save_figure(plot_sharpness_epochs(curve["epochs"],
-                                                          curve["top_eigenvalue"]),
-                                    run.figures_dir, "sharpness-epochs")
-        info: dict[str, Any] = {"epoch": e, "top_eigenvalues": summary["top_eigenvalues"],
-                                "file": f"landscapes/hessian-e{e:03d}.json"}
-        if "trace" in summary:
-            info["trace"] = summary["trace"]["mean"]
-        run.update_stage("hessian", "done", **info)
-        return HessianResult(summary, paths, figs)

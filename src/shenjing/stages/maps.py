@@ -1,11 +1,11 @@
-"""Stages ``maps`` and ``filters``: feature maps and filters of a run, as files.
+"""Stage ``maps``: feature maps of one layer for one input at chosen epochs, as files.
 
 Files written (``<L>`` = layer name or output key with characters other than letters,
 digits, ``._-`` replaced by ``_`` — ``block#1`` → ``block_1``; epochs as three digits):
 
 ``figures/maps-<L>-<split><index>-e<A>-e<B>.png|svg``
     the layer's output for one input at the chosen epochs, side by side, its axes kept (see
-    :mod:`shenjing.analysis.featuremaps` for the views): channel grids of ``spatial`` maps;
+    :mod:`shenjing.analysis.maps` for the views): channel grids of ``spatial`` maps;
     heat maps (position × unit) with traces of the most changed units for ``sequence``,
     ``tokens`` and ``signal`` outputs; heat strip + bars for ``vector`` outputs.
 ``maps/maps-<L>-<split><index>-e<A>-e<B>.json``
@@ -24,18 +24,7 @@ digits, ``._-`` replaced by ``_`` — ``block#1`` → ``block_1``; epochs as thr
 ``figures/maps-<L>-<split><index>-strip.png|svg`` and ``maps/maps-<L>-<split><index>.gif``
     (with ``gif=True``, channel grids only) the most-changed channels at every epoch, and
     one frame per epoch.
-``figures/filters-<L>-e<E>.png|svg``
-    kernels of a Conv2d layer (RGB for 3 input channels, grey for 1, the capped out×in
-    kernel grid otherwise), of a Conv1d layer as small line plots, or a first linear
-    layer's units as input-shaped images.
-``figures/filters-<L>-epochs.png|svg``, ``maps/filters-<L>.gif``
-    (with several epochs) kernels at every epoch and an animation.
-``maps/filters-<L>.json``
-    ``{"layer", "module_type", "shape", "kind", "view", "epochs", "figures", "gif",
-    "change": {...} | null, "reference_epoch"}``; ``change`` compares the first and last
-    epoch shown, or, with one epoch, that epoch with the run's first (untrained) one.
-
-The stage record in ``run.json`` is ``stages.maps`` / ``stages.filters`` with the last
+The stage record in ``run.json`` is ``stages.maps`` with the last
 call's ``layer``, ``json`` path and numbers: ``done``, ``failed`` (with the error) or
 ``skipped`` (with the reason: the view does not apply to that layer, e.g. the filters of an
 LSTM). Options are checked before anything is written.
@@ -43,7 +32,6 @@ LSTM). Options are checked before anything is written.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +42,7 @@ import torch
 
 from shenjing import _io
 from shenjing._device import resolve_device
-from shenjing.analysis.featuremaps import (
+from shenjing.analysis.maps import (
     ORDERS,
     SCALES,
     FeatureMaps,
@@ -65,53 +53,20 @@ from shenjing.analysis.featuremaps import (
     require_spatial,
     select_channels,
 )
-from shenjing.analysis.filters import (
-    WHAT_FILTERS_ARE,
-    Filters,
-    check_weight_layer,
-    filter_change,
-    first_conv_layer,
-    layer_filters,
-    not_applicable_reason,
-    unit_images,
-)
-from shenjing.errors import CheckpointError, NotApplicableError, ShapeMismatchError, UsageError
+from shenjing.errors import ShapeMismatchError, UsageError
+from shenjing.filenames import safe_name
 from shenjing.plot.save import save_figure
 from shenjing.runs import Run
+from shenjing.stages._inputs import resolve_epochs
+from shenjing.stages._outcome import outcome_recorded
 
 AUTO_TOP_K_ABOVE = 64  # layers with more channels show the top 32 unless asked otherwise
 AUTO_TOP_K = 32
 MAP_VIEWS = ("auto", "grid", "heatmap", "vector")
-FILTER_SCALES = ("filter", "shared")
 #: the most filters (or input channels) a figure may be asked to draw
-MAX_FILTERS = 4096
 
 
-def safe_name(layer: str) -> str:
-    """A layer name usable in a file name: ``features.0`` stays, ``a/b`` → ``a_b``,
-    ``block#1`` → ``block_1``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", layer) or "model"
 
-
-def _record(run: Run, stage: str, exc: BaseException, **info: Any) -> None:
-    """Record what ``exc`` means for ``stage`` the way :meth:`Run.running_stage` does:
-    ``skipped`` with the reason for a :class:`NotApplicableError`, else ``failed`` with the
-    error. For errors met before the stage's work began; the caller re-raises."""
-    try:
-        with run.running_stage(stage, **info):
-            raise exc
-    except BaseException:  # recorded; the caller re-raises the original
-        pass
-
-
-def _outcome_recorded(run: Run, stage: str, exc: Exception, **info: Any) -> bool:
-    """Whether ``exc``, raised while checking a stage's input, is recorded in run.json: a
-    view that does not apply (skipped) or a failure (failed) is; a usage error is not —
-    nothing is written for a bad option."""
-    if isinstance(exc, NotApplicableError) or not isinstance(exc, UsageError):
-        _record(run, stage, exc, **info)
-        return True
-    return False
 
 
 SPLITS = ("test", "train")
@@ -130,22 +85,6 @@ def check_maps_options(*, view: str, scale: str, order: str, top_k: int | None,
     if top_k is not None:
         bounded_int("--top-k", top_k, low=1, high=MAX_TOP_K, example=16)
     choice("--split", split, SPLITS)
-
-
-def resolve_epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
-    """Epoch words/numbers → existing epochs, in the order given, without repeats.
-
-    ``'all'`` means every saved epoch.
-    """
-    if isinstance(epochs, str):
-        epochs = run.epochs if epochs == "all" else [epochs]
-    out: list[int] = []
-    for e in epochs:
-        values = run.epochs if e == "all" else [run.resolve_epoch(e)]
-        out += [v for v in values if v not in out]
-    if not out:
-        raise UsageError(f"run {run.name!r} has no epochs to show; train it first")
-    return out
 
 
 def select_input(run: Run, *, index: int | None = 0, cls: int | str | None = None,
@@ -277,7 +216,7 @@ def maps_stage(run: Run, layer: str, *, index: int | None = 0, cls: int | str | 
     when the layer returns no activations to draw).
     """
     from shenjing.plot.animate import save_gif
-    from shenjing.plot.featuremaps import (
+    from shenjing.plot.maps import (
         heatmap_units,
         plot_feature_heatmap,
         plot_feature_map_strip,
@@ -293,7 +232,7 @@ def maps_stage(run: Run, layer: str, *, index: int | None = 0, cls: int | str | 
         first = feature_maps(run.model(chosen_epochs[0], device=dev), x, layer,
                              epoch=chosen_epochs[0], index=position, label=label)
     except Exception as exc:
-        _outcome_recorded(run, "maps", exc, layer=layer)
+        outcome_recorded(run, "maps", exc, layer=layer)
         raise
     drawn_as = _drawn_as(first, view)
     if gif and drawn_as != "grid":
@@ -374,7 +313,7 @@ def _maps_gif(maps: Sequence[FeatureMaps], shown: list[int], path: Path,
     import matplotlib.pyplot as plt
 
     from shenjing.plot.animate import figure_to_array
-    from shenjing.plot.featuremaps import plot_feature_maps
+    from shenjing.plot.maps import plot_feature_maps
 
     values = np.stack([m.values[shown] for m in maps])
     lo, hi = float(values.min()), float(values.max())
@@ -384,249 +323,3 @@ def _maps_gif(maps: Sequence[FeatureMaps], shown: list[int], path: Path,
         frames.append(figure_to_array(frame))
         plt.close(frame)
     return Path(save_gif(frames, path))
-
-
-@dataclass(frozen=True)
-class FiltersResult:
-    """What the filters stage wrote."""
-
-    layer: str
-    view: str
-    epochs: tuple[int, ...]
-    filters: tuple[Filters, ...]
-    change: dict[str, Any] | None
-    figures: tuple[Path, ...]
-    json_path: Path
-    gif: Path | None = None
-
-    def summary(self) -> str:
-        shape = "×".join(map(str, self.filters[-1].weight.shape))
-        lines = [f"{self.layer} ({shape}): {self.view} at epochs "
-                 f"{', '.join(map(str, self.epochs))}"]
-        if self.change is not None:
-            a, b = self.change["epochs"]
-            top = ", ".join(str(r["filter"]) for r in self.change["top_changed"][:5])
-            lines.append(f"relative weight change epoch {a}→{b}: "
-                         f"{self.change['relative_change']:.4g}; most changed filters: {top}")
-        lines += [f"wrote {p}" for p in (*self.figures, self.json_path)]
-        if self.gif:
-            lines.append(f"wrote {self.gif}")
-        return "\n".join(lines)
-
-
-def module_types(run: Run) -> dict[str, str]:
-    """Layer name → module type from the run's ``layers.json`` (saved when it was created),
-    in the model's module order; empty for runs made before it existed. Reading it runs no
-    code."""
-    table = run.saved_layer_table() or {}
-    try:
-        return {str(r["name"]): str(r["type"]) for r in table.get("rows", [])}
-    except (KeyError, TypeError):
-        return {}
-
-
-def _input_shape(run: Run) -> tuple[int, ...] | None:
-    """One sample's shape: from the model spec, the layer table, or built-in data (never
-    by running a data factory)."""
-    spec = run.manifest.get("model", {})
-    if spec.get("input_shape"):
-        return tuple(int(s) for s in spec["input_shape"])
-    table = run.saved_layer_table()
-    if table is not None:
-        try:
-            return tuple(int(s) for s in table["input_shape"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    if run.data_is_code:
-        return None
-    return tuple(run.data.input_shape)
-
-
-def _read_tensors(run: Run, epoch: int, prefix: str | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of one checkpoint whose names start with ``prefix`` (all with None): only
-    those are read, so a big model's other layers cost nothing."""
-    from safetensors import safe_open
-
-    path = run.checkpoint_path(epoch)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()  # noqa: SIM118 - not a dict
-                    if prefix is None or k.startswith(prefix)}
-    except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from None
-
-
-def _checkpoint_shapes(run: Run, epoch: int, order: Sequence[str] = ()) -> dict[str, Any]:
-    """Name → a shape-only stand-in for each tensor of a checkpoint (no data read), in the
-    model's module ``order`` (a checkpoint stores its tensors sorted by name, which puts
-    ``layer1.conv1`` before ``stem.0``); names not in ``order`` after, in natural order."""
-    from safetensors import safe_open
-
-    path = run.checkpoint_path(epoch)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            shapes = {k: _Shape(tuple(f.get_slice(k).get_shape())) for k in f.keys()}  # noqa: SIM118
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from None
-    rank = {name: i for i, name in enumerate(order)}
-
-    def key(name: str) -> tuple[int, list[Any]]:
-        module = name.rpartition(".")[0]
-        natural = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-        return rank.get(module, len(rank)), natural
-
-    return {k: shapes[k] for k in sorted(shapes, key=key)}
-
-
-@dataclass(frozen=True)
-class _Shape:
-    shape: tuple[int, ...]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-
-def _default_filters_layer(shapes: dict[str, Any], types: dict[str, str],
-                           input_shape: tuple[int, ...] | None) -> tuple[str, str | None]:
-    """``(layer, reason it does not apply or None)``: the first Conv1d/Conv2d layer, else
-    the first Linear layer (which applies only if it reads the whole input)."""
-    try:
-        return first_conv_layer(shapes, types), None
-    except UsageError:
-        pass
-    linear = next((k[: -len(".weight")] for k, v in shapes.items()
-                   if k.endswith(".weight") and v.ndim == 2
-                   and types.get(k[: -len(".weight")], "Linear").endswith("Linear")), None)
-    if linear is None:
-        kinds = sorted({t for t in types.values() if t}) if types else []
-        what = f" (its layers: {', '.join(kinds[:8])})" if kinds else ""
-        return "model", (f"filters: the model has no Conv1d/Conv2d or Linear layer{what}; "
-                         f"{WHAT_FILTERS_ARE}")
-    if input_shape is None or int(np.prod(input_shape)) != shapes[f"{linear}.weight"].shape[1]:
-        return linear, (f"filters: the model has no Conv1d/Conv2d layer, and its first "
-                        f"Linear layer {linear!r} reads {shapes[f'{linear}.weight'].shape[1]} "
-                        f"features, not the whole input {input_shape}; {WHAT_FILTERS_ARE}")
-    return linear, None
-
-
-def _filters_layer(run: Run, layer: str | None, epoch: int) -> tuple[str, str]:
-    """``(layer, kind)`` to draw — ``kind`` is ``conv``, ``conv1d`` or ``linear`` — or a
-    :class:`NotApplicableError` saying why the layer (or, with None, the model) has no
-    filters, or a :class:`LayerNotFoundError` for a name with no weights."""
-    types = module_types(run)
-    shapes = _checkpoint_shapes(run, epoch, list(types))
-    input_shape = _input_shape(run)
-    if layer is None:
-        layer, reason = _default_filters_layer(shapes, types, input_shape)
-    else:
-        reason = not_applicable_reason(shapes, layer, types.get(layer))
-        if reason is None:
-            check_weight_layer(shapes, layer)
-    if reason is not None:
-        raise NotApplicableError(reason)
-    weight = shapes[f"{layer}.weight"]
-    kind = {4: "conv", 3: "conv1d"}.get(weight.ndim, "linear")
-    n_in = weight.shape[1]
-    if kind == "linear" and (input_shape is None or len(input_shape) < 2
-                             or int(np.prod(input_shape)) != n_in):
-        raise NotApplicableError(f"filters: layer {layer!r} reads {n_in} features, not the "
-                                 f"whole image input {input_shape}; {WHAT_FILTERS_ARE}")
-    return layer, kind
-
-
-def filters_stage(run: Run, layer: str | None = None, *,
-                  epochs: Sequence[int | str] | str = ("final",), max_filters: int = 64,
-                  max_in: int = 16, scale: str = "filter", gif: bool = False) -> FiltersResult:
-    """Draw ``layer``'s filters (default: the first conv layer) at each of ``epochs``.
-
-    Conv2d layers with 1 or 3 input channels: one image per filter (RGB for 3); more input
-    channels: the out×in kernel grid capped at ``max_filters × max_in``. Conv1d layers:
-    their kernels as small line plots (up to 16 filters × 8 inputs, most changed first,
-    the untrained kernel dashed under each). A linear layer that reads the whole input:
-    each unit's weights as an image of the input (``max_filters`` units). The relative
-    change of each filter is measured between the first and last epoch, or with one epoch
-    since the run's first one; with several epochs also every filter across the epochs
-    (and a GIF with ``gif=True``).
-
-    A layer with no kernels to draw (an LSTM, a norm layer, attention, a hidden Linear)
-    raises :class:`~shenjing.errors.NotApplicableError` with the reason and the stage is
-    recorded ``skipped``. Only the checkpoints are read: the model is never built, so no
-    user code runs.
-    """
-    from shenjing._checks import bounded_int, choice
-    from shenjing.plot.animate import figure_to_array, save_gif
-    from shenjing.plot.filters import (
-        plot_filters,
-        plot_filters_over_epochs,
-        plot_kernel_grid,
-        plot_kernel_signals,
-        plot_unit_images,
-    )
-
-    choice("--scale", scale, FILTER_SCALES)
-    bounded_int("--max-filters", max_filters, low=1, high=MAX_FILTERS, example=64)
-    bounded_int("--max-in", max_in, low=1, high=MAX_FILTERS, example=16)
-    chosen_epochs = resolve_epochs(run, epochs)
-    try:  # which layer, and whether it has kernels: from the checkpoint's shapes alone
-        layer, kind = _filters_layer(run, layer, chosen_epochs[-1])
-    except Exception as exc:
-        _outcome_recorded(run, "filters", exc, layer=layer)
-        raise
-    types = module_types(run)
-    input_shape = _input_shape(run)
-    with run.running_stage("filters", layer=layer):
-        prefix = f"{layer}."
-        history = [layer_filters(_read_tensors(run, e, prefix), layer, epoch=e,
-                                 module_type=types.get(layer)) for e in chosen_epochs]
-        reference = history[0] if len(history) > 1 else None
-        if reference is None and run.epochs and run.epochs[0] < chosen_epochs[0]:
-            reference = layer_filters(_read_tensors(run, run.epochs[0], prefix), layer,
-                                      epoch=run.epochs[0])
-        if kind == "linear":
-            view = "unit images"
-            images = [unit_images(f, input_shape or (), max_units=max_filters,
-                                  scale=scale) for f in history]  # type: ignore[arg-type]
-        elif kind == "conv1d":
-            view = "kernel signals"
-        else:
-            view = "filters" if history[0].n_in in (1, 3) else "kernel grid"
-        figures: list[Path] = []
-        frames = []
-        for i, f in enumerate(history):
-            if kind == "linear":
-                fig = plot_unit_images(images[i], layer=layer, epoch=f.epoch, scale=scale)  # type: ignore[arg-type]
-            elif kind == "conv1d":
-                ref = reference if reference is not None and reference.epoch != f.epoch \
-                    else None
-                fig = plot_kernel_signals(f, reference=ref, max_out=min(max_filters, 16),
-                                          max_in=min(max_in, 8))
-            elif view == "filters":
-                fig = plot_filters(f, max_filters=max_filters, scale=scale)  # type: ignore[arg-type]
-            else:
-                fig = plot_kernel_grid(f, max_out=min(max_filters, 16), max_in=max_in)
-            if gif and len(history) > 1:
-                frames.append(figure_to_array(fig))
-            figures += save_figure(fig, run.figures_dir,
-                                   f"filters-{safe_name(layer)}-e{f.epoch:03d}")
-        change = filter_change(reference, history[-1]) if reference is not None else None
-        if len(history) > 1 and kind in ("conv", "conv1d"):
-            fig = plot_filters_over_epochs(history, max_filters=min(max_filters, 32))
-            figures += save_figure(fig, run.figures_dir, f"filters-{safe_name(layer)}-epochs")
-        gif_path = None
-        out_dir = run.subdir("maps")
-        if frames:
-            gif_path = save_gif(frames, out_dir / f"filters-{safe_name(layer)}.gif")
-        record = {"layer": layer, "module_type": types.get(layer),
-                  "shape": list(history[0].weight.shape), "kind": kind, "view": view,
-                  "epochs": chosen_epochs,
-                  "reference_epoch": reference.epoch if reference is not None else None,
-                  "figures": [str(p.relative_to(run.path)) for p in figures],
-                  "gif": str(gif_path.relative_to(run.path)) if gif_path else None,
-                  "change": change}
-        json_path = _io.write_json(out_dir / f"filters-{safe_name(layer)}.json", record)
-        run.update_stage("filters", "done", layer=layer, view=view,
-                         json=str(json_path.relative_to(run.path)))
-    return FiltersResult(layer=layer, view=view, epochs=tuple(chosen_epochs),
-                         filters=tuple(history), change=change, figures=tuple(figures),
-                         json_path=json_path, gif=gif_path)

@@ -1,7 +1,7 @@
 """Figures of feature maps: channel grids (epochs side by side), vector strips, heat maps of
 sequences, tokens and 1-D signals with traces of their most changed units, epoch strips.
 
-Each function takes :class:`shenjing.analysis.featuremaps.FeatureMaps` results and returns a
+Each function takes :class:`shenjing.analysis.maps.FeatureMaps` results and returns a
 matplotlib ``Figure``; nothing is computed here beyond choosing what to draw. Every channel
 axis carries a label ``"<panel title> channel <c>"`` and its image is the normalised map
 (``normalise_maps``) drawn with ``vmin=0, vmax=1``, so tests and users can find what is drawn.
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shenjing._labels import epoch0_words
-from shenjing.analysis.featuremaps import (
+from shenjing.analysis.maps import (
     FeatureMaps,
     MapChange,
     Order,

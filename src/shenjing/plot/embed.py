@@ -78,7 +78,7 @@ def _scatter(ax: Any, coords: np.ndarray, labels: np.ndarray | None,
 def plot_embedding(embedding: Any, labels: Any = None, *, classes: Sequence[str] | None = None,
                    title: str | None = None, ax: Any = None,
                    point_size: float | None = None) -> Any:
-    """Scatter of a 2-D :class:`~shenjing.analysis.embedding.Embedding`, coloured by class.
+    """Scatter of a 2-D :class:`~shenjing.analysis.embed.Embedding`, coloured by class.
 
     The title carries the map's numbers (probe accuracy, trustworthiness …) when present
     in ``embedding.metrics``. Returns the Figure.

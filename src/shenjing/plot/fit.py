@@ -1,6 +1,6 @@
 """Figures of the function-fitting study (seed 001): fit vs polynomials, units, regions, epochs.
 
-Every function takes arrays computed by :mod:`shenjing.analysis.approx` (or read back from
+Every function takes arrays computed by :mod:`shenjing.analysis.fit` (or read back from
 a run's ``fit/*.npz``), draws, and returns the matplotlib ``Figure``.
 """
 
