@@ -12,4 +12,4 @@ test:
 	.venv/bin/python -m pytest
 
 lint:
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench scripts
