@@ -12,8 +12,9 @@ import pytest
 
 from shenjing import _io
 from shenjing.report import build_report
-from shenjing.report.sections_base import overview_section, training_section
-from shenjing.report.sections_views import dynamics_section, embedding_section
+from shenjing.report.sections.dynamics import dynamics_section
+from shenjing.report.sections.embed import embed_section as embedding_section
+from shenjing.report.sections.run import overview_section, training_section
 from shenjing.runs import Run
 
 

@@ -27,13 +27,12 @@ SectionFn = Callable[[Run], "Section | None"]
 
 def default_sections() -> list[SectionFn]:
     """The report's sections, in page order."""
-    from shenjing.report import sections_base as base
-    from shenjing.report import sections_views as views
+    from shenjing.report.sections import dynamics, embed, fit, hessian, landscape, maps, run, warp
 
-    return [base.overview_section, base.model_section, base.training_section,
-            views.dynamics_section, views.embedding_section, views.maps_section,
-            views.landscape_section, views.hessian_section, views.fit_section,
-            views.warp_section]
+    return [run.overview_section, run.model_section, run.training_section,
+            dynamics.dynamics_section, embed.embed_section, maps.maps_section,
+            landscape.landscape_section, hessian.hessian_section, fit.fit_section,
+            warp.warp_section]
 
 
 def _build(fn: SectionFn, run: Run) -> Section | None:
