@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shenjing.filenames import parse_cka_stem, parse_embedding_stem
 from shenjing.report.blocks import Section, Table, image_block, plotly_block, skipped_note
 from shenjing.report.provenance import epoch0_label
 from shenjing.report.run_files import run_glob
@@ -15,7 +15,6 @@ from shenjing.report.sections._files import figure_block, json_or_note
 from shenjing.report.stage_status import SECTION_TITLES
 from shenjing.runs import Run
 
-_MAP_FILE = re.compile(r"^(?P<key>.+)-(?P<method>tsne|pca|umap)-epoch-(?P<epoch>\d{3,})$")
 MAX_POINTS = 5000  # per scatter in the page; larger maps are subsampled (stated)
 
 
@@ -49,7 +48,7 @@ def embed_section(run: Run) -> Section | None:
     from shenjing.report.thumbnails import TILE, sprite_png, thumbnail_inputs
 
     found, refused = run_glob(run, "embeddings", "*.npz")
-    files = [f for f in found if _MAP_FILE.match(Path(f.name).stem)]
+    files = [f for f in found if parse_embedding_stem(Path(f.name).stem)]
     if not files and not refused:
         return None
     blocks: list[Any] = [skipped_note(r) for r in refused]
@@ -59,7 +58,7 @@ def embed_section(run: Run) -> Section | None:
     epoch0 = epoch0_label(run)
     for file in files:
         path = Path(file.name)
-        m = _MAP_FILE.match(path.stem)
+        m = parse_embedding_stem(path.stem)
         assert m is not None and file.path is not None
         with np.load(file.path, allow_pickle=False) as z:
             coords, indices = z["coords"], z["indices"]
@@ -79,11 +78,11 @@ def embed_section(run: Run) -> Section | None:
         sprite = sprite_for[ids]
         missing = "" if sprite is not None else (
             inputs.missing or "the map's samples are not in the run's test split")
-        epoch = int(m["epoch"])
+        epoch = m.epoch
         fig = embedding_scatter(coords[keep], labels[keep], classes, np.asarray(ids),
-                                title=f"{m['key']} · {m['method']} · epoch {epoch}")
+                                title=f"{m.key} · {m.method} · epoch {epoch}")
         blocks.append(plotly_block(
-            fig, f"emb-{path.stem}", _map_caption(m["key"], m["method"], epoch, metrics,
+            fig, f"emb-{path.stem}", _map_caption(m.key, m.method, epoch, metrics,
                                                   len(coords), len(keep), epoch0=epoch0,
                                                   no_thumbnails=missing),
             height=520, hover_sprite=sprite, tag="embedding"))
@@ -116,19 +115,16 @@ def embed_section(run: Run) -> Section | None:
                          "maps are pictures whose faithfulness is measured separately.")
 
 
-_CKA_FILE = re.compile(r"^cka-(?P<kind>layers|epochs|runs)-(?P<rest>.+)$")
-
-
 def _cka_caption(stem: str) -> str:
     """The caption of a CKA figure, from the kind of file the embed stage wrote
     (``cka-layers-epoch-NNN``, ``cka-epochs-<layer>``, ``cka-runs-<other run>``) — never from
     a substring of a layer name (``cka-epochs-encoder.layers.0`` compares epochs)."""
     head = ("What this shows: linear CKA similarity (1 = the same representation up to "
             "rotation and scale) ")
-    m = _CKA_FILE.match(stem)
-    if m is None:
+    parsed = parse_cka_stem(stem)
+    if parsed is None:
         return head + f"({stem})."
-    kind, rest = m["kind"], m["rest"]
+    kind, rest = parsed
     if kind == "layers":
         epoch = rest.removeprefix("epoch-")
         return head + (f"between layers at epoch {int(epoch)}." if epoch.isdigit()
