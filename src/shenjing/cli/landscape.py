@@ -1,4 +1,9 @@
-"""``shenjing landscape``: a loss line, plane or trajectory plane, one stage call."""
+"""``shenjing landscape line|plane|trajectory``: a loss line, plane or trajectory plane, each
+one stage call with only the options that apply to it.
+
+The old spelling (``shenjing landscape RUN --line A:B``, ``--plane``, ``--trajectory``) is
+rewritten onto these subcommands by :class:`~shenjing.cli._landscape_group.LandscapeGroup`.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,10 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from shenjing.cli._common import parse_range, trust_code_option
-from shenjing.errors import UsageError
+from shenjing.cli._common import RUN_ARG, parse_range, trust_code_option
+from shenjing.cli._landscape_group import KindCommand, LandscapeGroup
 
 out = Console(emoji=False)
-
-
-def _parse_line(text: str) -> tuple[str, str]:
-    parts = text.split(":")
-    if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise UsageError(f"--line {text!r} must look like START:END, e.g. 0:final or "
-                         "init:final")
-    return parts[0].strip(), parts[1].strip()
-
-
-def _epoch(text: str) -> int | str:
-    return int(text) if text.lstrip("-").isdigit() else text
-
 
 LANDSCAPE_FLAGS = {"steps": "--steps", "range_": "--range", "norm": "--norm", "seed": "--seed",
                    "bn": "--bn", "samples": "--samples", "split": "--split",
@@ -32,23 +24,111 @@ LANDSCAPE_FLAGS = {"steps": "--steps", "range_": "--range", "norm": "--norm", "s
                    "precision": "--precision", "batch_size": "--batch-size"}
 """How ``shenjing landscape`` spells each option, so a refused value is named as typed."""
 
+RESUMES = """Resumes: the grid is saved as it is computed (every 2 s); the same command run
+again after a kill computes only the missing points, with the engine settings recorded in
+the file, so the surface is bit for bit the one an uninterrupted run gives. A grid too large
+for the memory available is refused first (exit 1)."""
+
+GROUP_HELP = f"""Loss landscape of a run: `landscape line RUN` (between two epochs),
+`landscape plane RUN` (around θ* along two random directions) or `landscape trajectory RUN`
+(on the plane of the training trajectory). The old spelling, `landscape RUN --line A:B`,
+`--plane` or `--trajectory`, still works and is deprecated.
+
+{RESUMES}"""
+
+LINE_HELP = f"""Loss along the line from one epoch's weights to another's.
+
+θ(α) = (1−α)·θ_from + α·θ_to (Goodfellow et al. 2015); α = 0 and 1 are always on the axis.
+
+{RESUMES}"""
+
+PLANE_HELP = f"""Loss on a plane around one epoch's weights θ*, along two random directions.
+
+The directions are seeded and filter-normalized by default (Li et al. 2018); biases and
+BatchNorm γ/β are held at θ* unless --include-1d.
+
+{RESUMES}"""
+
+TRAJECTORY_HELP = f"""Loss on the plane of the training trajectory, with the trajectory on it.
+
+The plane of the two main PCA directions of every epoch's weights, centred at the final
+epoch; the grid covers the projected checkpoints. Needs 3 or more checkpoints.
+
+{RESUMES}"""
+
+# the options every kind takes, declared once so that their help and defaults cannot drift
+SAMPLES = typer.Option(None, "--samples", help="Evaluate on a fixed subset of N samples "
+                       "[all test samples].")
+SPLIT = typer.Option("test", "--split", help="Samples from the test or train split (the "
+                     "training loss is what was minimised).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …")
+ENGINE = typer.Option("auto", "--engine", help="auto (measure), loop, linear, linear-vmap, "
+                      "chain, vmap.")
+DTYPE = typer.Option("float32", "--dtype", help="float32 or float64.")
+PRECISION = typer.Option("exact", "--precision", help="exact, bf16 (autocast) or tf32 "
+                         "(CUDA): faster, inexact; the error is measured at a few points "
+                         "and reported.")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Sample batch size [measured].")
+COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the loop path "
+                       "[auto: timed when the grid would take over a minute].")
+NO_FIGURES = typer.Option(False, "--no-figures", help="Write data only.")
+QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+
+
+def _epoch(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _settings(*, samples: int | None, split: str, device: str, engine: str, dtype: str,
+              precision: str, batch_size: int | None) -> dict[str, Any]:
+    """The evaluation settings every kind passes to its validator and its stage."""
+    return dict(samples=samples, device=device, engine=engine, dtype=dtype,
+                precision=precision, split=split, batch_size=batch_size)
+
 
 def register(app: typer.Typer) -> None:
-    """Add ``landscape`` to the app."""
+    """Add the ``landscape`` group (``line``, ``plane``, ``trajectory``) to the app."""
+    group = typer.Typer(cls=LandscapeGroup, no_args_is_help=True, rich_markup_mode=None,
+                        help=GROUP_HELP)
+    app.add_typer(group, name="landscape")
 
-    @app.command()
-    def landscape(
-        run: Path = typer.Argument(..., help="Run folder (from `shenjing train`)."),
-        line: str = typer.Option(None, "--line", help="1-D line START:END between epochs, "
-                                 "e.g. 0:final (init → trained)."),
-        plane: bool = typer.Option(False, "--plane", help="2-D plane around θ* along two "
-                                   "random directions."),
-        trajectory: bool = typer.Option(False, "--trajectory", help="2-D plane of the "
-                                        "training trajectory's PCA directions."),
-        steps: int = typer.Option(None, "--steps", help="Points per axis [line 51, plane 21]."),
-        range_: str = typer.Option(None, "--range", help="MIN:MAX of each axis "
-                                   "[line -0.5:1.5, plane -1:1]."),
-        epoch: str = typer.Option("final", "--epoch", help="Centre of a plane."),
+    @group.command("line", cls=KindCommand, help=LINE_HELP)
+    def line(
+        run: Path = RUN_ARG,
+        start: str = typer.Option("init", "--from", help="Epoch at α = 0: a number, init or "
+                                  "final."),
+        end: str = typer.Option("final", "--to", help="Epoch at α = 1: a number, init or "
+                                "final."),
+        start_run: Path = typer.Option(None, "--start-run", help="Take the --from epoch from "
+                                       "another run of the same architecture."),
+        steps: int = typer.Option(51, "--steps", help="Points on the line."),
+        range_: str = typer.Option("-0.5:1.5", "--range", help="MIN:MAX of α."),
+        samples: int = SAMPLES, split: str = SPLIT, device: str = DEVICE,
+        engine: str = ENGINE, dtype: str = DTYPE, precision: str = PRECISION,
+        batch_size: int = BATCH_SIZE, compile_: bool = COMPILE,
+        no_figures: bool = NO_FIGURES, quiet: bool = QUIET,
+        trust_code: bool = trust_code_option(),
+    ) -> None:
+        from shenjing.runs import open_run
+        from shenjing.stages import landscape as stage
+
+        settings = _settings(samples=samples, split=split, device=device, engine=engine,
+                             dtype=dtype, precision=precision, batch_size=batch_size)
+        # every option checked before the run is even opened: bad input creates nothing
+        axis: dict[str, Any] = dict(steps=steps, range_=parse_range(range_))
+        stage.validate_line_options(**axis, **settings, names=LANDSCAPE_FLAGS)
+        r = open_run(run, trust_code=trust_code)
+        other = open_run(start_run, trust_code=trust_code) if start_run else None
+        _print_result(stage.landscape_line(
+            r, start=_epoch(start), end=_epoch(end), compile=compile_, start_run=other,
+            **axis, **settings, figures=not no_figures, progress=not quiet))
+
+    @group.command("plane", cls=KindCommand, help=PLANE_HELP)
+    def plane(
+        run: Path = RUN_ARG,
+        epoch: str = typer.Option("final", "--epoch", help="Centre of the plane."),
+        steps: int = typer.Option(21, "--steps", help="Points per axis."),
+        range_: str = typer.Option("-1:1", "--range", help="MIN:MAX of each axis."),
         norm: str = typer.Option("filter", "--norm", help="Direction normalization: filter, "
                                  "layer or none."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random directions."),
@@ -56,91 +136,65 @@ def register(app: typer.Typer) -> None:
                                         "BatchNorm γ/β (default: held at θ*)."),
         bn: str = typer.Option("eval", "--bn", help="eval (running statistics) or recompute "
                                "(re-estimate BatchNorm statistics at each point)."),
-        samples: int = typer.Option(None, "--samples", help="Evaluate on a fixed subset of N "
-                                    "samples [all test samples]."),
-        start_run: Path = typer.Option(None, "--start-run", help="Take the line's start from "
-                                       "another run of the same architecture."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
-        engine: str = typer.Option("auto", "--engine", help="auto (measure), loop, linear, "
-                                   "linear-vmap, chain, vmap."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32 or float64."),
-        split: str = typer.Option("test", "--split", help="Samples from the test or train "
-                                  "split (the training loss is what was minimised)."),
-        precision: str = typer.Option("exact", "--precision", help="exact, bf16 (autocast) "
-                                      "or tf32 (CUDA): faster, inexact; the error is "
-                                      "measured at a few points and reported."),
-        batch_size: int = typer.Option(None, "--batch-size", help="Sample batch size "
-                                       "[measured]."),
-        compile_: bool = typer.Option(None, "--compile/--no-compile",
-                                      help="torch.compile the loop path [auto: timed when "
-                                           "the grid would take over a minute]."),
-        no_figures: bool = typer.Option(False, "--no-figures", help="Write data only."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        samples: int = SAMPLES, split: str = SPLIT, device: str = DEVICE,
+        engine: str = ENGINE, dtype: str = DTYPE, precision: str = PRECISION,
+        batch_size: int = BATCH_SIZE, compile_: bool = COMPILE,
+        no_figures: bool = NO_FIGURES, quiet: bool = QUIET,
         trust_code: bool = trust_code_option(),
     ) -> None:
-        """Loss landscape of a run: --line A:B, --plane, or --trajectory.
-
-        Resumes: the grid is saved as it is computed (every 2 s); the same command run again
-        after a kill computes only the missing points, with the engine settings recorded in
-        the file, so the surface is bit for bit the one an uninterrupted run gives. A grid
-        too large for the memory available is refused first (exit 1).
-        """
         from shenjing.runs import open_run
         from shenjing.stages import landscape as stage
 
-        chosen = sum([line is not None, plane, trajectory])
-        if chosen != 1:
-            raise UsageError("choose exactly one of --line START:END, --plane, --trajectory")
-        settings: dict[str, Any] = dict(samples=samples, device=device, engine=engine,
-                                        dtype=dtype, precision=precision, split=split,
-                                        batch_size=batch_size)
-        # every option checked before the run is even opened: bad input creates nothing
-        if line is not None:
-            a, b = _parse_line(line)
-            axis: dict[str, Any] = dict(steps=51 if steps is None else steps,
-                                        range_=parse_range(range_ or "-0.5:1.5"))
-            stage.validate_line_options(**axis, **settings, names=LANDSCAPE_FLAGS)
-        elif plane:
-            axis = dict(steps=21 if steps is None else steps,
-                        range_=parse_range(range_ or "-1:1"))
-            stage.validate_plane_options(**axis, norm=norm, seed=seed, bn=bn, **settings,
-                                         names=LANDSCAPE_FLAGS)
-        else:
-            if range_ is not None:
-                raise UsageError("--range does not apply to --trajectory: its plane covers "
-                                 "the trajectory's own extent; leave --range out")
-            axis = dict(steps=21 if steps is None else steps)
-            stage.validate_trajectory_options(**axis, **settings, names=LANDSCAPE_FLAGS)
+        settings = _settings(samples=samples, split=split, device=device, engine=engine,
+                             dtype=dtype, precision=precision, batch_size=batch_size)
+        axis: dict[str, Any] = dict(steps=steps, range_=parse_range(range_))
+        stage.validate_plane_options(**axis, norm=norm, seed=seed, bn=bn, **settings,
+                                     names=LANDSCAPE_FLAGS)
         r = open_run(run, trust_code=trust_code)
-        common: dict[str, Any] = dict(settings, figures=not no_figures, progress=not quiet)
-        if line is not None:
-            other = open_run(start_run, trust_code=trust_code) if start_run else None
-            res = stage.landscape_line(
-                r, start=_epoch(a), end=_epoch(b), compile=compile_, start_run=other,
-                **axis, **common)
-        elif plane:
-            res = stage.landscape_plane(
-                r, epoch=_epoch(epoch), norm=norm, seed=seed, include_1d=include_1d, bn=bn,
-                compile=compile_, **axis, **common)
-        else:
-            res = stage.landscape_trajectory(r, **axis, **common)
-        ls = res.landscape
-        (coords, mval) = ls.minimum()
-        eng = ls.meta.get("engine", {})
-        out.print(f"{ls.kind}: {'×'.join(map(str, ls.shape))} points, "
-                  f"{ls.n_done} computed, engine {eng.get('path')} "
-                  f"(batch {eng.get('batch_size')}; {eng.get('reason', '')})")
-        out.print(f"loss at centre {float(ls.loss[ls.center_index]):.5g}; minimum "
-                  f"{mval:.5g} at {tuple(round(c, 4) for c in coords)}")
-        prec = ls.meta.get("precision")
-        if prec:
-            out.print(f"[yellow]{prec['mode']}: loss within {prec['max_rel_loss_error']:.1e} "
-                      f"(relative) of exact evaluation at {len(prec['checked_coords'])} "
-                      "checked points[/yellow]")
-        if ls.n_nonfinite:
-            out.print(f"[yellow]{ls.n_nonfinite} points have a NaN/Inf loss (recorded as "
-                      "such, masked in figures)[/yellow]")
-        out.print(f"wrote {res.path}")
-        for fig in res.figures:
-            if fig.suffix == ".png":
-                out.print(f"figure {fig}")
+        _print_result(stage.landscape_plane(
+            r, epoch=_epoch(epoch), norm=norm, seed=seed, include_1d=include_1d, bn=bn,
+            compile=compile_, **axis, **settings, figures=not no_figures,
+            progress=not quiet))
+
+    @group.command("trajectory", cls=KindCommand, help=TRAJECTORY_HELP)
+    def trajectory(
+        run: Path = RUN_ARG,
+        steps: int = typer.Option(21, "--steps", help="Points per axis."),
+        samples: int = SAMPLES, split: str = SPLIT, device: str = DEVICE,
+        engine: str = ENGINE, dtype: str = DTYPE, precision: str = PRECISION,
+        batch_size: int = BATCH_SIZE, no_figures: bool = NO_FIGURES, quiet: bool = QUIET,
+        trust_code: bool = trust_code_option(),
+    ) -> None:
+        from shenjing.runs import open_run
+        from shenjing.stages import landscape as stage
+
+        settings = _settings(samples=samples, split=split, device=device, engine=engine,
+                             dtype=dtype, precision=precision, batch_size=batch_size)
+        stage.validate_trajectory_options(steps=steps, **settings, names=LANDSCAPE_FLAGS)
+        r = open_run(run, trust_code=trust_code)
+        _print_result(stage.landscape_trajectory(
+            r, steps=steps, **settings, figures=not no_figures, progress=not quiet))
+
+
+def _print_result(res: Any) -> None:
+    """What every kind prints: the grid, its engine, the loss, what was written."""
+    ls = res.landscape
+    (coords, mval) = ls.minimum()
+    eng = ls.meta.get("engine", {})
+    out.print(f"{ls.kind}: {'×'.join(map(str, ls.shape))} points, "
+              f"{ls.n_done} computed, engine {eng.get('path')} "
+              f"(batch {eng.get('batch_size')}; {eng.get('reason', '')})")
+    out.print(f"loss at centre {float(ls.loss[ls.center_index]):.5g}; minimum "
+              f"{mval:.5g} at {tuple(round(c, 4) for c in coords)}")
+    prec = ls.meta.get("precision")
+    if prec:
+        out.print(f"[yellow]{prec['mode']}: loss within {prec['max_rel_loss_error']:.1e} "
+                  f"(relative) of exact evaluation at {len(prec['checked_coords'])} "
+                  "checked points[/yellow]")
+    if ls.n_nonfinite:
+        out.print(f"[yellow]{ls.n_nonfinite} points have a NaN/Inf loss (recorded as "
+                  "such, masked in figures)[/yellow]")
+    out.print(f"wrote {res.path}")
+    for fig in res.figures:
+        if fig.suffix == ".png":
+            out.print(f"figure {fig}")
