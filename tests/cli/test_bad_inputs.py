@@ -297,6 +297,17 @@ CASES: list[Case] = [
     _c("landscape", "--split", "unknown", MLP, "--line", "0:final", "--split", "valid"),
     _c("landscape", "--precision", "unknown", MLP, "--line", "0:final", "--precision", "fp8"),
     *_numeric("landscape", "--batch-size", (MLP, "--line", "0:final")),
+    # the subcommands (the cases above use the old spelling, which still works)
+    _c("landscape", "RUN", "missing", "plane", "no-such-run", expect="no-such-run"),
+    _c("landscape", "--from", "unknown epoch", "line", MLP, "--from", "99", expect="99"),
+    _c("landscape", "--from", "text", "line", MLP, "--from", "abc", expect="abc"),
+    _c("landscape", "--to", "unknown epoch", "line", MLP, "--to", "99", expect="99"),
+    _c("landscape", "--steps", "zero", "line", MLP, "--steps", "0"),
+    _c("landscape", "--steps", "text", "trajectory", MLP, "--steps", "abc"),
+    _c("landscape", "--norm", "not a line's", "line", MLP, "--norm", "filter"),
+    _c("landscape", "--norm", "not --line's", MLP, "--line", "0:final", "--norm", "filter"),
+    _c("landscape", "--start-run", "not a plane's", "plane", MLP, "--start-run", CNN,
+       expect="--start-run"),
     # ---- hessian ----------------------------------------------------------------------------
     *_run_argument("hessian"),
     _c("hessian", "--epoch", "unknown", MLP, "--epoch", "99", expect="99"),
@@ -715,13 +726,19 @@ def test_help_and_a_bare_command_still_print_the_help(capsys):
 
 # ---- the table is complete -----------------------------------------------------------------
 def _commands() -> dict[str, list[object]]:
-    """Every command and its parameters, from the Typer app itself."""
+    """Every command and its parameters, from the Typer app itself; a group's parameters
+    are its subcommands' (``landscape line --from`` is a ``landscape`` option here)."""
     import typer
 
     from shenjing.cli.app import app
 
+    def params(command: object) -> list[object]:
+        subcommands = getattr(command, "commands", {}).values()
+        return [p for sub in subcommands for p in params(sub)] if subcommands else \
+            list(command.params)  # type: ignore[attr-defined]
+
     group = typer.main.get_command(app)
-    return {name: list(cmd.params) for name, cmd in group.commands.items()}  # type: ignore[attr-defined]
+    return {name: params(cmd) for name, cmd in group.commands.items()}  # type: ignore[attr-defined]
 
 
 def _spelled(param: object) -> set[str]:

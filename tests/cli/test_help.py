@@ -8,15 +8,24 @@ from shenjing.cli.app import app, main
 
 
 def _commands() -> list[str]:
+    """Every command as typed after ``shenjing``, a group's subcommands too
+    (``landscape``, ``landscape line`` …)."""
     import typer.main
 
-    group = typer.main.get_command(app)
-    return sorted(group.commands)  # type: ignore[attr-defined]
+    def walk(group, prefix: str) -> list[str]:
+        found = []
+        for name, command in group.commands.items():
+            found.append(prefix + name)
+            if hasattr(command, "commands"):
+                found += walk(command, f"{prefix}{name} ")
+        return found
+
+    return sorted(walk(typer.main.get_command(app), ""))
 
 
 def _help(capsys, command: str) -> str:
     with pytest.raises(SystemExit) as info:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert info.value.code == 0
     return capsys.readouterr().out
 
