@@ -24,9 +24,9 @@ from shenjing.hooks import count_hooks
 from shenjing.models import build_model
 from shenjing.runs import Run
 from shenjing.stages.dynamics import dynamics_stage
-from shenjing.stages.weights import weights_stage
 from shenjing.stages.filters import filters_stage
 from shenjing.stages.maps import maps_stage, select_input
+from shenjing.stages.weights import weights_stage
 
 VGG_SOURCE = textwrap.dedent('''
     import torch
