@@ -160,7 +160,8 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
     pts[0] = 0.0
     t0 = time.perf_counter()
     cfg = choose_engine(model, center, dirs, x, y, loss="cross_entropy",
-                        classification=True, device="cpu", n_points=args.grid ** 2)
+                        classification=True, config=EngineConfig(device="cpu"),
+                        n_points=args.grid ** 2)
     choose_s = time.perf_counter() - t0
     auto_label = f"{cfg.path}{' + torch.compile' if cfg.compile else ''}"
     print(f"[{name}] chose {auto_label} batch {cfg.batch_size} channels_last "
@@ -209,19 +210,20 @@ def bench_model(name: str, x, y, args, lines: list[str]) -> None:
     except ImportError:
         have_ll = False
     methods[f"(c) shenjing auto → {auto_label}"] = shenjing_eval(cfg)
-    base = dict(batch_size=cfg.batch_size, channels_last=cfg.channels_last)
+    base = dict(batch_size=cfg.batch_size, channels_last=cfg.channels_last, device="cpu")
     methods["(c) shenjing loop"] = shenjing_eval(EngineConfig(path="loop", **base))
     if find_first_layer(model, x)[0] is not None:
         methods["(c) shenjing linear"] = shenjing_eval(EngineConfig(path="linear", chunk=32,
                                                                     **base))
     if cfg.path != "chain" and "chain" in cfg.reason:
         methods["(c) shenjing chain"] = shenjing_eval(EngineConfig(path="chain", chunk=8,
-                                                                   batch_size=len(x)))
+                                                                   batch_size=len(x),
+                                                                   device="cpu"))
     if args.full and find_first_layer(model, x)[0] is not None:
         methods["(c) shenjing linear-vmap"] = shenjing_eval(
-            EngineConfig(path="linear-vmap", chunk=32, batch_size=len(x)))
+            EngineConfig(path="linear-vmap", chunk=32, batch_size=len(x), device="cpu"))
     methods["(c) shenjing vmap (7 points/chunk)"] = shenjing_eval(
-        EngineConfig(path="vmap", chunk=7, batch_size=cfg.batch_size))
+        EngineConfig(path="vmap", chunk=7, batch_size=cfg.batch_size, device="cpu"))
     if args.compile and not cfg.compile:
         t0 = time.perf_counter()
         comp = shenjing_eval(EngineConfig(path="loop", compile=True, **base))

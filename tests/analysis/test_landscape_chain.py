@@ -3,6 +3,8 @@ per-point loop and against models the trace must refuse."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -74,7 +76,7 @@ def _evaluate(net, path, *, loss="cross_entropy", bs=90, chunk=3, dtype="float32
     ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss=loss,
                    classification=classification, config=cfg)
     if not cache:
-        ev.cache_bytes = 0  # first-layer outputs recomputed for every chunk of points
+        ev.path.cache_bytes = 0  # first-layer outputs recomputed for every chunk of points
     return ev.evaluate(coeffs)
 
 
@@ -177,7 +179,7 @@ def test_choose_engine_measures_the_chain_for_an_mlp():
     x, y = _data(300)
     d = random_directions(net, 2, seed=0).vectors
     cfg = choose_engine(net, flat_params(net), d, x, y, loss="cross_entropy",
-                        classification=True, device="cpu", n_points=400)
+                        classification=True, config=EngineConfig(device="cpu"), n_points=400)
     assert any(k.startswith("path chain") for k in cfg.measurements), cfg.measurements
     assert "chain" in cfg.reason
 
@@ -202,17 +204,20 @@ def test_auto_compile_is_only_tried_for_long_grids(monkeypatch):
 
     monkeypatch.setattr(engine, "_try_compile", fake_try)
     for path in ("loop", "auto"):
-        kwargs = dict(loss="cross_entropy", classification=True, device="cpu", path=path)
-        choose_engine(net, flat_params(net), d, x, y, n_points=10, **kwargs)
+        kwargs = dict(loss="cross_entropy", classification=True)
+        config = EngineConfig(device="cpu", path=path)
+        choose_engine(net, flat_params(net), d, x, y, n_points=10, config=config, **kwargs)
         assert not tried  # ten points: compiling cannot pay
-        choose_engine(net, flat_params(net), d, x, y, n_points=10, compile=False, **kwargs)
+        choose_engine(net, flat_params(net), d, x, y, n_points=10,
+                      config=replace(config, compile=False), **kwargs)
         assert not tried
     monkeypatch.setattr(engine, "COMPILE_WORTH_S", 0.0)  # every grid is "long" now
     cfg = choose_engine(net, flat_params(net), d, x, y, n_points=10, loss="cross_entropy",
-                        classification=True, device="cpu", path="loop")
+                        classification=True, config=EngineConfig(device="cpu", path="loop"))
     assert cfg.path == "loop" and len(tried) == 1 and tried[0] > 0  # eager loop was timed
     choose_engine(net, flat_params(net), d, x, y, n_points=10, loss="cross_entropy",
-                  classification=True, device="cpu", path="loop", compile=False)
+                  classification=True,
+                  config=EngineConfig(device="cpu", path="loop", compile=False))
     assert len(tried) == 1  # an explicit choice is respected
 
 
@@ -226,7 +231,8 @@ def test_a_failing_compile_keeps_the_eager_loop(monkeypatch):
     net = _cnn()
     x, y = _data(64)
     d = random_directions(net, 2, seed=0).vectors
-    eager = EngineConfig(path="loop", batch_size=32, reason="fastest measured: loop")
+    eager = EngineConfig(path="loop", batch_size=32, compile=False,
+                         reason="fastest measured: loop")
     cfg = engine._try_compile(eager, net, flat_params(net), d, x, y, loss="cross_entropy",
                               classification=True, eager_s_per_point=1.0, probe_points=2)
     assert cfg.compile is False
@@ -266,7 +272,7 @@ def test_reduced_precision_refuses_what_it_cannot_do():
     d = random_directions(net, 2, seed=0).vectors
     center = flat_params(net)
     for config, message in [
-        (EngineConfig(path="loop", precision="tf32"), "needs a CUDA device"),
+        (EngineConfig(path="loop", precision="tf32", device="cpu"), "needs a CUDA device"),
         (EngineConfig(path="chain", precision="bf16"), "chain path is exact algebra"),
         (EngineConfig(path="loop", precision="bf16", dtype="float64"), "starts from float32"),
         (EngineConfig(path="loop", precision="fp8"), "precision must be one of"),

@@ -118,7 +118,7 @@ def test_transformer_encoder_paths_agree_or_are_refused_with_a_reason(free_token
     x, y = _data()
     d = random_directions(net, 2, seed=4)
     cfg = choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
-                        classification=True, device="cpu", n_points=9)
+                        classification=True, config=EngineConfig(device="cpu"), n_points=9)
     assert cfg.path in applicable
 
 
@@ -163,8 +163,9 @@ def test_quadratic_model_matches_closed_form(path):
     dirs = torch.randn(2, layout.size, generator=g, dtype=torch.float64)
     directions = Directions(dirs, layout, {"kind": "test"})
     axis = make_axis(-2, 2, 9)
-    ls = evaluate_landscape(net, directions, (axis, axis), x, y, loss="mse", device="cpu",
-                            engine=path, dtype="float64", batch_size=16)
+    ls = evaluate_landscape(net, directions, (axis, axis), x, y, loss="mse",
+                            engine=EngineConfig(path=path, device="cpu", dtype="float64",
+                                                batch_size=16))
     X = x.numpy()
     r = X @ net.weight.detach().numpy().ravel() - y.numpy().ravel()
     u, v = X @ dirs[0].numpy(), X @ dirs[1].numpy()
@@ -174,7 +175,8 @@ def test_quadratic_model_matches_closed_form(path):
     np.testing.assert_allclose(ls.loss, expected, rtol=1e-10)
     assert np.isnan(ls.accuracy).all()  # regression: no accuracy
     ls32 = evaluate_landscape(net.float(), directions, (axis, axis), x.float(), y.float(),
-                              loss="mse", device="cpu", engine=path, batch_size=16)
+                              loss="mse",
+                              engine=EngineConfig(path=path, device="cpu", batch_size=16))
     np.testing.assert_allclose(ls32.loss, expected, rtol=1e-5)
 
 
@@ -195,7 +197,8 @@ def test_nan_losses_are_recorded_as_computed_and_counted():
     layout = ParamLayout.of(net)
     d = Directions(torch.tensor([[1.0]]), layout, {"kind": "test"})
     axis = make_axis(-3, 1, 9)  # w = 1 + a < 0 for a < -1
-    ls = evaluate_landscape(net, d, (axis,), x, y, loss="mse", device="cpu", engine="loop")
+    ls = evaluate_landscape(net, d, (axis,), x, y, loss="mse",
+                            engine=EngineConfig(path="loop", device="cpu"))
     assert ls.done.all()
     bad = axis < -1
     assert np.isnan(ls.loss[bad]).all() and np.isfinite(ls.loss[~bad]).all()
@@ -258,14 +261,14 @@ def test_choose_engine_measures_and_records():
     x, y = _data(200)
     d = random_directions(net, 2, seed=0)
     cfg = choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
-                        classification=True, device="cpu", n_points=100)
+                        classification=True, config=EngineConfig(device="cpu"), n_points=100)
     assert cfg.path in ("loop", "linear", "linear-vmap", "chain")
     assert any(k.startswith("forward bs=") for k in cfg.measurements)
     assert any(k.startswith("path linear") for k in cfg.measurements)
     assert "fastest measured" in cfg.reason
     with pytest.raises(UsageError, match="unknown evaluation path 'fast'"):
         choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
-                      classification=True, path="fast")
+                      classification=True, config=EngineConfig(path="fast"))
 
 
 def test_the_engine_records_the_thread_count_it_runs_with():
@@ -278,8 +281,8 @@ def test_the_engine_records_the_thread_count_it_runs_with():
     torch.set_num_threads(1)
     for path in ("loop", "linear", "auto"):
         cfg = choose_engine(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
-                            classification=True, device="cpu", n_points=9, path=path,
-                            batch_size=64)
+                            classification=True, n_points=9,
+                            config=EngineConfig(device="cpu", path=path, batch_size=64))
         assert cfg.threads == 1, (path, cfg)
 
 
@@ -320,7 +323,7 @@ def test_plane_records_provenance_and_symmetric_grid():
 
 
 def test_device_auto_and_bad_device():
-    from shenjing.analysis.landscape import resolve_device
+    from shenjing._device import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
@@ -369,9 +372,9 @@ def test_linear_path_without_the_first_layer_cache_agrees():
         ev = Evaluator(net, flat_params(net), d.vectors, x, y, loss="cross_entropy",
                        classification=True, config=EngineConfig(path="linear", batch_size=32,
                                                                  chunk=3))
-        ev.cache_bytes = budget
+        ev.path.cache_bytes = budget
         results.append(ev.evaluate(COEFFS)[0])
-        assert (ev._cache is not None) == (budget > 0)
+        assert (ev.path._cache is not None) == (budget > 0)
     np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
 
 

@@ -206,6 +206,7 @@ HESSIAN_CHILD = f"""
 import os, sys, torch
 from shenjing.analysis.hessian import HessianOperator
 from shenjing.runs import Run
+from shenjing.stages.hessian import hessian
 
 torch.set_num_threads(1)
 run, fd, stop_at = Run(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

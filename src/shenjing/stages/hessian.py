@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from shenjing import _io
+from shenjing._device import resolve_device
 from shenjing.analysis.hessian import (
     HessianOperator,
     check_hessian_memory,
@@ -34,7 +35,7 @@ from shenjing.analysis.hessian import (
     layers_with_parameters,
     sharpness,
 )
-from shenjing.analysis.landscape import model_sha256, resolve_device
+from shenjing.analysis.landscape import model_sha256
 from shenjing.analysis.landscape.options import validate_hessian_options
 from shenjing.analysis.landscape.resume import ResumeFile
 from shenjing.errors import LayerNotFoundError, did_you_mean

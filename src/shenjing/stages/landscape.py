@@ -29,22 +29,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from shenjing._device import resolve_device
 from shenjing.analysis.landscape import (
     Directions,
+    EngineConfig,
     Landscape,
     ParamLayout,
     directions_path,
-    evaluate_landscape,
     export_vtk,
+    line,
     line_direction,
     load_directions,
     load_landscape,
-    make_axis,
     model_sha256,
-    random_directions,
+    plane,
     read_directions_meta,
-    resolve_device,
     trajectory_pca,
+    trajectory_plane,
 )
 from shenjing.analysis.landscape.memory import check_engine, check_trajectory
 from shenjing.analysis.landscape.options import (
@@ -137,6 +138,19 @@ def _finish(run: Run, stage: str, ls: Landscape, path: Path, figures: bool
     return LandscapeResult(ls, path, figs)
 
 
+def _check_start_fits(start: dict[str, torch.Tensor], model: torch.nn.Module, run: Run,
+                      start_run: Run | None) -> None:
+    """Refuse a line whose start does not fit the model, before the stage is marked running
+    (the error names the mismatched parameters and, for another run's start, both runs)."""
+    try:
+        line_direction(start, dict(model.named_parameters()), layout=ParamLayout.of(model))
+    except CheckpointError as exc:
+        if start_run is None:
+            raise
+        raise CheckpointError(f"--start-run {start_run.path}: its weights do not fit the "
+                              f"model of {run.path}: {exc}") from None
+
+
 def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "final",
                    start_run: Run | None = None, steps: int = 51,
                    range_: tuple[float, float] = (-0.5, 1.5), samples: int | None = None,
@@ -154,23 +168,16 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     validate_line_options(steps=steps, range_=range_, samples=samples,
                           sample_seed=sample_seed, split=split, device=device, engine=engine,
                           dtype=dtype, precision=precision, batch_size=batch_size)
+    config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
+                          batch_size=batch_size, compile=compile)
     e_end = run.resolve_epoch(end)
     src = start_run or run
     e_start = src.resolve_epoch(start)
     dev = resolve_device(device)
     model = run.model(e_end, device=dev)
     _check_memory(run, model, 1, samples, split, dtype, dev)
-    layout = ParamLayout.of(model)
     start_state = src.state_dict(e_start)
-    try:
-        center, dirs = line_direction(start_state, dict(model.named_parameters()),
-                                      layout=layout)
-    except CheckpointError as exc:
-        if start_run is None:
-            raise
-        raise CheckpointError(f"--start-run {start_run.path}: its weights do not fit the "
-                              f"model of {run.path}: {exc}") from None
-    axis = make_axis(range_[0], range_[1], steps, anchors=(0.0, 1.0))
+    _check_start_fits(start_state, model, run, start_run)
     x, y, idx = fixed_samples(run, samples, sample_seed, split)
     tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
     path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}{_variant_tag(split, precision)}.npz"
@@ -180,12 +187,8 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     prov["model_sha256"] = model_sha256(model)
     with run.running_stage("landscape_line", file=f"landscapes/{path.name}"), \
             point_progress(progress, "line") as cb:
-        ls = evaluate_landscape(model, dirs, (axis,), x, y, loss=run_loss(run), kind="line",
-                                center=center, origin=(1.0,), path=path, device=str(device),
-                                engine=engine, dtype=dtype, precision=precision,
-                                batch_size=batch_size,
-                                compile=compile, sample_indices=idx, provenance=prov,
-                                line_start=start_state, progress=cb)
+        ls = line(start_state, model, x, y, loss=run_loss(run), steps=steps, range_=range_,
+                  engine=config, path=path, sample_indices=idx, provenance=prov, progress=cb)
         # figures inside the block: a failure while drawing ends the stage as failed
         return _finish(run, "landscape_line", ls, path, figures)
 
@@ -209,13 +212,12 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                            samples=samples, sample_seed=sample_seed, split=split,
                            device=device, engine=engine, dtype=dtype, precision=precision,
                            batch_size=batch_size)
+    config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
+                          batch_size=batch_size, compile=compile, bn=bn)
     e = run.resolve_epoch(epoch)
     dev = resolve_device(device)
     model = run.model(e, device=dev)
     _check_memory(run, model, 2, samples, split, dtype, dev)
-    dirs = random_directions(model, 2, seed=seed, norm=norm,  # type: ignore[arg-type]
-                             ignore_1d=not include_1d)
-    axis = make_axis(range_[0], range_[1], steps, anchors=(0.0,))
     x, y, idx = fixed_samples(run, samples, sample_seed, split)
     bn_data = run.data.train.subset(2000, seed=sample_seed).x if bn == "recompute" else None
     suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "") \
@@ -225,12 +227,9 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     prov["model_sha256"] = model_sha256(model)
     with run.running_stage("landscape_plane", file=f"landscapes/{path.name}"), \
             point_progress(progress, "plane") as cb:
-        ls = evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=run_loss(run),
-                                kind="plane", path=path, device=str(device), engine=engine,
-                                dtype=dtype, precision=precision, batch_size=batch_size,
-                                compile=compile, bn=bn,
-                                bn_data=bn_data, sample_indices=idx, provenance=prov,
-                                progress=cb)
+        ls = plane(model, x, y, loss=run_loss(run), steps=steps, range_=range_, seed=seed,
+                   norm=norm, ignore_1d=not include_1d, engine=config, path=path,
+                   bn_data=bn_data, sample_indices=idx, provenance=prov, progress=cb)
         # figures inside the block: a failure while drawing ends the stage as failed
         return _finish(run, "landscape_plane", ls, path, figures)
 
@@ -251,6 +250,8 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                                 sample_seed=sample_seed, split=split, device=device,
                                 engine=engine, dtype=dtype, precision=precision,
                                 batch_size=batch_size)
+    config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
+                          batch_size=batch_size)
     epochs = run.epochs
     if len(epochs) < 3:
         raise UsageError(f"run {run.name!r} has {len(epochs)} checkpoints; a trajectory "
@@ -261,11 +262,6 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     check_trajectory(len(epochs), sum(p.numel() for p in model.parameters()))
     layout = ParamLayout.of(model)
     pca = trajectory_pca([run.state_dict(e) for e in epochs], epochs, layout)
-    dirs = pca.directions.to(dev)
-    axes = []
-    for d in range(2):
-        r = float(np.abs(pca.coords[:, d]).max()) * (1 + margin) or 1.0
-        axes.append(make_axis(-r, r, steps, anchors=(0.0,)))
     x, y, idx = fixed_samples(run, samples, sample_seed, split)
     path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}{_variant_tag(split, precision)}.npz"
     prov = _provenance(run, {"center": epochs[-1], "trajectory": epochs}, samples,
@@ -274,13 +270,9 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     prov["pca_residual"] = pca.residual.tolist()
     with run.running_stage("landscape_trajectory", file=f"landscapes/{path.name}"), \
             point_progress(progress, "trajectory") as cb:
-        ls = evaluate_landscape(model, dirs, tuple(axes), x, y, loss=run_loss(run),
-                                kind="trajectory", path=path, device=str(device), engine=engine,
-                                dtype=dtype, precision=precision, batch_size=batch_size,
-                                sample_indices=idx,
-                                provenance=prov, progress=cb,
-                                extra_arrays={"trajectory": pca.coords,
-                                              "trajectory_epochs": np.asarray(epochs)})
+        ls = trajectory_plane(model, pca, x, y, loss=run_loss(run), steps=steps,
+                              margin=margin, engine=config, path=path, sample_indices=idx,
+                              provenance=prov, progress=cb)
         # figures inside the block: a failure while drawing ends the stage as failed
         return _finish(run, "landscape_trajectory", ls, path, figures)
 

@@ -1,5 +1,8 @@
 """Loss landscapes: directions, the evaluation engine, grids with resumable storage.
 
+``line``, ``plane`` and ``trajectory_plane`` are what a notebook calls (and the landscape
+stages too); each takes an :class:`EngineConfig` or engine keywords.
+
 >>> import torch
 >>> from torch import nn
 >>> from shenjing.analysis.landscape import plane
@@ -10,11 +13,13 @@
 ((5, 5), True)
 """
 
+from shenjing.analysis.landscape.config import PATHS, EngineConfig
 from shenjing.analysis.landscape.core import (
     evaluate_landscape,
     line,
     model_sha256,
     plane,
+    trajectory_plane,
 )
 from shenjing.analysis.landscape.directions import (
     NORMS,
@@ -27,14 +32,7 @@ from shenjing.analysis.landscape.directions import (
     random_directions,
     trajectory_pca,
 )
-from shenjing.analysis.landscape.engine import (
-    PATHS,
-    EngineConfig,
-    Evaluator,
-    choose_engine,
-    find_first_layer,
-    resolve_device,
-)
+from shenjing.analysis.landscape.engine import Evaluator, choose_engine
 from shenjing.analysis.landscape.grid import (
     Landscape,
     export_vtk,
@@ -43,6 +41,7 @@ from shenjing.analysis.landscape.grid import (
     make_axis,
     merge_previous,
 )
+from shenjing.analysis.landscape.paths import find_first_layer
 from shenjing.analysis.landscape.storage import (
     directions_path,
     load_directions,
@@ -57,5 +56,5 @@ __all__ = [
     "find_first_layer", "flat_params", "grid_coords", "line", "line_direction",
     "load_directions", "load_landscape", "make_axis", "merge_previous", "model_sha256",
     "normalize_direction", "plane", "random_directions", "read_directions_meta",
-    "resolve_device", "save_directions", "tensor_sha256", "trajectory_pca",
+    "save_directions", "tensor_sha256", "trajectory_pca", "trajectory_plane",
 ]

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shenjing.analysis.landscape.directions import ParamLayout
+
 # elementwise modules: applied to any layout, so (K, features, samples) is fine
 _ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -73,14 +75,6 @@ class ActivationStep:
 
 
 Step = LinearStep | ActivationStep
-
-
-def _offsets(net: nn.Module) -> dict[str, tuple[int, int]]:
-    out, offset = {}, 0
-    for name, p in net.named_parameters():
-        out[name] = (offset, p.numel())
-        offset += p.numel()
-    return out
 
 
 def _only_arg_is(node: Any, current: Any) -> bool:
@@ -155,7 +149,8 @@ def trace_chain(net: nn.Module, first: str, loss: str) -> tuple[list[Step] | Non
     start = [n for n in graph.nodes if n.op == "call_module" and n.target == first]
     if len(start) != 1:
         return None, f"the first layer {first!r} is not called once in the traced graph"
-    offsets = _offsets(net)
+    offsets = {name: (span.start, span.stop - span.start)
+               for name, span in ParamLayout.of(net).slices().items()}
     used = {f"{first}.weight", f"{first}.bias"}
     steps: list[Step] = []
     current = start[0]

@@ -14,14 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from shenjing.analysis.landscape.config import ENGINE_KEYWORDS, EngineConfig, engine_config
 from shenjing.analysis.landscape.directions import (
     Directions,
     ParamLayout,
+    TrajectoryPCA,
     flat_params,
     line_direction,
     random_directions,
 )
-from shenjing.analysis.landscape.engine import EngineConfig, Evaluator, choose_engine
+from shenjing.analysis.landscape.engine import Evaluator, choose_engine, nothing_to_compute
 from shenjing.analysis.landscape.grid import (
     Landscape,
     empty_landscape,
@@ -52,11 +54,8 @@ def model_sha256(model: nn.Module) -> str:
 def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.ndarray, ...],
                        x: torch.Tensor, y: torch.Tensor, *, loss: str, kind: str = "plane",
                        center: torch.Tensor | None = None, origin: tuple[float, ...] | None = None,
-                       path: str | os.PathLike[str] | None = None, device: str = "auto",
-                       engine: str = "auto", dtype: str = "float32",
-                       batch_size: int | None = None, channels_last: bool | None = None,
-                       compile: bool | None = None, bn: str = "eval",
-                       precision: str = "exact", threads: int | None = None,
+                       path: str | os.PathLike[str] | None = None,
+                       engine: EngineConfig | None = None,
                        bn_data: torch.Tensor | None = None,
                        sample_indices: np.ndarray | None = None,
                        provenance: Mapping[str, Any] | None = None,
@@ -67,7 +66,9 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     """Loss/accuracy of ``model`` at ``center + Σ (coordₖ − originₖ)·dₖ`` over a grid.
 
     ``center`` defaults to the model's own parameters; ``axes`` are 1 or 2 coordinate
-    arrays (build them with :func:`make_axis`). With ``path``, points are written there as
+    arrays (build them with :func:`make_axis`). ``engine`` says how points are evaluated
+    (path, device, dtype, BN policy, precision…; by default all measured, see
+    :class:`EngineConfig`). With ``path``, points are written there as
     they are computed and points already there (same weights, directions, samples, loss,
     BN policy and dtype) are reused, also from a coarser or narrower earlier grid.
 
@@ -77,12 +78,14 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     settings bit for bit. Settings left at ``auto``/None take the stored ones; one given
     explicitly that differs is refused (:class:`UsageError`, nothing written), since mixing
     two ways of computing would agree only up to rounding.
-    ``precision='bf16'``/``'tf32'`` trade exactness for speed; the error that causes is
+    ``engine.precision='bf16'``/``'tf32'`` trade exactness for speed; the error that causes is
     measured against exact evaluation at a few computed points and recorded in
     ``meta['precision']``. The directions go beside ``path`` (:mod:`.storage`): random ones
     as their seed, a line's (give ``line_start``, its θ₀) as its end points, others as
     float32 vectors.
     """
+    engine = EngineConfig() if engine is None else engine
+    bn, dtype, precision = engine.bn, engine.dtype, engine.precision
     classification = loss_task(loss) == "classification"
     dev_model = next(model.parameters()).device
     center_t = flat_params(model) if center is None else center.to(dev_model)
@@ -144,20 +147,13 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     if previous_engine:
         # the settings that computed the stored points: a resumed surface is bit-identical
         if n_todo:
-            _refuse_other_settings(previous_engine, path, fresh, engine=engine,
-                                   batch_size=batch_size, channels_last=channels_last,
-                                   compile=compile, threads=threads, device=device)
-        cfg = EngineConfig(**{k2: v for k2, v in previous_engine.items()
-                              if k2 in EngineConfig.__dataclass_fields__})
+            _refuse_other_settings(previous_engine, path, fresh, engine)
+        cfg = EngineConfig.from_json(previous_engine)
     elif n_todo == 0:
-        cfg = EngineConfig(path="none", device=str(dev_model), bn=bn,
-                           reason="every point was already computed")
+        cfg = nothing_to_compute(str(dev_model), bn)
     else:
         cfg = choose_engine(model, center_t, dirs, x, y, loss=loss,
-                            classification=classification, device=device, dtype=dtype,
-                            path=engine, batch_size=batch_size, channels_last=channels_last,
-                            compile=compile, bn=bn, n_points=n_todo, precision=precision,
-                            threads=threads)
+                            classification=classification, config=engine, n_points=n_todo)
     fresh.meta["engine"] = cfg.to_json()
     # the evaluator checks the settings: bad input raises here and leaves no file
     evaluator = Evaluator(model, center_t, dirs, x, y, loss=loss,
@@ -173,7 +169,8 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     import time
 
     t0 = time.perf_counter()
-    result = fill_landscape(fresh, evaluator.evaluate, path=path, chunk=max(1, cfg.chunk),
+    result = fill_landscape(fresh, evaluator.evaluate, path=path,
+                            chunk=max(1, evaluator.config.chunk or 1),
                             save_every=save_every, progress=progress)
     seconds = time.perf_counter() - t0
     meta = dict(result.meta)
@@ -189,13 +186,14 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     return result
 
 
-def _refuse_other_settings(stored: Mapping[str, Any], path: Path | None, grid: Landscape, *,
-                           engine: str, batch_size: int | None, channels_last: bool | None,
-                           compile: bool | None, threads: int | None, device: str) -> None:
+def _refuse_other_settings(stored: Mapping[str, Any], path: Path | None, grid: Landscape,
+                           engine: EngineConfig) -> None:
     """Refuse explicit engine settings that differ from those of the stored points."""
+    batch_size, channels_last = engine.batch_size, engine.channels_last
+    compile, threads, device = engine.compile, engine.threads, engine.device
     given = []
-    if engine != "auto" and engine != stored.get("path"):
-        given.append(f"--engine {engine}")
+    if engine.path != "auto" and engine.path != stored.get("path"):
+        given.append(f"--engine {engine.path}")
     if batch_size is not None and int(batch_size) != stored.get("batch_size"):
         given.append(f"--batch-size {batch_size}")
     if channels_last is not None and bool(channels_last) != bool(stored.get("channels_last")):
@@ -256,32 +254,47 @@ def precision_error(landscape: Landscape, model: nn.Module, center: torch.Tensor
             "max_abs_accuracy_error": float(np.nanmax(acc_err)) if classification else None}
 
 
+def _engine_of(engine: EngineConfig | str, kwargs: dict[str, Any]) -> EngineConfig:
+    """The config of a public function's ``engine`` and its engine keywords (taken out of
+    ``kwargs``; the rest go to :func:`evaluate_landscape`)."""
+    settings = {name: kwargs.pop(name) for name in ENGINE_KEYWORDS if name in kwargs}
+    return engine_config(engine, **settings)
+
+
 def plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
           steps: int = 21, range_: tuple[float, float] = (-1.0, 1.0), seed: int = 0,
           norm: str = "filter", ignore_1d: bool = True,
-          directions: Directions | None = None, **kwargs: Any) -> Landscape:
+          directions: Directions | None = None, engine: EngineConfig | str = "auto",
+          **kwargs: Any) -> Landscape:
     """2-D surface around the model's weights θ* along two random directions.
 
     Filter-normalized Gaussian directions by default (Li et al. 2018); the grid is
     ``steps × steps`` over ``range_`` on both axes and always contains θ* (0, 0).
-    Keyword arguments go to :func:`evaluate_landscape` (``path``, ``device``, ``engine``…).
+    ``engine`` is an :class:`EngineConfig` or a path name; engine keywords (``device``,
+    ``dtype``, ``batch_size``, ``bn``, ``precision``…) refine it. Other keyword arguments go
+    to :func:`evaluate_landscape` (``path`` to store and resume, ``progress``,
+    ``provenance``…).
     """
+    config = _engine_of(engine, kwargs)
     lo, hi = range_
     axis = make_axis(lo, hi, steps, anchors=(0.0,))
     dirs = directions if directions is not None else random_directions(
         model, 2, seed=seed, norm=norm, ignore_1d=ignore_1d)  # type: ignore[arg-type]
     return evaluate_landscape(model, dirs, (axis, axis.copy()), x, y, loss=loss,
-                              kind="plane", **kwargs)
+                              kind="plane", engine=config, **kwargs)
 
 
 def line(start: nn.Module | Mapping[str, torch.Tensor], end: nn.Module, x: torch.Tensor,
          y: torch.Tensor, *, loss: str, steps: int = 51,
-         range_: tuple[float, float] = (-0.5, 1.5), **kwargs: Any) -> Landscape:
+         range_: tuple[float, float] = (-0.5, 1.5), engine: EngineConfig | str = "auto",
+         **kwargs: Any) -> Landscape:
     """1-D loss along θ(α) = (1−α)·start + α·end; α = 0 and 1 are always on the axis.
 
     ``end`` is the model evaluated (its buffers, e.g. BatchNorm statistics, are used at
-    every α); ``start`` a model or state dict of the same architecture.
+    every α); ``start`` a model or state dict of the same architecture. ``engine`` and the
+    other keywords as for :func:`plane`.
     """
+    config = _engine_of(engine, kwargs)
     lo, hi = range_
     axis = make_axis(lo, hi, steps, anchors=(0.0, 1.0))
     if not isinstance(start, nn.Module):
@@ -291,4 +304,28 @@ def line(start: nn.Module | Mapping[str, torch.Tensor], end: nn.Module, x: torch
     else:
         center, dirs = line_direction(start, end)
     return evaluate_landscape(end, dirs, (axis,), x, y, loss=loss, kind="line",
-                              center=center, origin=(1.0,), line_start=start, **kwargs)
+                              center=center, origin=(1.0,), line_start=start, engine=config,
+                              **kwargs)
+
+
+def trajectory_plane(model: nn.Module, pca: TrajectoryPCA, x: torch.Tensor, y: torch.Tensor,
+                     *, loss: str, steps: int = 21, margin: float = 0.25,
+                     engine: EngineConfig | str = "auto", **kwargs: Any) -> Landscape:
+    """Loss on the plane of a training trajectory's two main PCA directions (Li et al. §7).
+
+    ``model`` is θ* (the trajectory's last checkpoint), ``pca`` from :func:`trajectory_pca`.
+    The grid covers every projected checkpoint with ``margin`` to spare on each side and
+    contains θ* (0, 0); the projected trajectory is stored with the landscape
+    (``trajectory``, ``trajectory_epochs``). ``engine`` and the other keywords as for
+    :func:`plane`.
+    """
+    config = _engine_of(engine, kwargs)
+    axes = []
+    for d in range(2):
+        r = float(np.abs(pca.coords[:, d]).max()) * (1 + margin) or 1.0
+        axes.append(make_axis(-r, r, steps, anchors=(0.0,)))
+    return evaluate_landscape(model, pca.directions, tuple(axes), x, y, loss=loss,
+                              kind="trajectory", engine=config,
+                              extra_arrays={"trajectory": pca.coords,
+                                            "trajectory_epochs": np.asarray(pca.epochs)},
+                              **kwargs)

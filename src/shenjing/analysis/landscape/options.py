@@ -29,8 +29,8 @@ from typing import Any
 
 from shenjing._checks import bounded_int, choice, value_range
 from shenjing._checks import device as check_device
+from shenjing.analysis.landscape.config import BN_POLICIES, PATHS, PRECISIONS, validate_settings
 from shenjing.analysis.landscape.directions import NORMS
-from shenjing.analysis.landscape.engine import BN_POLICIES, PATHS, PRECISIONS, validate_settings
 from shenjing.analysis.landscape.memory import axis_length, check_grid
 from shenjing.errors import UsageError
 
