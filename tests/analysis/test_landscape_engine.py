@@ -206,6 +206,31 @@ def test_nan_losses_are_recorded_as_computed_and_counted():
     assert ls.minimum()[1] == pytest.approx(np.nanmin(ls.loss))
 
 
+def test_each_path_says_whether_it_applies_and_why_not():
+    from shenjing.analysis.landscape.paths import PATH_TYPES, Batch
+
+    x, labels = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    models = {
+        "mlp": _mlp(),
+        "cnn": nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 10)).eval(),
+        "bn first": nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 10)).eval(),
+    }
+    reasons = {(model, name): cls.applies(net, Batch(x, labels, "cross_entropy"))
+               for model, net in models.items() for name, cls in PATH_TYPES.items()}
+    assert all(why is None for (_, name), why in reasons.items()
+               if name in ("loop", "vmap")), reasons
+    assert reasons["mlp", "linear"] is None and reasons["mlp", "chain"] is None
+    assert reasons["cnn", "linear"] is None and reasons["cnn", "linear-vmap"] is None
+    assert reasons["cnn", "chain"] == "the first layer '0' is a convolution"
+    for name in ("linear", "linear-vmap", "chain"):
+        assert reasons["bn first", name] == ("first parametric module '1' is a BatchNorm1d, "
+                                             "not Linear/Conv")
+    soft = labels.float()
+    assert PATH_TYPES["chain"].applies(models["mlp"], Batch(x, soft, "cross_entropy")) == \
+        "the targets are not class indices"
+    assert all(count_hooks(net) == 0 for net in models.values())  # every probe hook removed
+
+
 def test_linear_path_refuses_models_it_does_not_fit():
     class Scaled(nn.Module):
         def __init__(self) -> None:

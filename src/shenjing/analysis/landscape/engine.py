@@ -119,6 +119,64 @@ def _chain_block(device: torch.device, net: nn.Module, n_samples: int, chunk: in
     return int(min(n_samples, max(64, block)))
 
 
+def _fastest_forward(net: nn.Module, xd: torch.Tensor, *, batch_size: int | None,
+                     channels_last: bool | None, threads: int | None, small: bool,
+                     measurements: dict[str, float]) -> tuple[int, bool, int | None]:
+    """The batch size, memory layout and thread count of the fastest forward pass of
+    ``net`` over ``xd``, among those not given; each timing goes into ``measurements``."""
+    meas, dev, n = measurements, xd.device, int(xd.shape[0])
+    cands_bs = [batch_size] if batch_size else sorted({min(n, b) for b in (128, 512, n)})
+    cands_cl = [channels_last] if channels_last is not None else (
+        [False, True] if xd.ndim == 4 else [False])
+    # a shared CPU can make every multi-threaded op wait for a descheduled thread:
+    # measure one thread against the current count
+    cands_th: list[int | None] = [threads]
+    if not threads and dev.type == "cpu":
+        cands_th = list(sorted({torch.get_num_threads(), 1}))
+    if small:
+        cands_bs, cands_cl, cands_th = [min(n, 256)], [False], [threads]
+    best = (math.inf, cands_bs[0], cands_cl[0], threads)
+    with torch.inference_mode():
+        for th in cands_th:
+            for cl in cands_cl:
+                netc = net.to(memory_format=torch.channels_last) if cl else net  # type: ignore[call-overload]
+                # time on at most 1,024 samples: the ranking is what matters
+                xs = xd[:min(n, 1024)]
+                xc = xs.contiguous(memory_format=torch.channels_last) if cl else xs
+                m = len(xc)
+                for bs in cands_bs:
+                    with intra_op_threads(th):
+                        t = _time(lambda netc=netc, xc=xc, bs=bs, m=m:  # type: ignore[misc]
+                                  [netc(xc[i:i + bs]) for i in range(0, m, bs)])
+                    meas[f"forward bs={bs}{' channels_last' if cl else ''} "
+                         f"threads={th}"] = t * 1e3
+                    if t < best[0]:
+                        best = (t, bs, cl, th)
+    return best[1], best[2], best[3]
+
+
+def _candidate_paths(net: nn.Module, batch: Batch, config: EngineConfig,
+                     device: torch.device) -> list[str]:
+    """The paths worth timing: the one given, else the loop and every path that applies
+    here (the vmap paths on CUDA only: on CPU batched weights are grouped convolutions,
+    measured slower)."""
+    if config.path != "auto":
+        return [config.path]
+    candidates = ["loop"]
+    if config.bn != "eval":
+        return candidates
+    if config.precision != "exact":
+        return candidates + (["vmap"] if device.type == "cuda" else [])  # forward-pass paths
+    linear_applies = LinearPath.applies(net, batch) is None
+    if linear_applies:
+        candidates.append("linear")
+        if ChainPath.applies(net, batch) is None:
+            candidates.append("chain")
+    if device.type == "cuda":
+        candidates += ["vmap"] + (["linear-vmap"] if linear_applies else [])
+    return candidates
+
+
 def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tensor,
                   x: torch.Tensor, y: torch.Tensor, *, loss: str, classification: bool,
                   config: EngineConfig | None = None, n_points: int = 0,
@@ -146,50 +204,13 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
     xd = x.to(dev, dt)
     small = n_points and n_points <= 4
     if batch_size is None or (channels_last is None and x.ndim == 4):
-        cands_bs = [batch_size] if batch_size else sorted({min(n, b) for b in (128, 512, n)})
-        cands_cl = [channels_last] if channels_last is not None else (
-            [False, True] if x.ndim == 4 else [False])
-        # a shared CPU can make every multi-threaded op wait for a descheduled thread:
-        # measure one thread against the current count
-        cands_th: list[int | None] = [threads]
-        if not threads and dev.type == "cpu":
-            cands_th = list(sorted({torch.get_num_threads(), 1}))
-        if small:
-            cands_bs, cands_cl, cands_th = [min(n, 256)], [False], [threads]
-        best = (math.inf, cands_bs[0], cands_cl[0], threads)
-        with torch.inference_mode():
-            for th in cands_th:
-                for cl in cands_cl:
-                    netc = net.to(memory_format=torch.channels_last) if cl else net  # type: ignore[call-overload]
-                    # time on at most 1,024 samples: the ranking is what matters
-                    xs = xd[:min(n, 1024)]
-                    xc = xs.contiguous(memory_format=torch.channels_last) if cl else xs
-                    m = len(xc)
-                    for bs in cands_bs:
-                        with intra_op_threads(th):
-                            t = _time(lambda netc=netc, xc=xc, bs=bs, m=m:  # type: ignore[misc]
-                                      [netc(xc[i:i + bs]) for i in range(0, m, bs)])
-                        meas[f"forward bs={bs}{' channels_last' if cl else ''} "
-                             f"threads={th}"] = t * 1e3
-                        if t < best[0]:
-                            best = (t, bs, cl, th)
-        batch_size, channels_last, threads = best[1], best[2], best[3]
+        batch_size, channels_last, threads = _fastest_forward(
+            net, xd, batch_size=batch_size, channels_last=channels_last, threads=threads,
+            small=bool(small), measurements=meas)
     channels_last = bool(channels_last)
     bs = int(batch_size)
-    candidates = [path] if path != "auto" else ["loop"]
+    candidates = _candidate_paths(net, Batch(xd, y, loss), config, dev)
     first, _ = find_first_layer(net, xd)
-    batch = Batch(xd, y, loss)
-    if path == "auto" and bn == "eval" and precision != "exact":
-        candidates += ["vmap"] if dev.type == "cuda" else []  # the forward-pass paths
-    elif path == "auto" and bn == "eval":
-        linear_applies = LinearPath.applies(net, batch) is None
-        if linear_applies:
-            candidates.append("linear")
-            if ChainPath.applies(net, batch) is None:
-                candidates.append("chain")
-        if dev.type == "cuda":
-            # batched weights are grouped convolutions on CPU: measured slower there
-            candidates += ["vmap"] + (["linear-vmap"] if linear_applies else [])
     act = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
     chunk_for = {"loop": 1, "linear": 32, "linear-vmap": 32,
                  "chain": _chain_chunk(dev, net, n),
