@@ -420,3 +420,17 @@ def test_loss_function_sums_match_means_and_bad_names():
         loss_function("crossentropy")
     with pytest.raises(UsageError, match="reduction must be"):
         loss_function("mse", "avg")  # type: ignore[arg-type]
+
+
+def test_plane_takes_an_engine_config_or_the_keywords_that_build_one():
+    net = _mlp()
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    kw = dict(loss="cross_entropy", steps=3, range_=(-1, 1))
+    by_keywords = plane(net, x, y, engine="loop", device="cpu", batch_size=16, **kw)
+    config = EngineConfig(path="loop", device="cpu", batch_size=16)
+    by_config = plane(net, x, y, engine=config, **kw)
+    assert by_config.loss.tobytes() == by_keywords.loss.tobytes()
+    assert by_config.meta["engine"]["batch_size"] == 16
+    # a keyword refines a given config
+    refined = plane(net, x, y, engine=config, batch_size=8, **kw)
+    assert refined.meta["engine"]["batch_size"] == 8

@@ -105,24 +105,22 @@ class EvaluationPath:
         converted with ``.to(memory_format=...)`` would.
         """
         params = list(net.parameters())
-        spans = list(zip(self.layout.offsets, self.layout.numels, strict=True))
+        spans = list(self.layout.slices().values())
         if nhwc:
             self.center = self.center.clone()
             self.directions = self.directions.clone()
-            for p, (offset, k) in zip(params, spans, strict=True):
+            for p, span in zip(params, spans, strict=True):
                 if p.ndim == 4:
                     o, i, h, w = p.shape
-                    for vec in (self.center[offset:offset + k],
-                                *self.directions[:, offset:offset + k]):
+                    for vec in (self.center[span], *self.directions[:, span]):
                         vec.copy_(vec.view(o, i, h, w).permute(0, 2, 3, 1).reshape(-1))
         flat = self.center.clone()
-        for p, (offset, k) in zip(params, spans, strict=True):
-            seg = flat[offset:offset + k]
+        for p, span in zip(params, spans, strict=True):
             if nhwc and p.ndim == 4:
                 o, i, h, w = p.shape
-                p.data = seg.view(o, h, w, i).permute(0, 3, 1, 2)
+                p.data = flat[span].view(o, h, w, i).permute(0, 3, 1, 2)
             else:
-                p.data = seg.view_as(p)
+                p.data = flat[span].view_as(p)
         return flat
 
     # ---- what paths share -------------------------------------------------------------
