@@ -434,3 +434,19 @@ def test_plane_takes_an_engine_config_or_the_keywords_that_build_one():
     # a keyword refines a given config
     refined = plane(net, x, y, engine=config, batch_size=8, **kw)
     assert refined.meta["engine"]["batch_size"] == 8
+
+
+def test_bn_recompute_with_the_automatic_engine_on_a_grid_of_more_than_four_points():
+    """The automatic choice times the loop path on a real grid, with the BatchNorm samples
+    (it once built its timing evaluator without them and refused every such grid)."""
+    from shenjing.analysis.landscape import plane
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    auto = plane(net, x, y, loss="cross_entropy", steps=3, bn="recompute", bn_data=x,
+                 device="cpu")
+    given = plane(net, x, y, loss="cross_entropy", steps=3, engine="loop", bn="recompute",
+                  bn_data=x, device="cpu", batch_size=auto.meta["engine"]["batch_size"])
+    assert auto.meta["engine"]["path"] == "loop" and auto.complete
+    np.testing.assert_allclose(auto.loss, given.loss, rtol=1e-6)

@@ -153,7 +153,8 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
         cfg = nothing_to_compute(str(dev_model), bn)
     else:
         cfg = choose_engine(model, center_t, dirs, x, y, loss=loss,
-                            classification=classification, config=engine, n_points=n_todo)
+                            classification=classification, config=engine, n_points=n_todo,
+                            bn_data=bn_data)
     fresh.meta["engine"] = cfg.to_json()
     # the evaluator checks the settings: bad input raises here and leaves no file
     evaluator = Evaluator(model, center_t, dirs, x, y, loss=loss,

@@ -180,7 +180,8 @@ def _candidate_paths(net: nn.Module, batch: Batch, config: EngineConfig,
 def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tensor,
                   x: torch.Tensor, y: torch.Tensor, *, loss: str, classification: bool,
                   config: EngineConfig | None = None, n_points: int = 0,
-                  probe_points: int = 2) -> EngineConfig:
+                  probe_points: int = 2, bn_data: torch.Tensor | None = None
+                  ) -> EngineConfig:
     """Pick the fastest exact way to evaluate this model here, by timing the candidates.
 
     First the forward pass alone is timed for a few batch sizes (and ``channels_last`` for
@@ -190,6 +191,8 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
     (:data:`COMPILE_WORTH_S`). Anything passed explicitly is used as given. The returned
     config carries the measurements (ms per point) and the reason for the choice. The
     chunk (points per evaluation call) is always sized here, for the path chosen.
+    ``bn_data`` are the inputs that ``bn='recompute'`` re-estimates BatchNorm statistics from
+    (the timed evaluations need them too).
     """
     config = EngineConfig() if config is None else config
     dev = validate_config(config)
@@ -217,7 +220,7 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
                  "vmap": _vmap_chunk(dev, center.numel(), n, bs, 64 * max(act, 1))}
     compile_args: dict[str, Any] = dict(model=model, center=center, directions=directions, x=x, y=y,
                         loss=loss, classification=classification, n_points=n_points,
-                        probe_points=probe_points)
+                        probe_points=probe_points, bn_data=bn_data)
     if len(candidates) == 1 or small:
         config = EngineConfig(path=candidates[0], batch_size=bs, channels_last=channels_last,
                               compile=bool(compile), dtype=dtype, device=str(dev),
@@ -252,7 +255,7 @@ def choose_engine(model: nn.Module, center: torch.Tensor, directions: torch.Tens
                                    threads=th, chunk=min(chunk_for[cand], n_probe), bn=bn,
                                    precision=precision)
                 ev = Evaluator(model, center, directions, x, y, loss=loss,
-                               classification=classification, config=cfg)
+                               classification=classification, config=cfg, bn_data=bn_data)
                 ev.evaluate(probe[:1])  # warm-up (and the linear path's cache)
                 t = _time(lambda ev=ev, probe=probe: ev.evaluate(probe),  # type: ignore[misc]
                           repeat=2) / n_probe
@@ -288,7 +291,8 @@ a small CNN took 4–8 s on our 2-core CPU and saved ~30 % per point)."""
 def _compile_if_it_pays(config: EngineConfig, eager_s_per_point: float | None, *,
                         model: nn.Module, center: torch.Tensor, directions: torch.Tensor,
                         x: torch.Tensor, y: torch.Tensor, loss: str, classification: bool,
-                        n_points: int, probe_points: int) -> EngineConfig:
+                        n_points: int, probe_points: int,
+                        bn_data: torch.Tensor | None = None) -> EngineConfig:
     """``torch.compile`` is tried for the CPU loop path when the grid would take at least
     :data:`COMPILE_WORTH_S` eager seconds (the eager loop is timed here if it was not)."""
     if config.path != "loop" or config.compile or torch.device(config.device).type != "cpu" \
@@ -297,19 +301,19 @@ def _compile_if_it_pays(config: EngineConfig, eager_s_per_point: float | None, *
     probe = _probe_points(probe_points, directions.shape[0])
     if eager_s_per_point is None:
         ev = Evaluator(model, center, directions, x, y, loss=loss,
-                       classification=classification, config=config)
+                       classification=classification, config=config, bn_data=bn_data)
         eager_s_per_point = _time(lambda: ev.evaluate(probe), repeat=1) / probe_points
     if eager_s_per_point * n_points < COMPILE_WORTH_S:
         return config
     return _try_compile(config, model, center, directions, x, y, loss=loss,
                         classification=classification, eager_s_per_point=eager_s_per_point,
-                        probe_points=probe_points)
+                        probe_points=probe_points, bn_data=bn_data)
 
 
 def _try_compile(config: EngineConfig, model: nn.Module, center: torch.Tensor,
                  directions: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, loss: str,
                  classification: bool, eager_s_per_point: float,
-                 probe_points: int) -> EngineConfig:
+                 probe_points: int, bn_data: torch.Tensor | None = None) -> EngineConfig:
     """Time the loop path under ``torch.compile``; use it if it is faster per point.
 
     For image inputs both memory layouts are tried: compiled code can prefer another layout
@@ -329,7 +333,7 @@ def _try_compile(config: EngineConfig, model: nn.Module, center: torch.Tensor,
         try:
             t0 = time.perf_counter()
             ev = Evaluator(model, center, directions, x, y, loss=loss,
-                           classification=classification, config=trial)
+                           classification=classification, config=trial, bn_data=bn_data)
             ev.evaluate(probe[:1])
             meas[f"torch.compile{label} warm-up (s)"] = time.perf_counter() - t0
             t = _time(lambda ev=ev: ev.evaluate(probe), repeat=2) / probe_points  # type: ignore[misc]

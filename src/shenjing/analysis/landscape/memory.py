@@ -128,8 +128,8 @@ def check_trajectory(n_checkpoints: int, n_params: int) -> None:
         raise ResourceError(
             f"the trajectory plane's PCA of {n_checkpoints} checkpoints × {n_params:,} "
             f"parameters needs about {format_bytes(need)} of memory but {_budget_text(budget)}"
-            "; no option of --trajectory reduces it: use --plane (two random directions) "
-            "instead, or a machine with more memory")
+            "; no option of `landscape trajectory` reduces it: use `landscape plane` (two random "
+            "directions) instead, or a machine with more memory")
 
 
 __all__ = ["BYTES_PER_POINT", "axis_length", "check_engine", "check_grid", "check_trajectory",
