@@ -124,6 +124,27 @@ def test_sharpness_report_and_model_untouched(tiny):
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_a_saved_report_loads_back_equal_with_its_extra_fields(tiny, tmp_path):
+    from shenjing.analysis.hessian import load_sharpness
+
+    net, x, y, _ = tiny
+    rep = sharpness(net, x, y, loss="cross_entropy", top_k=2, trace=True, density=True,
+                    layers=None, trace_samples=10, density_runs=1, density_steps=8)
+    paths = rep.save(tmp_path / "hessian-e003", extra={"epoch": 3},
+                     arrays={"sample_indices": np.arange(40)})
+    assert [p.name for p in paths] == ["hessian-e003.json", "hessian-e003.npz"]
+    back, summary = load_sharpness(paths[1])
+    assert summary == {**rep.to_json(), "epoch": 3}
+    assert back.to_json() == rep.to_json()
+    np.testing.assert_array_equal(back.top.values, rep.top.values)
+    np.testing.assert_array_equal(back.trace.samples, rep.trace.samples)
+    for name in ("nodes", "weights", "grid", "density"):
+        np.testing.assert_array_equal(getattr(back.density, name), getattr(rep.density, name))
+    with np.load(paths[1]) as z:
+        assert z.files == ["eigenvalues", "sample_indices", "trace_samples", "density_grid",
+                           "density", "slq_nodes", "slq_weights"]
+
+
 # ---- transformers: Hessian-vector products need attention's second derivative --------
 
 class TinyViT(nn.Module):

@@ -31,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -527,6 +529,56 @@ class SharpnessReport:
                               "n_steps": int(self.density.nodes.shape[1]),
                               "sigma": self.density.sigma, "n_hvp": self.density.n_hvp}
         return out
+
+    def save(self, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None,
+             arrays: Mapping[str, np.ndarray] | None = None) -> list[Path]:
+        """Write ``<path>.json`` (:meth:`to_json` with the ``extra`` fields, e.g. the epoch
+        and samples) and ``<path>.npz`` (``eigenvalues``, then ``arrays``, then
+        ``trace_samples`` and the density's ``density_grid``, ``density``, ``slq_nodes``,
+        ``slq_weights`` where computed), atomically; :func:`load_sharpness` reads them back.
+        """
+        from shenjing import _io
+
+        base = Path(path).with_suffix("")
+        summary = {**self.to_json(), **dict(extra or {})}
+        data: dict[str, Any] = {"eigenvalues": self.top.values, **dict(arrays or {})}
+        if self.trace is not None:
+            data["trace_samples"] = self.trace.samples
+        if self.density is not None:
+            data.update(density_grid=self.density.grid, density=self.density.density,
+                        slq_nodes=self.density.nodes, slq_weights=self.density.weights)
+        return [_io.write_json(base.with_suffix(".json"), summary),
+                _io.save_npz(base.with_suffix(".npz"), **data)]
+
+
+def load_sharpness(path: str | os.PathLike[str]) -> tuple[SharpnessReport, dict[str, Any]]:
+    """The report :meth:`SharpnessReport.save` wrote at ``path`` (``.json`` or ``.npz``, or
+    the stem), and the whole JSON summary (with its extra fields)."""
+    import json
+
+    base = Path(path).with_suffix("")
+    summary = json.loads(base.with_suffix(".json").read_text(encoding="utf-8"))
+    with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    top = Eigenpairs(values=arrays["eigenvalues"], n_hvp=int(summary["top_n_hvp"]),
+                     method=str(summary["top_method"]),
+                     converged=bool(summary["top_converged"]))
+    trace = None
+    if "trace" in summary:
+        t = summary["trace"]
+        trace = TraceEstimate(float(t["mean"]), float(t["stderr"]),
+                              (float(t["ci95"][0]), float(t["ci95"][1])), int(t["n_samples"]),
+                              arrays["trace_samples"])
+    density = None
+    if "density" in summary:
+        d = summary["density"]
+        density = SpectralDensity(arrays["slq_nodes"], arrays["slq_weights"],
+                                  arrays["density_grid"], arrays["density"],
+                                  float(d["sigma"]), int(d["n_hvp"]))
+    report = SharpnessReport(top=top, trace=trace, density=density,
+                             per_layer=dict(summary.get("per_layer", {})),
+                             loss=float(summary["loss"]), n_params=int(summary["n_params"]))
+    return report, summary
 
 
 def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str,
