@@ -128,3 +128,23 @@ def test_a_vanished_signal_still_gets_a_map_and_faithful_numbers():
                                normal.coords / normal.coords.std(), rtol=1e-4, atol=1e-4)
     assert map_quality(tiny, small.coords)["trustworthiness"] == pytest.approx(
         map_quality(x, normal.coords)["trustworthiness"], abs=1e-6)
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_a_saved_map_loads_back_equal(tmp_path, labelled):
+    from shenjing.analysis.embed import Embedding, load_embedding
+
+    rng = np.random.default_rng(0)
+    emb = Embedding(coords=rng.normal(size=(6, 2)).astype(np.float32), method="pca",
+                    params={"method": "pca", "epoch": 3, "perplexity": None},
+                    labels=np.arange(6) % 2 if labelled else None, indices=np.arange(6) + 10,
+                    metrics={"trustworthiness": 0.9, "silhouette_2d": None})
+    back = load_embedding(emb.save(tmp_path / "relu1-pca-epoch-003.npz"))
+    np.testing.assert_array_equal(back.coords, emb.coords)
+    np.testing.assert_array_equal(back.indices, emb.indices)
+    assert back.coords.dtype == np.float32
+    assert (back.method, back.params, back.metrics) == (emb.method, emb.params, emb.metrics)
+    if labelled:
+        np.testing.assert_array_equal(back.labels, emb.labels)
+    else:
+        assert back.labels is None

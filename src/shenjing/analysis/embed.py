@@ -12,6 +12,7 @@ t-SNE/UMAP: cheaper neighbour search, same neighbourhoods up to noise.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,26 @@ class Embedding:
                          if isinstance(v, float))
         return (f"Embedding({self.method}, n_samples={self.n_samples}"
                 + (f", {nums}" if nums else "") + ")")
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the map atomically as ``.npz``: ``coords``, ``indices``, ``metrics`` and
+        ``params`` (JSON), and ``labels`` when known; :func:`load_embedding` reads it."""
+        from shenjing import _io
+
+        arrays: dict[str, Any] = {"coords": self.coords, "indices": self.indices,
+                                  "metrics": self.metrics, "params": self.params}
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        return _io.save_npz(path, **arrays)
+
+
+def load_embedding(path: str | os.PathLike[str]) -> Embedding:
+    """The map :meth:`Embedding.save` wrote (its method is read from its ``params``)."""
+    with np.load(path, allow_pickle=False) as z:
+        params = json.loads(str(z["params"]))
+        return Embedding(coords=z["coords"], method=params["method"], params=params,
+                         labels=z["labels"] if "labels" in z.files else None,
+                         indices=z["indices"], metrics=json.loads(str(z["metrics"])))
 
 
 _TINY, _HUGE = 1e-6, 1e6  # activation scales outside these are rescaled before distances
