@@ -366,7 +366,7 @@ def test_plan_is_reported_before_a_refusal_and_progress_counts_samples():
 
 def test_verbose_is_a_deprecated_no_op(capsys):
     model = nn.Sequential(nn.Linear(2, 2))
-    with pytest.warns(DeprecationWarning, match="verbose=... is deprecated and ignored"):
+    with pytest.warns(DeprecationWarning, match=r"verbose=\.\.\.\) is deprecated and ignored"):
         capture_dataset(model, torch.zeros(3, 2), ["0"], verbose=True)
     assert capsys.readouterr() == ("", "")
 
