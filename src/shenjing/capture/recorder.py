@@ -74,6 +74,13 @@ class Recorder:
 
     Calls are counted per module from the last :meth:`new_forward` (or from the start), so
     a module that runs twice in one forward gives calls 0 and 1.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2))
+    >>> log = CallLog(["0"], lambda call: [(p, tuple(t.shape)) for p, t in call.outputs])
+    >>> with Recorder(net, ["0"], log.sink).observing():
+    ...     _ = net(torch.ones(3, 2))
+    >>> [(out.key, out.value) for out in log.keyed()]
+    [('0', (3, 2))]
     """
 
     def __init__(self, model: nn.Module, modules: Iterable[str], sink: Sink) -> None:
@@ -131,13 +138,16 @@ class CallLog(Generic[T]):
         self.keep = keep
 
     def sink(self, call: ModuleCall) -> None:
+        """Keep what ``keep`` makes of one call (a :class:`Recorder`'s sink)."""
         self.calls[call.module].append(self.keep(call))
 
     def clear(self) -> None:
+        """Forget every call (the next forward starts)."""
         for per_call in self.calls.values():
             per_call.clear()
 
     def n_calls(self, module: str) -> int:
+        """How many times ``module`` ran since the last :meth:`clear`."""
         return len(self.calls[module])
 
     def produced(self) -> dict[str, list[list[OutputPath]]]:
