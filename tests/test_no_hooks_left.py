@@ -152,13 +152,15 @@ HOOK_USERS = [
 ]
 
 
-def _modules_of(*objects: Any) -> list[nn.Module]:
-    """The models among ``objects`` and their attributes (an Evaluator's own copy)."""
+def _modules_of(*objects: Any, depth: int = 3) -> list[nn.Module]:
+    """The models among ``objects`` and, a few attributes deep, inside them (the copy of
+    the model an Evaluator keeps in its evaluation path)."""
     found = []
     for obj in objects:
         if isinstance(obj, nn.Module):
             found.append(obj)
-        found += [v for v in getattr(obj, "__dict__", {}).values() if isinstance(v, nn.Module)]
+        elif depth and hasattr(obj, "__dict__"):
+            found += _modules_of(*vars(obj).values(), depth=depth - 1)
     return found
 
 
@@ -172,7 +174,9 @@ def test_no_hook_is_left_after_a_normal_call(user: HookUser, tmp_path: Path) -> 
     model = _model(user)
     target = user.prepare(model, tmp_path)
     user.call(target, tmp_path)
-    for module in _modules_of(model, target):
+    modules = _modules_of(model, target)
+    assert len(modules) > (target is not model), "the prepared object holds no model copy"
+    for module in modules:
         assert count_hooks(module) == 0
 
 
