@@ -1,8 +1,10 @@
 """The one low-level hook mechanism: forward hooks and pre-hooks that are always removed.
 
-Everything that observes a model's layers (capture, dead-unit counts, feature maps, the
-landscape engine's first-layer probe) goes through :func:`forward_hooks` or
-:func:`forward_pre_hooks`, so "no hook is left behind" is proved in one place.
+Everything that observes a model's layers (capture and feature maps through
+:class:`shenjing.capture.recorder.Recorder`, dead-unit counts, the landscape engine's
+first-layer probe) goes through :func:`forward_hooks` or :func:`forward_pre_hooks`, so "no
+hook is left behind" holds in one place; ``tests/test_no_hooks_left.py`` checks it for
+every caller, also when forward raises.
 """
 
 from __future__ import annotations

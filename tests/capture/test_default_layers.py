@@ -54,7 +54,7 @@ def test_user_models_get_block_outputs_and_the_features_the_classifier_reads(
     assert chosen.logits == head and chosen.names[-1] == head
     assert set(chosen.reasons) == set(names)
     # the penultimate key records exactly what the classifier reads
-    acts = capture_dataset(model, X, [chosen.penultimate], verbose=False)
+    acts = capture_dataset(model, X, [chosen.penultimate])
     torch.testing.assert_close(torch.from_numpy(acts.flat(chosen.penultimate).copy()),
                                classifier_input(model, head, X).flatten(1),
                                rtol=1e-5, atol=1e-6)

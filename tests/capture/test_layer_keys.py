@@ -86,7 +86,7 @@ def test_every_listed_key_captures_what_a_hand_written_hook_sees(name, x):
     assert sum(len(v) for calls in seen.values() for v in calls) >= len(keys) > 0
     for row in table:
         assert row.calls == len(seen[row.name]), row.name
-    acts = capture_dataset(model, x, keys, batch_size=2, verbose=False)  # 3 batches
+    acts = capture_dataset(model, x, keys, batch_size=2)  # 3 batches
     assert list(acts) == keys
     with capture(model, keys) as live, torch.no_grad():
         model(x)
@@ -108,7 +108,7 @@ def test_every_listed_key_captures_what_a_hand_written_hook_sees(name, x):
 def test_one_key_records_only_that_tensor(name, key, x):
     model = um.build(name)
     seen = hand_recorded(model, x)
-    acts = capture_dataset(model, x, [key], verbose=False)
+    acts = capture_dataset(model, x, [key])
     assert list(acts) == [key]
     assert acts.info[key]["layer"] == split_key(key, model)[0]
     torch.testing.assert_close(torch.from_numpy(acts[key].copy()), expected(seen, key, model),
@@ -247,7 +247,7 @@ def test_resolve_keys_keeps_names_and_keys(x):
 def test_a_key_that_selects_nothing_is_one_clear_error(name, spec, match, x):
     model = um.build(name)
     for call in (lambda: resolve_keys(model, x, [spec]),
-                 lambda: capture_dataset(model, x, [spec], verbose=False)):
+                 lambda: capture_dataset(model, x, [spec])):
         with pytest.raises(LayerNotFoundError, match=match):
             call()
         assert count_hooks(model) == 0
@@ -274,7 +274,7 @@ def test_no_hook_is_left_when_forward_raises():
     model = Boom()
     x = torch.zeros(2, 5, 3)
     for call in (lambda: list_layers(model, x), lambda: resolve_keys(model, x, ["lstm.1.0"]),
-                 lambda: capture_dataset(model, x, ["lstm.1.0"], verbose=False)):
+                 lambda: capture_dataset(model, x, ["lstm.1.0"])):
         with pytest.raises(RuntimeError, match="boom"):
             call()
         assert count_hooks(model) == 0

@@ -36,9 +36,9 @@ says why.
 Layers are named as :func:`shenjing.capture.list_layers` prints them: a module name
 (``lstm``: its first floating-point output of its first call) or an output key
 (``lstm.0``, ``lstm.1.0``, ``block#1``, ``encoder.layers.0.self_attn.1``), the naming of
-:mod:`shenjing.capture.core`. Outputs are observed through
-:func:`shenjing.hooks.forward_hooks`, so no hook is ever left on the model, also when forward
-raises.
+:mod:`shenjing.capture.recorder`. Outputs are observed through its
+:class:`~shenjing.capture.recorder.Recorder`, so no hook is ever left on the model, also when
+forward raises.
 
 >>> import torch
 >>> from torch import nn
@@ -59,8 +59,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from shenjing.capture.core import NoBatchDimError, flatten_output, forward_or_explain, prepare
-from shenjing.capture.keys import KeyFilter, make_key, output_path, split_key
+from shenjing.capture.core import NoBatchDimError, forward_or_explain, prepare
+from shenjing.capture.keys import KeyFilter, Selection, merge, split_key
+from shenjing.capture.recorder import CallLog, ModuleCall, Recorder
 from shenjing.errors import (
     LayerNotFoundError,
     NotApplicableError,
@@ -68,7 +69,6 @@ from shenjing.errors import (
     UsageError,
     did_you_mean,
 )
-from shenjing.hooks import forward_hooks
 
 Scale = Literal["shared", "channel", "global"]
 Order = Literal["layer", "mean", "max"]
@@ -402,6 +402,17 @@ class LayerOutput:
     off_rule: str | None
 
 
+@dataclass(frozen=True)
+class _TargetOutput:
+    """What feature maps keep of one output of the chosen layer, as it was returned: a CPU
+    copy, its off rule (read from its autograd node before a later in-place op replaces
+    it), and the layout of the last module with a layout that finished before it."""
+
+    tensor: torch.Tensor
+    off_rule: str | None
+    before: str | None
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -424,38 +435,31 @@ def capture_layer(model: nn.Module, x: torch.Tensor, layer: str) -> LayerOutput:
     module_name, call_index, path = split_spec(model, layer)
     target = model.get_submodule(module_name)
     finished: list[str] = []   # layouts of modules with one, in the order they finished
-    calls: list[dict[str, Any]] = []
     batch = int(x.shape[0]) if x.ndim else 1
 
-    def on_target(_mod: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
-        found = flatten_output(module_name, out)
-        calls.append({
-            "before": finished[-1] if finished else None,
-            "outputs": [(output_path(module_name, k), t.detach().to("cpu", copy=True),
-                         off_rule_of(target, t)) for k, t in found],
-        })
+    def keep(call: ModuleCall) -> list[tuple[tuple[str, ...], _TargetOutput]]:
+        before = finished[-1] if finished else None
+        return [(p, _TargetOutput(t.detach().to("cpu", copy=True), off_rule_of(target, t),
+                                  before)) for p, t in call.outputs]
 
-    hooks: dict[str, Any] = {}
+    log = CallLog([module_name], keep)
+    layouts: dict[str, Any] = {}
     for name, mod in model.named_modules():
         layout = _layout_of(mod)
         if name and layout is not None and name != module_name:
-            hooks[name] = lambda _m, _a, _o, _l=layout: finished.append(_l)
-    hooks[module_name] = on_target
+            layouts[name] = lambda _m, _a, _o, _l=layout: finished.append(_l)
     x = x.to(_model_device(model))
-    with forward_hooks(model, hooks), torch.enable_grad():
+    with Recorder(model, [module_name], log.sink).observing(also=layouts), torch.enable_grad():
         forward_or_explain(model, x)  # a shape error names what the model expects
-    if not calls:
+    if not log.n_calls(module_name):
         raise UsageError(f"layer {module_name!r} did not run in {type(model).__name__}.forward,"
                          " so it has no output to show; choose a layer that forward uses "
                          "(`shenjing layers RUN` shows which ran)")
-    n_calls = len(calls)
-    keyed = [(str(make_key(module_name, c if n_calls > 1 else None, p)), t, rule, call)
-             for c, call in enumerate(calls) for p, t, rule in call["outputs"]
-             if (call_index is None and not path)
-             or KeyFilter(call_index, path).selects(c, n_calls, p)]
+    selection: Selection = {}
+    merge(selection, module_name, KeyFilter(call_index, path))
+    keyed = list(log.keyed(selection))
     if not keyed:
-        have = [str(make_key(module_name, c if n_calls > 1 else None, p))
-                for c, call in enumerate(calls) for p, _, _ in call["outputs"]]
+        have = [str(out.key) for out in log.keyed()]
         if not have:
             raise NotApplicableError(f"maps: layer {module_name!r} ({type(target).__name__}) "
                                      "returns no floating-point tensor, so it has no "
@@ -464,17 +468,16 @@ def capture_layer(model: nn.Module, x: torch.Tensor, layer: str) -> LayerOutput:
             f"no layer or output {layer!r} in {type(model).__name__}: {module_name!r} "
             f"({type(target).__name__}) gives the outputs {', '.join(have)}."
             f"{did_you_mean(layer, have)} See `shenjing layers RUN`.")
-    chosen = keyed[0]
-    out_key, tensor, rule, call = chosen
+    out_key, chosen = str(keyed[0].key), keyed[0].value
     try:
-        tensor = prepare(tensor, batch_size=batch, pool="none", dtype=None, key=out_key)
+        tensor = prepare(chosen.tensor, batch_size=batch, pool="none", dtype=None, key=out_key)
     except NoBatchDimError as exc:
         raise NotApplicableError(f"maps: {exc}") from None
     view, axes = output_view(target, out_key[len(module_name):], tensor.ndim - 1,
-                             call["before"])
+                             chosen.before)
     return LayerOutput(layer=layer, key=out_key, tensor=tensor,
                        module_type=type(target).__name__, view=view, axes=axes,
-                       off_rule=rule)
+                       off_rule=chosen.off_rule)
 
 
 def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:

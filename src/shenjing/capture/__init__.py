@@ -7,12 +7,14 @@
 - :func:`capture` (model, layers): a context manager for notebooks;
 - :func:`capture_dataset` (model, data, layers, …, out_dir=None) → :class:`Activations`.
 
+All of them record through one hook → keys → sink path, :mod:`shenjing.capture.recorder`.
+
 Post-activation features are the output of the activation module: in the zoo models
 ``relu1`` is "fc1 after its ReLU" (seed 000's hidden features).
 """
 
 from shenjing.capture.activations import Activations, format_bytes
-from shenjing.capture.core import Captured, capture, flatten_output
+from shenjing.capture.core import Captured, capture
 from shenjing.capture.dataset import available_memory, capture_dataset, memory_budget
 from shenjing.capture.layers import (
     DefaultLayers,
@@ -26,6 +28,7 @@ from shenjing.capture.layers import (
     resolve_layers,
     split_key,
 )
+from shenjing.capture.recorder import flatten_output
 
 __all__ = ["Activations", "Captured", "DefaultLayers", "LayerInfo", "LayerKey", "LayerTable",
            "available_memory", "capture", "capture_dataset", "default_layers",

@@ -1,25 +1,17 @@
 """Hook-level capture: turn a layer's output into named per-sample tensors.
 
-Everything here goes through :func:`shenjing.hooks.forward_hooks`, so hooks only observe
-(a layer's output is never replaced) and are removed even when forward raises.
-
-Naming of recorded tensors (keys):
-
-- a tensor output is recorded under the layer name: ``fc1``;
-- a tuple/list output under ``name.i`` (``lstm.0`` = the sequence output, ``lstm.1.0`` =
-  ``h_n``), a dict output under ``name.key``; non-floating tensors (indices, masks) and
-  non-tensors are skipped;
-- a module called k > 1 times in one forward (shared weights) under ``name#0`` …
-  ``name#{k-1}``, e.g. ``block#1`` or ``lstm#1.0``.
-
-Each key can be given back wherever a layer is chosen, and then only that tensor is
-recorded (parsing in :mod:`shenjing.capture.keys`). Shapes are batch first, as recorded.
+Recording goes through :class:`shenjing.capture.recorder.Recorder` (and so
+:func:`shenjing.hooks.forward_hooks`): hooks only observe (a layer's output is never
+replaced) and are removed even when forward raises. Keys name the recorded tensors as
+:mod:`shenjing.capture.recorder` describes (``fc1``, ``lstm.1.0``, ``block#1``); each key
+can be given back wherever a layer is chosen, and then only that tensor is recorded
+(parsing in :mod:`shenjing.capture.keys`). Shapes are batch first, as recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shenjing._device import resolve_device
+from shenjing.capture.recorder import CallLog, ModuleCall, OutputPath, Recorder
 from shenjing.errors import LayerNotFoundError, ShapeMismatchError, UsageError
-from shenjing.hooks import forward_hooks
 
 Pool = Literal["none", "mean", "max"] | int
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64}
@@ -57,31 +50,15 @@ def check_pool(pool: Pool | str) -> Pool:
     return pool  # type: ignore[return-value]
 
 
-def resolve_device(device: str | torch.device | None, model: nn.Module | None = None
-                   ) -> torch.device:
-    """``'auto'`` → CUDA when available; None → the model's own device (CPU for no params)."""
+def device_for(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device to run ``model`` on: ``device`` as ``--device`` reads it (``'auto'`` →
+    CUDA when available), or, for None, the device the model's parameters are on (the CPU
+    for a model without parameters)."""
     if device is None:
-        if model is not None:
-            for p in model.parameters():
-                return p.device
+        for p in model.parameters():
+            return p.device
         return torch.device("cpu")
-    from shenjing._device import resolve_device as resolve
-
-    return resolve(device)
-
-
-def flatten_output(key: str, out: Any) -> list[tuple[str, torch.Tensor]]:
-    """The floating-point tensors inside a layer output, each with its key (see module doc)."""
-    if isinstance(out, torch.Tensor):
-        return [(key, out)] if out.is_floating_point() else []
-    found: list[tuple[str, torch.Tensor]] = []
-    if isinstance(out, Mapping):
-        for k, v in out.items():
-            found.extend(flatten_output(f"{key}.{k}", v))
-    elif isinstance(out, (tuple, list)):
-        for i, v in enumerate(out):
-            found.extend(flatten_output(f"{key}.{i}", v))
-    return found
+    return resolve_device(device)
 
 
 class NoBatchDimError(UsageError):
@@ -157,11 +134,6 @@ def _batch_size_of(args: tuple[Any, ...]) -> int | None:
             if found is not None:
                 return found
     return None
-
-
-def call_key(name: str, call: int, n_calls: int) -> str:
-    """``name`` for a layer called once per forward, ``name#call`` otherwise."""
-    return name if n_calls == 1 else f"{name}#{call}"
 
 
 def run_model(model: nn.Module, x: Any) -> Any:
@@ -267,47 +239,39 @@ def dry_run(model: nn.Module, example: Any, names: Iterable[str] | None = None, 
     names = list(dict.fromkeys([*names, *inputs_of]))
     want_input = set(inputs_of)
     batch = _batch_size_of((example,))
-    raw: dict[str, list[list[tuple[str, torch.Tensor, int]]]] = {n: [] for n in names}
     inputs: dict[str, torch.Tensor] = {}
-    counter = [0]
+    counter = itertools.count()  # the order in which outputs were returned
 
-    def make(name: str) -> Any:
-        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            found = []
-            for k, t in flatten_output(name, out):
-                found.append((k, t.detach().clone() if values else t.detach(), counter[0]))
-                counter[0] += 1
-            raw[name].append(found)
-            if name in want_input:
-                first = next((a for a in args if isinstance(a, torch.Tensor)), None)
-                if first is not None:
-                    inputs[name] = first.detach().clone()
-        return hook
+    def keep(call: ModuleCall) -> list[tuple[OutputPath, tuple[torch.Tensor, int]]]:
+        if call.module in want_input:
+            first = next((a for a in call.args if isinstance(a, torch.Tensor)), None)
+            if first is not None:
+                inputs[call.module] = first.detach().clone()
+        return [(path, (t.detach().clone() if values else t.detach(), next(counter)))
+                for path, t in call.outputs]
 
+    log = CallLog(names, keep)
     was_training = model.training
     model.eval()
     try:
-        with forward_hooks(model, {n: make(n) for n in names}), torch.inference_mode():
+        with Recorder(model, names, log.sink).observing(), torch.inference_mode():
             forward_or_explain(model, example)
     finally:
         model.train(was_training)
     outputs = []
-    for name, per_call in raw.items():
-        for c, outs in enumerate(per_call):
-            prefix = call_key(name, c, len(per_call))
-            for k, t, order in outs:
-                try:
-                    v = prepare(t, batch_size=batch, pool="none", dtype=None, key=k)
-                    per_sample = True
-                except NoBatchDimError:
-                    v, per_sample = t, False
-                outputs.append(DryOutput(
-                    key=prefix + k[len(name):], module=name, call=c,
-                    path=tuple(k[len(name) + 1:].split(".")) if k != name else (),
-                    shape=tuple(v.shape), per_sample=per_sample, order=order,
-                    value=v if values and per_sample else None))
+    for out in log.keyed():
+        t, order = out.value
+        try:
+            v = prepare(t, batch_size=batch, pool="none", dtype=None, key=out.key)
+            per_sample = True
+        except NoBatchDimError:
+            v, per_sample = t, False
+        outputs.append(DryOutput(
+            key=out.key, module=out.module, call=out.call, path=out.path,
+            shape=tuple(v.shape), per_sample=per_sample, order=order,
+            value=v if values and per_sample else None))
     outputs.sort(key=lambda o: o.order)
-    return DryRun(batch_size=batch, calls={n: len(v) for n, v in raw.items()},
+    return DryRun(batch_size=batch, calls={n: log.n_calls(n) for n in names},
                   outputs=outputs, inputs=inputs)
 
 
@@ -370,46 +334,30 @@ def capture(model: nn.Module, layers: Any, *, pool: Pool | str = "none",
     >>> acts["1"].shape
     torch.Size([4, 2])
     """
-    from shenjing.capture.keys import check_filters, is_selected, output_path
+    from shenjing.capture.keys import check_filters
     from shenjing.capture.layers import select_layers
 
     names, _, selection = select_layers(model, layers)
     pool = check_pool(pool)
     torch_dtype = resolve_dtype(dtype)
     result = Captured()
-    # outputs of the forward in progress, per layer and call: finalised at the root hook,
-    # once the number of calls per forward (and so the ``#i`` suffix) is known
-    pending: dict[str, list[list[tuple[str, torch.Tensor]]]] = {n: [] for n in names}
-
-    def make(name: str):
-        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-            pending[name].append([(k, t.detach().clone()) for k, t in flatten_output(name, out)])
-        return hook
+    # copies of the outputs of the forward in progress: keyed at the root hook, once the
+    # number of calls per forward (and so the ``#i`` suffix) is known
+    log = CallLog(names, lambda call: [(path, t.detach().clone()) for path, t in call.outputs])
+    recorder = Recorder(model, names, log.sink)
 
     def flush(batch_size: int | None) -> None:
-        check_filters(selection, {n: [[output_path(n, k) for k, _ in outs] for outs in calls]
-                                  for n, calls in pending.items()}, type(model).__name__)
-        for name, per_call in pending.items():
-            for c, outs in enumerate(per_call):
-                prefix = call_key(name, c, len(per_call))
-                for k, t in outs:
-                    if not is_selected(selection, name, c, len(per_call), output_path(name, k)):
-                        continue
-                    key = prefix + k[len(name):]
-                    t = prepare(t, batch_size=batch_size, pool=pool, dtype=torch_dtype, key=key)
-                    result._add(key, name, t.to("cpu"))
-            per_call.clear()
+        check_filters(selection, log.produced(), type(model).__name__)
+        for out in log.keyed(selection):
+            t = prepare(out.value, batch_size=batch_size, pool=pool, dtype=torch_dtype,
+                        key=out.key)
+            result._add(out.key, out.module, t.to("cpu"))
+        log.clear()
+        recorder.new_forward()
 
     def root_done(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         flush(_batch_size_of(args))
 
-    hooks = {n: make(n) for n in names}
-    if "" not in hooks:
-        hooks[""] = root_done
-    with forward_hooks(model, hooks):
+    with recorder.observing(also={"": root_done}):
         yield result
     flush(None)  # calls of submodules made directly, outside a root forward
-
-
-def n_elements(shape: Iterable[int]) -> int:
-    return math.prod(int(s) for s in shape)

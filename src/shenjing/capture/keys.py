@@ -55,6 +55,17 @@ def make_key(module: str, call: int | None, path: tuple[str, ...]) -> LayerKey:
     return LayerKey(text, module, call, path)
 
 
+def output_key(module: str, call: int, n_calls: int, path: tuple[str, ...]) -> LayerKey:
+    """The one naming rule of recorded tensors: the key of the output at ``path`` of call
+    ``call`` (from 0) of a module that ran ``n_calls`` times in one forward; ``#call``
+    appears only when it ran more than once.
+
+    >>> output_key("block", 1, 2, ("0",)), output_key("lstm", 0, 1, ("1", "0"))
+    ('block#1.0', 'lstm.1.0')
+    """
+    return make_key(module, call if n_calls > 1 else None, path)
+
+
 def _module_names(model: nn.Module | Iterable[str]) -> set[str]:
     if isinstance(model, nn.Module):
         return {name for name, _ in model.named_modules() if name}
@@ -132,7 +143,7 @@ def merge(selection: Selection, module: str, flt: KeyFilter | None) -> None:
 
 
 def output_path(module: str, key: str) -> tuple[str, ...]:
-    """The path part of a key produced by :func:`~shenjing.capture.core.flatten_output`
+    """The path part of a key produced by :func:`~shenjing.capture.recorder.flatten_output`
     for ``module`` (``lstm.1.0`` → ``('1', '0')``)."""
     rest = key[len(module):]
     return tuple(rest[1:].split(".")) if rest else ()
@@ -156,7 +167,7 @@ def check_filters(selection: Selection, produced: Mapping[str, list[list[tuple[s
         if filters is None or not per_call:
             continue
         n_calls = len(per_call)
-        keys = [make_key(module, c if n_calls > 1 else None, p)
+        keys = [output_key(module, c, n_calls, p)
                 for c, paths in enumerate(per_call) for p in paths]
         for flt in filters:
             if any(flt.selects(c, n_calls, p) for c, paths in enumerate(per_call)

@@ -28,8 +28,8 @@ from shenjing.capture.keys import (
     Selection,
     check_filters,
     is_selected,
-    make_key,
     merge,
+    output_key,
     split_key,
 )
 from shenjing.errors import LayerNotFoundError, RunError, did_you_mean
@@ -198,7 +198,7 @@ def resolve_keys(model: nn.Module, example: Any, specs: str | LayerSpec | Iterab
             continue
         for o in run.of(n):
             if is_selected(selection, n, o.call, run.calls[n], o.path) and o.key not in out:
-                out.append(make_key(n, o.call if run.calls[n] > 1 else None, o.path))
+                out.append(output_key(n, o.call, run.calls[n], o.path))
     return out
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shenjing.capture.dataset import CapturePlan
 
 
 def counting_bar(unit: str, *, stderr: bool = False) -> Any:
@@ -57,3 +61,9 @@ class StepBar:
     def close(self) -> None:
         self.progress.update(self.task, completed=self.done + 1)
         self.progress.stop()
+
+
+def print_capture_plan(plan: CapturePlan) -> None:
+    """Print what a capture will record (samples, tensors, bytes per key) on stderr: the
+    ``on_plan`` callback of :func:`shenjing.capture.capture_dataset` for the CLI."""
+    print(plan, file=sys.stderr)

@@ -111,8 +111,9 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
     # two samples first: unknown layers, a --pool larger than the maps, or a capture that
     # would not fit are refused before the stage is marked running or anything is written
     from shenjing.capture.dataset import check_capture_memory
+    from shenjing.stages._progress import print_capture_plan
 
-    probe = capture_dataset(model, data.x[:2], layers, dtype=dtype, pool=pool, verbose=False,
+    probe = capture_dataset(model, data.x[:2], layers, dtype=dtype, pool=pool,
                             input_shape=run.data.input_shape)
     check_capture_memory(probe, len(data), out_dir=run.path, max_memory=max_memory, pool=pool,
                          dtype=dtype, batch_size=batch_size, cuda=dev.type == "cuda")
@@ -122,7 +123,7 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
                                max_memory=max_memory, input_shape=run.data.input_shape,
                                meta={"epoch": e, "split": split, "subset": subset,
                                      "subset_seed": seed if subset is not None else None},
-                               verbose=verbose)
+                               on_plan=print_capture_plan if verbose else None)
         result = CaptureResult(epoch=e, split=split, n_samples=acts.n_samples,
                                paths=dict(acts.paths),
                                shapes={k: tuple(a.shape) for k, a in acts.items()},

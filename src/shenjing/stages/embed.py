@@ -229,10 +229,10 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
         feats_by_epoch: dict[int, dict[str, np.ndarray]] = {}
         for e in epoch_list:
             model = run.model(e, device=dev)
-            acts = capture_dataset(model, test, layers, batch_size=batch_size, verbose=False,
+            acts = capture_dataset(model, test, layers, batch_size=batch_size,
                                    input_shape=data.input_shape)
-            train_acts: Any = (capture_dataset(model, train, layers, batch_size=batch_size,
-                                          verbose=False) if classify else None)
+            train_acts: Any = (capture_dataset(model, train, layers, batch_size=batch_size)
+                               if classify else None)
             if not result.keys:
                 result.keys = list(acts)
             # kept for CKA and the projector, already reduced so epochs × wide layers stay small
@@ -344,7 +344,7 @@ def _check_embed_memory(model: Any, test: Any, layers: Sequence[str] | str, *, n
     wanted = [layers] if isinstance(layers, str) else [x for x in layers if x != "input"]
     if not wanted:
         return
-    probe = capture_dataset(model, test.x[:2], wanted, verbose=False, input_shape=input_shape)
+    probe = capture_dataset(model, test.x[:2], wanted, input_shape=input_shape)
     per_sample = {key: int(np.prod(probe[key].shape[1:])) for key in probe}
     need = embed_bytes(per_sample, n=len(test), n_train=n_train, n_epochs=n_epochs,
                        max_features=max_features)
@@ -505,7 +505,7 @@ def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
     notes: dict[str, str | None] = {}
     for r, e in ((run, epoch), (other, other_epoch)):
         model = r.model(r.resolve_epoch(e), device=dev)
-        acts = capture_dataset(model, test, layers, batch_size=batch_size, verbose=False,
+        acts = capture_dataset(model, test, layers, batch_size=batch_size,
                                input_shape=run.data.input_shape)
         for key in acts:
             name = f"{r.name}:{key}"
