@@ -112,7 +112,7 @@ def child(variant: str, data_dir: str) -> dict:
             elif variant.startswith("shenjing"):
                 from shenjing.capture import capture_dataset
 
-                acts = capture_dataset(model, x, LAYERS, batch_size=BATCH, verbose=False,
+                acts = capture_dataset(model, x, LAYERS, batch_size=BATCH,
                                        out_dir=out_dir if variant == "shenjing-disk" else None,
                                        max_memory=8 * 1024**3)
             elif variant == "torchlens-disk":

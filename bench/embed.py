@@ -57,7 +57,7 @@ def _features_128(args) -> tuple:
 
         torch.manual_seed(0)
         model, layer = build_model("simple_cnn", (1, 28, 28), 10), "relu3"
-    acts = capture_dataset(model, x, [layer], verbose=False)
+    acts = capture_dataset(model, x, [layer])
     return acts[layer], y, layer
 
 
@@ -74,7 +74,7 @@ def bench_metrics(args) -> list[str]:
     torch.manual_seed(0)
     model = build_model("simple_cnn", (1, 28, 28), 10)
     with tempfile.TemporaryDirectory() as tmp:
-        acts = capture_dataset(model, x, LAYERS, out_dir=tmp, verbose=False)
+        acts = capture_dataset(model, x, LAYERS, out_dir=tmp)
         t0 = time.perf_counter()
         seps = {}
         for name in LAYERS:

@@ -439,7 +439,9 @@ def test_a_shared_block_call_is_drawn_by_its_key(tmp_path):
 @pytest.mark.parametrize("stage_name", ["maps", "filters"])
 def test_a_failure_at_run_time_is_recorded_failed(signal_run, monkeypatch, stage_name):
     """Before, the stages set 'running' by hand and left it so when a step raised."""
-    import shenjing.stages.maps as stages
+    import importlib
+
+    stages = importlib.import_module(f"shenjing.stages.{stage_name}")
 
     def broken(*_a, **_k):
         raise OSError("disk full")
