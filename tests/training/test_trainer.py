@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -117,9 +116,55 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, small_digits):
     assert torch.equal(cut.state_dict(3)["fc1.weight"], full.state_dict(3)["fc1.weight"])
 
 
+TRAIN_ARGS = ("train", "--model", "dropout_cnn", "--data", "digits", "--epochs", "4",
+              "--batch-size", "8")
+
+# `shenjing train` that tells its parent, through a pipe, that epoch 3 has begun (its first
+# batch is back-propagated, epochs 1 and 2 are on disk), then waits there to be killed
+STOPS_IN_EPOCH_3 = r"""
+import os, sys
+from shenjing.cli import main
+from shenjing.training.recorder import Recorder
+
+fd = int(sys.argv[1])
+record_batch = Recorder.after_backward
+
+def after_backward(self, *args, **kwargs):
+    record_batch(self, *args, **kwargs)
+    if self.epoch == 2:  # the last epoch closed: this batch is epoch 3's
+        os.write(fd, b"in epoch 3\n")
+        sys.stdin.read()  # blocks until the parent kills this process
+
+Recorder.after_backward = after_backward
+main(sys.argv[2:])
+"""
+
+
 def _train_cmd(run: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "shenjing", "train", "--model", "dropout_cnn", "--data",
-            "digits", "--epochs", "4", "--batch-size", "8", "--run", str(run), *extra]
+    return [sys.executable, "-m", "shenjing", *TRAIN_ARGS, "--run", str(run), *extra]
+
+
+def _kill_in_epoch_3(run: Path, env: dict[str, str]) -> None:
+    """Train ``run`` in a child and SIGKILL it once it says epoch 3 is under way."""
+    import select
+
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", STOPS_IN_EPOCH_3, str(write_end),
+                             *TRAIN_ARGS, "--run", str(run)], env=env, pass_fds=(write_end,),
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 300)
+        assert ready, "the child never reached epoch 3"
+        assert os.read(read_end, 64) == b"in epoch 3\n"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        os.close(read_end)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
 
 
 def test_kill_during_epoch_3_then_resume_matches(tmp_path):
@@ -128,20 +173,11 @@ def test_kill_during_epoch_3_then_resume_matches(tmp_path):
     ref = tmp_path / "ref"
     subprocess.run(_train_cmd(ref), check=True, env=env, capture_output=True, timeout=600)
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(run), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    _kill_in_epoch_3(run, env)
     metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        if lines and json.loads(lines[-1])["epoch"] >= 2:
-            break
-        time.sleep(0.02)
-    time.sleep(0.3)  # well inside epoch 3
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
     epochs_before = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
-    assert epochs_before[-1] in (2, 3), epochs_before
+    assert epochs_before == [0, 1, 2]
+    assert Run(run).epochs == [0, 1, 2]
     subprocess.run(_train_cmd(run, "--resume"), check=True, env=env, capture_output=True,
                    timeout=600)
     assert metrics.read_bytes() == (ref / "metrics.jsonl").read_bytes()

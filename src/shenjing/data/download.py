@@ -19,15 +19,6 @@ from shenjing.errors import ChecksumError, DataError
 _CHUNK = 1 << 16
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(urls: Sequence[str], target: str | os.PathLike[str], sha256: str, *,
              timeout: float = 30.0, progress: bool = True) -> Path:
     """Download the first URL that answers into ``target`` and verify its SHA-256.

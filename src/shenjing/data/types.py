@@ -19,6 +19,11 @@ class Split:
     ``y`` is int64 class labels ``(n,)`` for classification or float32 ``(n, outputs)`` for
     regression; ``indices`` are the samples' positions in the source files, so a figure can
     always name the exact sample it shows.
+
+    >>> import torch
+    >>> split = Split(torch.zeros(5, 2), torch.arange(5), torch.arange(10, 15))
+    >>> split, split.subset(3, seed=0).indices.tolist()
+    (Split(n=5, x=(5, 2), y=(5,)), [10, 11, 14])
     """
 
     x: torch.Tensor
@@ -60,7 +65,13 @@ class Split:
 
 @dataclass(frozen=True, repr=False)
 class Dataset:
-    """A dataset as two splits, class names, and the spec that reloads it exactly."""
+    """A dataset as two splits, class names, and the spec that reloads it exactly.
+
+    >>> from shenjing.data import load_dataset
+    >>> digits = load_dataset("digits")
+    >>> digits.input_shape, digits.n_classes, digits.output_dim
+    ((1, 8, 8), 10, 10)
+    """
 
     name: str
     train: Split

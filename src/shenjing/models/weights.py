@@ -47,8 +47,6 @@ from shenjing.errors import CheckpointError
 #: wrapper keys tried in this order when the file holds a dict that is not a state dict
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "state", "net", "network",
                 "module", "params", "weights", "ema")
-#: prefixes that training wrappers add to every key
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 CONVERT_SNIPPET = """\
     # run this ONLY where you trust the file (it executes the pickle), then pass the

@@ -1,1 +1,65 @@
-"""plot layer of shenjing."""
+"""Figures: one ``plot_*`` function per figure, each drawing results and returning a Figure.
+
+Each view has a module here (``shenjing.plot.embed``, ``.maps``, ``.landscape`` …); this
+package re-exports every ``plot_*`` function, resolved on first use so that importing
+``shenjing.plot`` loads no matplotlib.
+
+>>> import shenjing as sj
+>>> sj.plot.plot_embedding.__module__
+'shenjing.plot.embed'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shenjing._lazy import resolve
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "plot_training_curves": "shenjing.plot.dynamics",
+    "plot_layer_dynamics": "shenjing.plot.dynamics",
+    "plot_layer_status": "shenjing.plot.dynamics",
+    "plot_embedding": "shenjing.plot.embed",
+    "plot_embedding_grid": "shenjing.plot.embed",
+    "plot_separability": "shenjing.plot.embed",
+    "plot_cka": "shenjing.plot.embed",
+    "plot_filters": "shenjing.plot.filters",
+    "plot_kernel_grid": "shenjing.plot.filters",
+    "plot_unit_images": "shenjing.plot.filters",
+    "plot_kernel_signals": "shenjing.plot.filters",
+    "plot_filters_over_epochs": "shenjing.plot.filters",
+    "plot_fit": "shenjing.plot.fit",
+    "plot_fit_errors": "shenjing.plot.fit",
+    "plot_decomposition": "shenjing.plot.fit",
+    "plot_linear_regions": "shenjing.plot.fit",
+    "plot_fit_frame": "shenjing.plot.fit",
+    "plot_fit_epochs": "shenjing.plot.fit",
+    "plot_hessian_density": "shenjing.plot.hessian",
+    "plot_sharpness_epochs": "shenjing.plot.hessian",
+    "plot_line": "shenjing.plot.landscape",
+    "plot_contour": "shenjing.plot.landscape",
+    "plot_trajectory_points": "shenjing.plot.landscape",
+    "plot_trajectory": "shenjing.plot.landscape",
+    "plot_surface": "shenjing.plot.landscape",
+    "plot_feature_maps": "shenjing.plot.maps",
+    "plot_feature_vector": "shenjing.plot.maps",
+    "plot_feature_map_strip": "shenjing.plot.maps",
+    "plot_feature_heatmap": "shenjing.plot.maps",
+    "plot_warp_layer": "shenjing.plot.warp",
+    "plot_warp": "shenjing.plot.warp",
+    "plot_probe_accuracy": "shenjing.plot.warp",
+    "plot_decision_boundary": "shenjing.plot.warp",
+    "plot_weight_histograms": "shenjing.plot.weights",
+    "plot_weight_stats": "shenjing.plot.weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return resolve(__name__, _EXPORTS, (), name)
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

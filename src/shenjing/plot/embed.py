@@ -82,6 +82,13 @@ def plot_embedding(embedding: Any, labels: Any = None, *, classes: Sequence[str]
 
     The title carries the map's numbers (probe accuracy, trustworthiness …) when present
     in ``embedding.metrics``. Returns the Figure.
+
+    >>> import numpy as np
+    >>> from shenjing.analysis.embed import embed
+    >>> emb = embed(np.random.default_rng(0).normal(size=(30, 5)), method="pca")
+    >>> fig = plot_embedding(emb, labels=np.arange(30) % 3)
+    >>> fig.axes[0].get_xlabel(), len(fig.axes[0].collections)
+    ('PCA 1', 3)
     """
     import matplotlib.pyplot as plt
 

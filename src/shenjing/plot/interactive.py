@@ -81,22 +81,6 @@ def embedding_scatter(coords: np.ndarray, labels: np.ndarray, classes: Sequence[
     return fig
 
 
-def loss_surface_3d(alphas: np.ndarray, betas: np.ndarray, loss: np.ndarray, *,
-                    title: str = "loss surface") -> Any:
-    """Rotatable 3-D surface of a 2-D loss grid (NaN points, never computed, left as holes)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Surface(x=alphas, y=betas, z=np.asarray(loss).T, colorscale="Viridis",
-                               colorbar={"title": "loss"},
-                               hovertemplate="α %{x:.3f}<br>β %{y:.3f}<br>loss %{z:.4g}"
-                                             "<extra></extra>"))
-    fig.update_layout(title=title, scene={"xaxis_title": "α (direction 1)",
-                                          "yaxis_title": "β (direction 2)",
-                                          "zaxis_title": "loss"},
-                      margin={"l": 0, "r": 0, "t": 40, "b": 0})
-    return fig
-
-
 def make_sprite(images: np.ndarray, *, tile: int = 28) -> tuple[bytes, int]:
     """Pack (n, h, w) or (n, 1, h, w) images in [0, 1] into one PNG sprite; return (png, cols).
 

@@ -47,6 +47,18 @@ def evaluate(model: nn.Module, split: Split, loss_fn: LossFn, *, batch_size: int
 
     Dead units: the fraction of each ReLU layer's units (channels for conv outputs) that
     output zero for every sample of the split.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from shenjing.data.types import Split
+    >>> from shenjing.training.losses import get_loss
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> net[0].weight.data, net[0].bias.data = torch.eye(2), torch.tensor([0.0, -9.0])
+    >>> split = Split(torch.tensor([[1.0, 0.0], [2.0, 1.0]]), torch.tensor([0, 0]),
+    ...               torch.arange(2))
+    >>> result = evaluate(net, split, get_loss("cross_entropy"))
+    >>> result.accuracy, result.dead_units
+    (1.0, {'1': 0.5})
     """
     was_training = model.training
     model.eval()

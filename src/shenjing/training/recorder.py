@@ -137,6 +137,16 @@ class Recorder:
     The Recorder holds the run's writer lock from its creation until :meth:`close` (or the
     end of a ``with`` block, or of the object, or of the process): another process that
     tries to write the run meanwhile is refused with one line naming this one.
+
+    >>> import tempfile
+    >>> from torch import nn
+    >>> from shenjing.data import load_dataset
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    >>> with Recorder(f"{tempfile.mkdtemp()}/run", net, data=load_dataset("digits")) as rec:
+    ...     rec.start()                       # epoch 0: the untrained net
+    ...     record = rec.end_epoch()          # after a pass over the data (none here)
+    >>> rec.run.epochs, record["epoch"]
+    ([0, 1], 1)
     """
 
     def __init__(self, run: str | os.PathLike[str] | Run, model: nn.Module, *,

@@ -56,7 +56,17 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one training run (what run.json records under ``config``)."""
+    """Hyper-parameters of one training run (what run.json records under ``config``).
+
+    Every value is checked when the config is made, so a typo fails before any file is
+    written:
+
+    >>> TrainConfig(epochs=3).lr
+    0.001
+    >>> TrainConfig(optimizer="adm")
+    Traceback (most recent call last):
+    shenjing.errors.UnknownNameError: unknown optimizer 'adm'. Did you mean 'adam' or 'adamw'? ...
+    """
 
     model: str = "mlp"
     data: str = "digits"
@@ -82,8 +92,6 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         get_loss(self.loss)
-
-
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
