@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,9 @@ from shenjing.analysis.landscape import (
 from shenjing.errors import UsageError
 
 SCRIPT = textwrap.dedent("""
-    import sys, time, torch
+    # a loop-path landscape job that tells its parent through a pipe when it has saved
+    # ``stop_at`` points (the file is saved after every point), then waits to be killed
+    import os, sys, torch
     from torch import nn
     from shenjing.analysis.landscape import plane
 
@@ -40,10 +41,16 @@ SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         net, x, y = build()
-        slow = float(sys.argv[2])
+        fd, stop_at = int(sys.argv[2]), int(sys.argv[3])
+
+        def reached(done, total):
+            if done >= stop_at:
+                os.write(fd, f"{done}\\n".encode())
+                sys.stdin.read()  # blocks until the parent kills this process
+
         plane(net, x, y, loss="cross_entropy", steps=9, range_=(-1, 1), device="cpu",
               engine="loop", batch_size=16, path=sys.argv[1], save_every=0.0,
-              progress=lambda done, total: time.sleep(slow))
+              progress=reached)
 """)
 
 
@@ -220,28 +227,26 @@ def test_resume_after_kill_9_gives_the_identical_surface(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     target = tmp_path / "killed.npz"
+    import select
+
     env = dict(os.environ, PYTHONHASHSEED="0")
-    proc = subprocess.Popen([sys.executable, str(script), str(target), "0.15"], env=env)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, str(script), str(target), str(write_end), "10"],
+                            env=env, pass_fds=(write_end,), stdin=subprocess.PIPE)
+    os.close(write_end)
     try:
-        deadline = time.time() + 120
-        n_done = 0
-        while time.time() < deadline:
-            if target.exists():
-                try:
-                    n_done = load_landscape(target).n_done
-                except Exception:
-                    n_done = 0
-                if n_done >= 10:
-                    break
-            time.sleep(0.05)
+        ready, _, _ = select.select([read_end], [], [], 120)
+        assert ready, "the child never reported its progress"
+        reached = int(os.read(read_end, 64).decode().split()[0])
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
+        os.close(read_end)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     partial = load_landscape(target)
-    assert 10 <= partial.n_done < 81, partial.n_done
+    assert partial.n_done == reached and 10 <= reached < 81, (partial.n_done, reached)
     net, x, y = _build()
     seen = []
     resumed = plane(net, x, y, loss="cross_entropy", steps=9, range_=(-1, 1), device="cpu",
