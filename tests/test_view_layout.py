@@ -66,3 +66,31 @@ def test_the_report_places_every_view():
         f"shenjing.report.sections.{view} import" in (folder / f"{host}.py").read_text()
         for host in used)}
     assert set(VIEWS) == (used & set(VIEWS)) | placed_inside
+
+
+#: figures of several axes (grids of panels, a heat map beside its bars): they make their
+#: own figure; every other plot_* draws into the ``ax`` it is given
+MULTI_PANEL = {
+    "plot_embedding_grid", "plot_feature_maps", "plot_feature_vector", "plot_feature_map_strip",
+    "plot_feature_heatmap", "plot_filters", "plot_kernel_grid", "plot_unit_images",
+    "plot_kernel_signals", "plot_filters_over_epochs", "plot_weight_histograms",
+    "plot_weight_stats", "plot_training_curves", "plot_layer_dynamics", "plot_layer_status",
+    "plot_decomposition", "plot_linear_regions", "plot_fit_epochs", "plot_warp"}
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_plot_functions_return_a_figure_and_take_ax_where_one_axes_is_drawn(view):
+    module = importlib.import_module(f"shenjing.plot.{view}")
+    for name, fn in inspect.getmembers(module, inspect.isfunction):
+        if not name.startswith("plot_") or fn.__module__ != module.__name__:
+            continue
+        sig = inspect.signature(fn)
+        if sig.return_annotation is None or sig.return_annotation == "None":
+            continue  # draws onto an axes it is given (a helper of another figure)
+        assert sig.return_annotation == "Figure", f"{name} -> {sig.return_annotation}"
+        if name in MULTI_PANEL:
+            assert "ax" not in sig.parameters, f"{name} takes ax: drop it from MULTI_PANEL"
+        else:
+            ax = sig.parameters.get("ax")
+            assert ax is not None and ax.kind is inspect.Parameter.KEYWORD_ONLY \
+                and ax.default is None, f"{name} draws one axes but takes no ax=None"

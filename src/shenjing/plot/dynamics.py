@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,9 @@ LABEL_PITCH_IN = 0.14
 #: names longer than this are shortened in the middle on ticks and legends
 MAX_NAME = 32
 _SMALL = 7  # pt: tick labels, legends, cell values
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _positive(values: np.ndarray) -> bool:
@@ -186,7 +189,7 @@ def _coverage_text(coverage: Coverage | None) -> str:
     return text
 
 
-def plot_training_curves(dyn: Dynamics, *, title: str | None = None) -> Any:
+def plot_training_curves(dyn: Dynamics, *, title: str | None = None) -> Figure:
     """Loss (log y) and accuracy against epoch, train and test; axes labelled ``"loss"`` and
     ``"accuracy"``; lines labelled ``"train"``/``"test"``."""
     import matplotlib.pyplot as plt
@@ -234,7 +237,7 @@ def _nothing_moved(status: LayerStatus | None) -> str | None:
 
 
 def plot_layer_dynamics(dyn: Dynamics, *, status: LayerStatus | None = None,
-                        title: str | None = None) -> Any:
+                        title: str | None = None) -> Figure:
     """Small multiples of the per-group metrics against epoch (one line per parameter
     group), plus the dead-unit fraction per activation; ratios and gradient norms on log
     scales. The title says what share of the model's parameters the lines cover, and —
@@ -337,7 +340,7 @@ def _ordinal(k: int) -> str:
     return {2: "2nd", 3: "3rd"}.get(k, f"{k}th")
 
 
-def plot_layer_status(dyn: Dynamics, status: LayerStatus, *, title: str | None = None) -> Any:
+def plot_layer_status(dyn: Dynamics, status: LayerStatus, *, title: str | None = None) -> Figure:
     """Which layers still move: a groups × epochs heat map of log10 ‖Δw‖/‖w‖ (the image
     array is exactly that, NaN for epoch 0 and for no movement at all), a strip with every
     group's status at the last epoch, and the warnings listed under the figure."""

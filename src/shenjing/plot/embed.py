@@ -7,7 +7,7 @@ Each function takes results computed in :mod:`shenjing.analysis` and returns a m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ _TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 _TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728",
           "#ff9896", "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2",
           "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def class_colors(n_classes: int) -> list[str]:
@@ -77,7 +80,7 @@ def _scatter(ax: Any, coords: np.ndarray, labels: np.ndarray | None,
 
 def plot_embedding(embedding: Any, labels: Any = None, *, classes: Sequence[str] | None = None,
                    title: str | None = None, ax: Any = None,
-                   point_size: float | None = None) -> Any:
+                   point_size: float | None = None) -> Figure:
     """Scatter of a 2-D :class:`~shenjing.analysis.embed.Embedding`, coloured by class.
 
     The title carries the map's numbers (probe accuracy, trustworthiness …) when present
@@ -112,7 +115,7 @@ def plot_embedding(embedding: Any, labels: Any = None, *, classes: Sequence[str]
 
 def plot_embedding_grid(embeddings: Mapping[tuple[str, int], Any], *,
                         classes: Sequence[str] | None = None, title: str | None = None,
-                        panel_size: float = 2.8) -> Any:
+                        panel_size: float = 2.8) -> Figure:
     """Small multiples: one row per layer, one column per epoch, ``(layer, epoch) → Embedding``.
 
     Each panel is titled ``layer · epoch N`` with its numbers below; one shared legend.
@@ -154,7 +157,7 @@ def plot_embedding_grid(embeddings: Mapping[tuple[str, int], Any], *,
 def plot_separability(records: Sequence[Mapping[str, Any]], *,
                       baseline: Mapping[str, Any] | None = None,
                       metric: str = "probe_accuracy", ax: Any = None,
-                      title: str | None = None, epoch0: str | None = None) -> Any:
+                      title: str | None = None, epoch0: str | None = None) -> Figure:
     """Accuracy of a layer's features by epoch, one line per layer; the input as a baseline.
 
     ``records``: dicts with ``layer``, ``epoch`` and ``metric`` (``probe_accuracy`` or
@@ -193,7 +196,7 @@ def plot_separability(records: Sequence[Mapping[str, Any]], *,
 
 
 def plot_cka(result: Any, *, names: Sequence[str] | None = None, ax: Any = None,
-             title: str | None = None, annotate: bool | None = None) -> Any:
+             title: str | None = None, annotate: bool | None = None) -> Figure:
     """Heat map of a CKA matrix (:class:`~shenjing.analysis.cka.CKAResult` or an array).
 
     Colour limits are fixed to [0, 1] so maps from different runs compare.

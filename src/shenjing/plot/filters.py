@@ -17,7 +17,7 @@ bar or epoch legend outside the cells.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from shenjing.errors import ShapeMismatchError, UsageError
 
 _SCALE_TEXT = {"shared": "one colour scale for the whole layer",
                "filter": "each filter scaled to its own max|w|"}
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _epoch_text(epoch: int | None) -> str:
@@ -63,7 +66,7 @@ def _tile(fig: Any, images: np.ndarray, labels: Sequence[str], titles: Sequence[
 
 
 def plot_filters(filters: Filters, *, max_filters: int = 64, scale: FilterScale = "filter",
-                 title: str | None = None) -> Any:
+                 title: str | None = None) -> Figure:
     """A conv layer's kernels as small images, one per output filter.
 
     3 input channels: each ``(3, kh, kw)`` kernel as an RGB image (axis ``"filter <o>"``).
@@ -103,7 +106,7 @@ def plot_filters(filters: Filters, *, max_filters: int = 64, scale: FilterScale 
 
 
 def plot_kernel_grid(grid: KernelGrid | Filters, *, max_out: int = 16, max_in: int = 16,
-                     title: str | None = None) -> Any:
+                     title: str | None = None) -> Figure:
     """The ``out × in`` matrix of a conv layer's kernels (rows = output channels).
 
     Takes a :class:`KernelGrid` or a :class:`Filters` (capped to ``max_out × max_in`` by
@@ -143,7 +146,7 @@ def plot_kernel_grid(grid: KernelGrid | Filters, *, max_out: int = 16, max_in: i
 
 def plot_unit_images(images: np.ndarray, *, layer: str, epoch: int | None = None,
                      units: Sequence[int] | None = None, scale: FilterScale = "filter",
-                     title: str | None = None) -> Any:
+                     title: str | None = None) -> Figure:
     """First-layer units of an MLP as images of the input ``(units, H, W)`` or RGB
     ``(units, H, W, 3)``, from :func:`shenjing.analysis.filters.unit_images`: what each
     hidden unit looks at (red: the unit's weight is positive there)."""
@@ -173,7 +176,7 @@ def _pct(x: float) -> str:
 
 
 def plot_kernel_signals(signals: KernelSignals | Filters, *, reference: Filters | None = None,
-                        max_out: int = 16, max_in: int = 8, title: str | None = None) -> Any:
+                        max_out: int = 16, max_in: int = 8, title: str | None = None) -> Figure:
     """A Conv1d layer's kernels ``(out, in, k)`` as small line plots (weight against tap).
 
     Takes :class:`~shenjing.analysis.filters.KernelSignals` or a :class:`Filters` (capped
@@ -325,7 +328,7 @@ def kernel_strip(kernels: np.ndarray, rgb: bool, upsample: int = UPSAMPLE) -> np
 
 
 def plot_filters_over_epochs(history: Sequence[Filters], *, max_filters: int = 32,
-                             max_epochs: int = 8, title: str | None = None) -> Any:
+                             max_epochs: int = 8, title: str | None = None) -> Figure:
     """Each filter at every epoch given (thinned), one cell per filter, in a readable grid.
 
     Conv2d kernels: a cell holds the filter's kernel at each shown epoch left to right (RGB

@@ -7,13 +7,16 @@ a run's ``fit/*.npz``), draws, and returns the matplotlib ``Figure``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 _NET = "#1f77b4"
 _TRUE = "black"
 _POLY_COLOURS = ("#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _figure(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -51,7 +54,7 @@ def plot_fit(x: np.ndarray, y_true: np.ndarray, y_net: np.ndarray, *,
              x_train: np.ndarray | None = None, y_train: np.ndarray | None = None,
              train_range: tuple[float, float] = (-5.0, 5.0),
              errors: Mapping[str, Mapping[str, Any]] | None = None,
-             title: str = "The net's fit vs polynomial interpolation", ax: Any = None) -> Any:
+             title: str = "The net's fit vs polynomial interpolation", ax: Any = None) -> Figure:
     """The true function, the net and each polynomial over ``x`` (in and beyond the range).
 
     ``polynomials`` maps a label (``'Lagrange (degree 99)'``) to its values at ``x``;
@@ -93,7 +96,7 @@ def plot_fit(x: np.ndarray, y_true: np.ndarray, y_net: np.ndarray, *,
 
 
 def plot_fit_errors(x: np.ndarray, abs_errors: Mapping[str, np.ndarray], *,
-                    train_range: tuple[float, float] = (-5.0, 5.0), ax: Any = None) -> Any:
+                    train_range: tuple[float, float] = (-5.0, 5.0), ax: Any = None) -> Figure:
     """|prediction − true| along x on a log scale, one line per approximation."""
     fig, ax = _figure(ax, (9, 3.5))
     x = np.asarray(x, dtype=float)
@@ -115,7 +118,7 @@ def plot_decomposition(x: np.ndarray, pieces: np.ndarray, kinks: np.ndarray,
                        partial_sums: np.ndarray, *, y_net: np.ndarray | None = None,
                        y_true: np.ndarray | None = None,
                        train_range: tuple[float, float] | None = None,
-                       max_units: int = 64) -> Any:
+                       max_units: int = 64) -> Figure:
     """A 1-hidden-layer ReLU net as a sum of its units.
 
     Top: each unit's piece ``v_i·relu(w_i·x + b_i)`` ``pieces`` ``(n, hidden)`` with its kink
@@ -165,7 +168,7 @@ def plot_decomposition(x: np.ndarray, pieces: np.ndarray, kinks: np.ndarray,
 def plot_linear_regions(x: np.ndarray, y_net: np.ndarray, boundaries: np.ndarray,
                         slopes: np.ndarray, edges: np.ndarray, *,
                         y_true: np.ndarray | None = None,
-                        train_range: tuple[float, float] | None = None) -> Any:
+                        train_range: tuple[float, float] | None = None) -> Figure:
     """The net's output with its linear regions (alternating bands), and the slope per region."""
     import matplotlib.pyplot as plt
 
@@ -194,7 +197,7 @@ def plot_linear_regions(x: np.ndarray, y_net: np.ndarray, boundaries: np.ndarray
 
 def plot_fit_frame(x: np.ndarray, y_true: np.ndarray, y_net: np.ndarray, *, epoch: int,
                    train_range: tuple[float, float], loss: float | None = None,
-                   ylim: tuple[float, float] | None = None, ax: Any = None) -> Any:
+                   ylim: tuple[float, float] | None = None, ax: Any = None) -> Figure:
     """One epoch's fit (a frame of the animation / a small multiple)."""
     fig, ax = _figure(ax, (5, 3.5))
     x = np.asarray(x, dtype=float)
@@ -210,7 +213,7 @@ def plot_fit_frame(x: np.ndarray, y_true: np.ndarray, y_net: np.ndarray, *, epoc
 
 def plot_fit_epochs(x: np.ndarray, y_true: np.ndarray, y_epochs: np.ndarray,
                     epochs: Sequence[int], *, train_range: tuple[float, float],
-                    losses: Sequence[float | None] | None = None, ncols: int = 4) -> Any:
+                    losses: Sequence[float | None] | None = None, ncols: int = 4) -> Figure:
     """Small multiples: the net's fit (``y_epochs`` ``(epochs, n)``) at each recorded epoch."""
     import matplotlib.pyplot as plt
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_hessian_density(grid: np.ndarray, density: np.ndarray, *, ax: Any = None,
                          top: Sequence[float] | None = None, log: bool = True,
-                         title: str | None = None) -> Any:
+                         title: str | None = None) -> Figure:
     """Eigenvalue density of the Hessian (SLQ), log-scaled, with top eigenvalues marked."""
     import matplotlib.pyplot as plt
 
@@ -31,7 +34,7 @@ def plot_hessian_density(grid: np.ndarray, density: np.ndarray, *, ax: Any = Non
 
 
 def plot_sharpness_epochs(epochs: Sequence[int], values: Sequence[float], *,
-                          ax: Any = None) -> Any:
+                          ax: Any = None) -> Figure:
     """Top Hessian eigenvalue at each epoch checkpoint (sharpness across training)."""
     import matplotlib.pyplot as plt
 

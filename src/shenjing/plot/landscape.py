@@ -8,11 +8,14 @@ statistics), the samples and the normalization of the directions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shenjing.analysis.landscape.grid import Landscape
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _masked(ls: Landscape, values: np.ndarray | None = None) -> np.ma.MaskedArray:
@@ -49,7 +52,7 @@ def caption(ls: Landscape) -> str:
 
 
 def plot_line(ls: Landscape, *, ax: Any = None, log: bool = False,
-              labels: tuple[str, str] = ("θ₀", "θ*"), title: str | None = None) -> Any:
+              labels: tuple[str, str] = ("θ₀", "θ*"), title: str | None = None) -> Figure:
     """Loss (left axis) and accuracy (right axis) along a line; α = 0 and 1 marked."""
     import matplotlib.pyplot as plt
 
@@ -93,7 +96,7 @@ def _levels(z: np.ma.MaskedArray, n: int, log: bool) -> np.ndarray:
 
 def plot_contour(ls: Landscape, *, ax: Any = None, filled: bool = False, levels: int = 30,
                  log: bool = False, title: str | None = None,
-                 trajectory: bool = True) -> Any:
+                 trajectory: bool = True) -> Figure:
     """Contour (or filled contour) of a 2-D landscape with θ* and the minimum marked.
 
     ``log=True`` spaces the levels geometrically (losses span decades away from θ*).
@@ -148,7 +151,7 @@ def plot_trajectory_points(ax: Any, coords: np.ndarray, epochs: Sequence[int] | 
 
 
 def plot_trajectory(ls: Landscape, *, ax: Any = None, levels: int = 25,
-                    log: bool = True) -> Any:
+                    log: bool = True) -> Figure:
     """The training trajectory on its PCA plane, over the loss contours of that plane."""
     if ls.trajectory is None:
         raise ValueError("this landscape has no trajectory; compute it with "
@@ -158,7 +161,7 @@ def plot_trajectory(ls: Landscape, *, ax: Any = None, levels: int = 25,
 
 
 def plot_surface(ls: Landscape, *, ax: Any = None, log: bool = False,
-                 title: str | None = None) -> Any:
+                 title: str | None = None) -> Figure:
     """Static 3-D surface of a 2-D landscape (matplotlib)."""
     import matplotlib.pyplot as plt
 

@@ -10,7 +10,7 @@ axis carries a label ``"<panel title> channel <c>"`` and its image is the normal
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ _SCALE_TEXT = {
     "channel": "each channel scaled to its own range",
     "global": "one colour scale for all panels (magnitudes comparable)",
 }
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _as_list(maps: FeatureMaps | Sequence[FeatureMaps]) -> list[FeatureMaps]:
@@ -82,7 +85,7 @@ def plot_feature_maps(maps: FeatureMaps | Sequence[FeatureMaps], *, scale: Scale
                       title: str | None = None, panel_width: float = 4.0,
                       channels: Sequence[int] | None = None,
                       limits: tuple[float, float] | None = None,
-                      panels_per_row: int = 3, max_panels: int = 6) -> Any:
+                      panels_per_row: int = 3, max_panels: int = 6) -> Figure:
     """Channel grids of one layer for one input, one panel per epoch, side by side.
 
     ``maps`` are ``(channels, height, width)`` maps of the same layer and input (e.g.
@@ -211,7 +214,7 @@ def _fixed_limits(stack: np.ndarray, limits: tuple[float, float]
 def plot_feature_vector(maps: FeatureMaps | Sequence[FeatureMaps], *, order: Order = "layer",
                         top_k: int | None = None, scale: Scale = "global",
                         change: MapChange | None = None, dead_atol: float = 0.0,
-                        title: str | None = None) -> Any:
+                        title: str | None = None) -> Figure:
     """A vector layer's output ``(features,)`` as a heat strip and bars, one row per panel.
 
     Vectors are never reshaped into images. The heat strip of panel ``p`` (axis labelled
@@ -281,7 +284,7 @@ def plot_feature_vector(maps: FeatureMaps | Sequence[FeatureMaps], *, order: Ord
 
 def plot_feature_map_strip(maps: Sequence[FeatureMaps], channels: Sequence[int], *,
                            cmap: str | None = None, title: str | None = None,
-                           max_epochs: int = 12) -> Any:
+                           max_epochs: int = 12) -> Figure:
     """Chosen channels (rows) across epochs (columns) for one input.
 
     Each row has one colour scale over all its epochs, so a channel's growth is visible.
@@ -360,7 +363,7 @@ def plot_feature_heatmap(maps: FeatureMaps | Sequence[FeatureMaps], *,
                          change: MapChange | None = None, traces: int | None = None,
                          max_units: int = MAX_HEATMAP_UNITS,
                          max_panels: int = MAX_HEATMAP_PANELS, dead_atol: float = 0.0,
-                         title: str | None = None) -> Any:
+                         title: str | None = None) -> Figure:
     """A sequence, token or 1-D signal output as heat maps, one per epoch, axes kept.
 
     For a ``(time, hidden)``, ``(tokens, features)`` or ``(channels, length)`` output the

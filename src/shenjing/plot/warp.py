@@ -7,7 +7,7 @@ read back from a run's ``warp/*.npz``) and return the matplotlib ``Figure``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,10 +15,13 @@ _CLASS_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564
 _KIND_TEXT = {"input": "input", "linear": "pre-activation", "activation": "post-activation",
               "output": "output (logits)", "other": "output"}
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 
 def plot_warp_layer(data_2d: np.ndarray, grid_2d: np.ndarray, labels: np.ndarray, *,
                     title: str = "", ax: Any = None, max_points: int = 1000,
-                    equal_aspect: bool = False) -> Any:
+                    equal_aspect: bool = False) -> Figure:
     """One layer: the warped grid ``(2, lines, points, 2)`` and the points ``(N, 2)`` by class.
 
     ``equal_aspect`` keeps the true geometry (for real 2-D layers); PCA views are drawn
@@ -56,7 +59,7 @@ def layer_title(name: str, kind: str, projection: str, probe: float | None) -> s
     return f"{head}\n{tail}"
 
 
-def plot_warp(warp: Any, *, ncols: int = 4) -> Any:
+def plot_warp(warp: Any, *, ncols: int = 4) -> Figure:
     """Small multiples: the grid and data as every layer of ``warp`` sees them.
 
     Each panel title names the layer, whether it is pre- or post-activation, how it was
@@ -89,7 +92,7 @@ def plot_warp(warp: Any, *, ncols: int = 4) -> Any:
 def plot_probe_accuracy(names: Sequence[str], test_accuracy: Sequence[float], *,
                         train_accuracy: Sequence[float] | None = None,
                         kinds: Sequence[str] | None = None, chance: float | None = None,
-                        ax: Any = None) -> Any:
+                        ax: Any = None) -> Figure:
     """Linear-probe accuracy per layer (how linearly separable the classes are there)."""
     import matplotlib.pyplot as plt
 
@@ -118,7 +121,7 @@ def plot_probe_accuracy(names: Sequence[str], test_accuracy: Sequence[float], *,
 
 def plot_decision_boundary(xs: np.ndarray, ys: np.ndarray, proba: np.ndarray,
                            points: np.ndarray, labels: np.ndarray, *, ax: Any = None,
-                           title: str = "Decision boundary in input space") -> Any:
+                           title: str = "Decision boundary in input space") -> Figure:
     """P(class 1) on the mesh (``proba`` ``(ny, nx, classes)``), the 0.5 contour, the points."""
     import matplotlib.pyplot as plt
 

@@ -16,7 +16,7 @@ colour bar past ``MAX_LEGEND`` groups.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +39,9 @@ _STAT_LABELS = {"norm": "‖w‖ (Frobenius)", "std": "std of w", "mean": "mean 
 MAX_PANELS = 24
 #: the most epochs drawn as lines in one histogram
 MAX_EPOCH_LINES = 12
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -70,7 +73,7 @@ def _coverage_note(coverage: Coverage | None) -> str:
 
 
 def plot_weight_histograms(history: WeightHistory, *, log: bool = True,
-                           title: str | None = None, coverage: Coverage | None = None) -> Any:
+                           title: str | None = None, coverage: Coverage | None = None) -> Figure:
     """One axis per parameter group, one histogram line per epoch (same bins across epochs).
 
     Axis label = group name; line label = ``"epoch <e>"``; the y axis is log-scaled by
@@ -124,7 +127,7 @@ def plot_weight_histograms(history: WeightHistory, *, log: bool = True,
 
 def plot_weight_stats(history: WeightHistory, *, stats: tuple[str, ...] = (
         "norm", "std", "frac_near_zero"), title: str | None = None,
-        coverage: Coverage | None = None) -> Any:
+        coverage: Coverage | None = None) -> Figure:
     """Chosen statistics (one axis each, labelled with the stat) against epoch, one line
     per parameter group (line label = group name)."""
     import matplotlib.pyplot as plt
