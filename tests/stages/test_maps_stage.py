@@ -24,9 +24,9 @@ from shenjing.hooks import count_hooks
 from shenjing.models import build_model
 from shenjing.runs import Run
 from shenjing.stages.dynamics import dynamics_stage
-from shenjing.stages.weights import weights_stage
 from shenjing.stages.filters import filters_stage
 from shenjing.stages.maps import maps_stage, select_input
+from shenjing.stages.weights import weights_stage
 
 VGG_SOURCE = textwrap.dedent('''
     import torch
@@ -439,12 +439,13 @@ def test_a_shared_block_call_is_drawn_by_its_key(tmp_path):
 @pytest.mark.parametrize("stage_name", ["maps", "filters"])
 def test_a_failure_at_run_time_is_recorded_failed(signal_run, monkeypatch, stage_name):
     """Before, the stages set 'running' by hand and left it so when a step raised."""
-    import shenjing.stages.maps as stages
+    import importlib
 
     def broken(*_a, **_k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(stages, "save_figure", broken)
+    monkeypatch.setattr(importlib.import_module(f"shenjing.stages.{stage_name}"),
+                        "save_figure", broken)
     with pytest.raises(OSError, match="disk full"):
         if stage_name == "maps":
             maps_stage(signal_run, "features.0", index=5, device="cpu")

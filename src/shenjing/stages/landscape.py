@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shenjing._device import resolve_device
 from shenjing.analysis.landscape import (
     Directions,
     Landscape,
@@ -43,7 +44,6 @@ from shenjing.analysis.landscape import (
     model_sha256,
     random_directions,
     read_directions_meta,
-    resolve_device,
     trajectory_pca,
 )
 from shenjing.analysis.landscape.memory import check_engine, check_trajectory
@@ -140,7 +140,8 @@ def _finish(run: Run, stage: str, ls: Landscape, path: Path, figures: bool
 def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "final",
                    start_run: Run | None = None, steps: int = 51,
                    range_: tuple[float, float] = (-0.5, 1.5), samples: int | None = None,
-                   sample_seed: int = 0, split: str = "test", device: str = "auto",
+                   sample_seed: int = 0, split: str = "test",
+                   device: str | torch.device = "auto",
                    engine: str = "auto", dtype: str = "float32", precision: str = "exact",
                    batch_size: int | None = None,
                    compile: bool | None = None, figures: bool = True, progress: bool = True
@@ -157,7 +158,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     e_end = run.resolve_epoch(end)
     src = start_run or run
     e_start = src.resolve_epoch(start)
-    dev = resolve_device(device)
+    dev = resolve_device(device, option="--device")
     model = run.model(e_end, device=dev)
     _check_memory(run, model, 1, samples, split, dtype, dev)
     layout = ParamLayout.of(model)
@@ -194,7 +195,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                     range_: tuple[float, float] = (-1.0, 1.0), norm: str = "filter",
                     seed: int = 0, include_1d: bool = False, bn: str = "eval",
                     samples: int | None = None, sample_seed: int = 0, split: str = "test",
-                    device: str = "auto", engine: str = "auto", dtype: str = "float32",
+                    device: str | torch.device = "auto",
+                    engine: str = "auto", dtype: str = "float32",
                     precision: str = "exact", batch_size: int | None = None,
                     compile: bool | None = None,
                     figures: bool = True, progress: bool = True) -> LandscapeResult:
@@ -210,7 +212,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                            device=device, engine=engine, dtype=dtype, precision=precision,
                            batch_size=batch_size)
     e = run.resolve_epoch(epoch)
-    dev = resolve_device(device)
+    dev = resolve_device(device, option="--device")
     model = run.model(e, device=dev)
     _check_memory(run, model, 2, samples, split, dtype, dev)
     dirs = random_directions(model, 2, seed=seed, norm=norm,  # type: ignore[arg-type]
@@ -237,7 +239,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
 
 def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                          samples: int | None = None, sample_seed: int = 0,
-                         split: str = "test", device: str = "auto", engine: str = "auto",
+                         split: str = "test", device: str | torch.device = "auto",
+                         engine: str = "auto",
                          dtype: str = "float32", precision: str = "exact",
                          batch_size: int | None = None,
                          figures: bool = True, progress: bool = True) -> LandscapeResult:
@@ -255,7 +258,7 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     if len(epochs) < 3:
         raise UsageError(f"run {run.name!r} has {len(epochs)} checkpoints; a trajectory "
                          "plane needs at least 3 (train for 2+ epochs)")
-    dev = resolve_device(device)
+    dev = resolve_device(device, option="--device")
     model = run.model("final", device=dev)
     _check_memory(run, model, 2, samples, split, dtype, dev)
     check_trajectory(len(epochs), sum(p.numel() for p in model.parameters()))
