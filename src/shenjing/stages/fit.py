@@ -50,6 +50,7 @@ import torch
 
 from shenjing import _io
 from shenjing._checks import value_range
+from shenjing._device import resolve_device
 from shenjing.analysis.expr import SEED_EXPRESSION, TargetFunction, check_finite, parse_function
 from shenjing.analysis.fit import (
     METHODS,
@@ -282,7 +283,6 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
     it only if you made the run here or pass ``trust_code=True``.
     """
     from shenjing._checks import bounded_int, finite_float, positive_int, random_seed
-    from shenjing._device import resolve_device
 
     path = run.path if isinstance(run, Run) else Path(run)
     for option, value in (("--hidden", hidden), ("--depth", depth), ("--epochs", epochs),

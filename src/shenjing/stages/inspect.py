@@ -735,7 +735,7 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
                 layers=chosen_layers,
                 steps=[{"name": s.name, "status": s.status, "detail": s.detail}
                        for s in results])
-    except _UnusableModelError as exc:  # recorded as failed in the run, which goes entirely
+    except _UnusableModelError as exc:  # a model or data that cannot work: keep nothing
         _discard(rec, out, created=not existed)
         raise exc.error from None
     finally:

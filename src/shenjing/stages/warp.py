@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from shenjing import _io
+from shenjing._device import resolve_device
 from shenjing.analysis.warp import (
     check_points_2d,
     check_warp_memory,
@@ -225,7 +226,6 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
     :data:`WARP_HIDDEN`) is trained on ``data`` with :data:`WARP_TRAIN` settings unless given.
     """
     from shenjing._checks import bounded_int, finite_float, optional_int, random_seed
-    from shenjing._device import resolve_device
 
     for width in hidden or ():
         bounded_int("--hidden", width, low=1, example="64,64")
