@@ -88,6 +88,13 @@ def _embed(run: Run, tmp_path: Path, patch: pytest.MonkeyPatch) -> None:
     embed_stage(run, ["relu1"], method="pca", n=30, n_train=40, cka=False)
 
 
+def _cka(run: Run, tmp_path: Path, patch: pytest.MonkeyPatch) -> None:
+    from shenjing.stages.embed import cka_runs_stage
+
+    patch.setattr("shenjing.analysis.cka.cka_matrix", _raise)
+    cka_runs_stage(run, run, ["relu1"], n=30, figures=False)
+
+
 def _maps(run: Run, tmp_path: Path, patch: pytest.MonkeyPatch) -> None:
     from shenjing.stages.maps import maps_stage
 
@@ -166,7 +173,8 @@ def _warp(run: Run, tmp_path: Path, patch: pytest.MonkeyPatch) -> None:
 #: each stage kind and a call that makes it fail at run time (``fit`` and ``warp`` make
 #: their own run, in the test's folder)
 STAGES: list[tuple[str, Callable[[Run, Path, pytest.MonkeyPatch], None]]] = [
-    ("capture", _capture), ("embed", _embed), ("maps", _maps), ("filters", _filters),
+    ("capture", _capture), ("embed", _embed), ("cka", _cka), ("maps", _maps),
+    ("filters", _filters),
     ("weights", _weights), ("dynamics", _dynamics), ("landscape_line", _line),
     ("landscape_plane", _plane), ("landscape_trajectory", _trajectory),
     ("hessian", _hessian), ("fit", _fit), ("warp", _warp),

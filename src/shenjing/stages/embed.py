@@ -486,8 +486,23 @@ def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
 
     Names in the matrix are ``<run name>:<key>``. Writes
     ``embeddings/cka-runs-<other run name>.npz`` (keys as the other CKA files) and
-    ``figures/cka-runs-<other run name>.png|svg`` into ``run``.
+    ``figures/cka-runs-<other run name>.png|svg`` into ``run``; run.json records stage
+    ``cka`` (``other``: the other run's name, ``file``).
     """
+    with run.running_stage("cka", other=other.name):
+        result = _cka_between_runs(run, other, layers, epoch=epoch, other_epoch=other_epoch,
+                                   n=n, split=split, seed=seed, max_features=max_features,
+                                   batch_size=batch_size, device=device, figures=figures)
+        run.update_stage("cka", "done", other=other.name,
+                         file=f"embeddings/cka-runs-{safe_name(other.name)}.npz")
+        return result
+
+
+def _cka_between_runs(run: Run, other: Run, layers: Sequence[str] | str, *,
+                      epoch: int | str, other_epoch: int | str, n: int | None, split: str,
+                      seed: int, max_features: int | None, batch_size: int,
+                      device: str | torch.device, figures: bool) -> Any:
+    """The work of :func:`cka_runs_stage`: capture both runs' layers, CKA, file, figure."""
     from dataclasses import replace
 
     from shenjing.analysis.cka import cka_matrix
