@@ -303,6 +303,26 @@ def test_a_stage_holds_the_lock_and_releases_it_even_when_it_raises(tmp_path):
         run.update_stage("nested", "done")
 
 
+@pytest.mark.parametrize("written_meanwhile", [False, True], ids=["alone", "after-a-write"])
+def test_a_usage_error_inside_a_stage_never_leaves_it_running(tmp_path, written_meanwhile):
+    """Bad input found inside the block puts run.json back byte for byte; once run.json was
+    written meanwhile, putting it back would lose that write, so the stage ends failed."""
+    from shenjing.errors import UsageError
+
+    run = make_run(tmp_path / "r")
+    before = (run.path / "run.json").read_bytes()
+    with pytest.raises(UsageError, match="bad layer"), run.running_stage("study", epoch=1):
+        if written_meanwhile:
+            run.update_stage("other", "done")
+        raise UsageError("bad layer")
+    if written_meanwhile:
+        assert run.stage("study")["status"] == "failed"
+        assert run.stage("study")["error"] == "UsageError: bad layer"
+        assert run.stage("other")["status"] == "done"
+    else:
+        assert (run.path / "run.json").read_bytes() == before
+
+
 def test_a_forked_child_does_not_inherit_the_lock(tmp_path):
     """A child forked while the parent writes is a second process: refused, not a holder."""
     from shenjing.runs import writer_lock

@@ -198,13 +198,13 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
     options) is reused; ``force`` redoes everything.
     """
     from shenjing._checks import choice, positive_int
-    from shenjing._checks import device as check_device
     from shenjing._device import resolve_device
 
     choice("--data", data, ("digits", "mnist", "fashion-mnist"))
-    check_device("--device", device)
+    # each study's stages take the device as given and resolve it as they start: "auto"
+    # also lets a landscape resume with the device its stored points were computed on
+    on_cpu = resolve_device(device, option="--device").type == "cpu"
     if jobs is None:
-        on_cpu = resolve_device(device).type == "cpu"
         jobs = min(2, os.cpu_count() or 1) if on_cpu else 1
     positive_int("--jobs", jobs)
     started = time.perf_counter()

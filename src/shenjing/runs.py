@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -53,6 +53,9 @@ from shenjing.errors import (
     ShenjingError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from shenjing.data.types import Dataset
 
 FORMAT_VERSION = 1
 _EPOCH0_WORDS = {"trained": "untrained", "fresh": "fresh init", "weights": "init weights",
@@ -212,7 +215,8 @@ class Run:
     def running_stage(self, name: str, **info: Any) -> Iterator[None]:
         """Hold the run's writer lock and mark stage ``name`` running for the block; if the
         block raises, mark it failed with the error and re-raise (the block marks it done
-        itself, with its results).
+        itself, with its results). Every stage runs its work in this block, so no stage
+        ends still saying ``running``.
 
         Another process writing the run refuses the block at once
         (:class:`~shenjing.errors.RunLockedError`, nothing marked). On entry, temporary files
@@ -220,7 +224,9 @@ class Run:
         :class:`~shenjing.errors.NotApplicableError` marks it ``skipped`` with the
         message as the reason instead (and is re-raised too). Any other usage error (bad
         input found inside the block, a refused run folder) puts the stage's record back as
-        it was: bad input changes nothing in the run.
+        it was, so bad input changes nothing in the run; if run.json was written since the
+        stage was marked, it cannot be put back without losing that write, and the stage is
+        marked failed with the error instead.
         """
         with writer_lock(self.path):
             self.sweep_stale_temps()
@@ -233,9 +239,11 @@ class Run:
             except NotApplicableError as exc:
                 self.update_stage(name, "skipped", reason=str(exc))
                 raise
-            except UsageError:
+            except UsageError as exc:
                 if (self.path / MANIFEST).read_bytes() == marked:  # nobody wrote since: undo
                     _io.write_bytes(self.path / MANIFEST, before)
+                else:
+                    record_failure(self, name, exc)
                 raise
             except BaseException as exc:
                 record_failure(self, name, exc)
@@ -407,12 +415,26 @@ class Run:
     # ---- data and metrics -------------------------------------------------------------
     @cached_property
     def data(self) -> Any:
-        """The run's dataset, rebuilt from its spec (a :class:`shenjing.data.Dataset`)."""
+        """The run's dataset (a :class:`shenjing.data.Dataset`): the one given to
+        :meth:`attach_data`, else rebuilt from its spec on first use and kept."""
         from shenjing.data import load_from_spec
 
         if self.data_is_code:
             self.require_trust()
         return load_from_spec(self.manifest["data"])
+
+    def attach_data(self, dataset: Dataset) -> None:
+        """Give the run its dataset, already in memory, so that :attr:`data` returns it
+        instead of rebuilding it from the spec (reading files again, or running the data
+        factory the run names). For the caller that has just loaded the data the run was
+        made from (``inspect``); it must be that data, or every view would show another."""
+        self.__dict__["data"] = dataset  # what functools.cached_property reads first
+
+    @property
+    def data_loaded(self) -> bool:
+        """Whether :attr:`data` is in memory (loaded, or given with :meth:`attach_data`):
+        reading it then loads no file and runs no code. Asking loads nothing."""
+        return "data" in self.__dict__
 
     def metrics(self) -> list[dict[str, Any]]:
         """Records of metrics.jsonl, one per epoch, in order.

@@ -218,6 +218,9 @@ def test_cka_between_two_runs(run, tmp_path):
     assert 0.0 < res.matrix[0, 1] < 1.0
     with np.load(run.path / "embeddings" / "cka-runs-other.npz") as z:
         np.testing.assert_allclose(z["matrix"], res.matrix)
+    assert run.stage("cka") | {"updated": None} == {
+        "status": "done", "other": "other", "file": "embeddings/cka-runs-other.npz",
+        "updated": None}
 
 
 def test_capture_and_embed_stages_take_the_keys_of_a_shared_block(tmp_path):

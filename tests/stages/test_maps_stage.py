@@ -441,12 +441,11 @@ def test_a_failure_at_run_time_is_recorded_failed(signal_run, monkeypatch, stage
     """Before, the stages set 'running' by hand and left it so when a step raised."""
     import importlib
 
-    stages = importlib.import_module(f"shenjing.stages.{stage_name}")
-
     def broken(*_a, **_k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(stages, "save_figure", broken)
+    monkeypatch.setattr(importlib.import_module(f"shenjing.stages.{stage_name}"),
+                        "save_figure", broken)
     with pytest.raises(OSError, match="disk full"):
         if stage_name == "maps":
             maps_stage(signal_run, "features.0", index=5, device="cpu")

@@ -1,4 +1,4 @@
-"""What stages read from a run before computing: a split, the device, the loss, a subset."""
+"""What stages read from a run before computing: a split, the layers, the loss, a subset."""
 
 from __future__ import annotations
 
@@ -40,11 +40,14 @@ def split_of(run: Run, split: str) -> Any:
     return getattr(run.data, split)
 
 
-def stage_device(device: str) -> Any:
-    from shenjing._checks import device as check_device
-    from shenjing.capture.core import resolve_device
+def layer_names(layers: str | Sequence[str]) -> list[str]:
+    """The layers a stage was asked for, as a list: one string is one layer name (or
+    pattern), never its characters.
 
-    return resolve_device(check_device("--device", device))
+    >>> layer_names("relu1"), layer_names(("fc1", "relu1"))
+    (['relu1'], ['fc1', 'relu1'])
+    """
+    return [layers] if isinstance(layers, str) else list(layers)
 
 
 def resolve_epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:

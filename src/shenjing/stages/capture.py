@@ -24,8 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from shenjing._device import resolve_device
 from shenjing.runs import Run
-from shenjing.stages._inputs import split_of, stage_device
+from shenjing.stages._inputs import layer_names, split_of
 
 __all__ = ["CaptureResult", "capture_stage", "capture_stem"]
 
@@ -79,7 +82,8 @@ class CaptureResult:
 
 def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "final",
                   split: str = "test", n: int | None = None, pool: str | int = "none",
-                  dtype: str = "float32", batch_size: int = 256, device: str = "auto",
+                  dtype: str = "float32", batch_size: int = 256,
+                  device: str | torch.device = "auto",
                   max_memory: int | None = None, seed: int = 0,
                   verbose: bool = True) -> CaptureResult:
     """Stream ``layers`` of the model at ``epoch`` over a split to ``activations/``.
@@ -106,7 +110,7 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
     data = whole.subset(n, seed=seed)
     subset = len(data) if len(data) < len(whole) else None
     stem = capture_stem(e, split=split, subset=subset, seed=seed, pool=pool, dtype=dtype)
-    dev = stage_device(device)
+    dev = resolve_device(device, option="--device")
     model = run.model(e, device=dev)  # refusals (untrusted code) write nothing
     # two samples first: unknown layers, a --pool larger than the maps, or a capture that
     # would not fit are refused before the stage is marked running or anything is written
@@ -117,7 +121,7 @@ def capture_stage(run: Run, layers: Sequence[str] | str, *, epoch: int | str = "
                             input_shape=run.data.input_shape)
     check_capture_memory(probe, len(data), out_dir=run.path, max_memory=max_memory, pool=pool,
                          dtype=dtype, batch_size=batch_size, cuda=dev.type == "cuda")
-    with run.running_stage("capture", epoch=e, layers=list(layers)):
+    with run.running_stage("capture", epoch=e, layers=layer_names(layers)):
         acts = capture_dataset(model, data, layers, batch_size=batch_size, dtype=dtype, pool=pool,
                                out_dir=run.activations_dir, stem=stem,
                                max_memory=max_memory, input_shape=run.data.input_shape,

@@ -48,17 +48,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from shenjing import _io
+from shenjing._device import resolve_device
 from shenjing.errors import UsageError
 from shenjing.filenames import safe_name
 from shenjing.runs import Run
-from shenjing.stages._inputs import split_of, stage_device
+from shenjing.stages._inputs import layer_names, split_of
 
 SEPARABILITY_FILE = "separability.json"
-
-
-
 
 
 def _epochs(run: Run, epochs: Sequence[int | str] | str) -> list[int]:
@@ -157,8 +156,8 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                 seed: int = 0, pca_dims: int | None = 50, perplexity: float = 30.0,
                 align: bool = True, k: int = 5, n_neighbors: int = 10,
                 max_features: int | None = 1024, cka: bool = True, figures: bool = True,
-                projector: bool = False, batch_size: int = 256, device: str = "auto",
-                n_jobs: int = -1) -> EmbedResult:
+                projector: bool = False, batch_size: int = 256,
+                device: str | torch.device = "auto", n_jobs: int = -1) -> EmbedResult:
     """Maps of ``layers`` at ``epochs`` with their numbers, written into the run.
 
     For each epoch the model's layers are captured on ``n`` samples of ``split`` (and
@@ -191,14 +190,17 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     if classify and n_train and n_train > len(train):
         caps.append(f"--n-train {n_train} capped to the {len(train)} {other} samples")
     y_test = test.y.numpy() if classify else None
-    dev = stage_device(device)
+    asked = layer_names(layers)
+    layers = [name for name in asked if name != "input"]  # the model's own layers
+    if not layers:
+        raise UsageError("give at least one model layer besides 'input', e.g. relu1")
+    dev = resolve_device(device, option="--device")
     _check_embed_memory(run.model(epoch_list[0], device=dev), test, layers,
                         n_train=len(train) if classify else 0, n_epochs=len(epoch_list),
                         max_features=max_features, input_shape=data.input_shape)
     emb_dir = run.embeddings_dir
     result = EmbedResult(method=method, epochs=epoch_list, keys=[], notes=caps)
     with run.running_stage("embed", method=method, epochs=epoch_list):
-
         sep_path = emb_dir / SEPARABILITY_FILE
         sep_doc: dict[str, Any] = _io.read_json(sep_path) if sep_path.is_file() else {}
         # records of other samples or probe settings are not comparable: start over
@@ -213,17 +215,12 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
             sep_doc["input"] = separability(train.x.numpy(), train.y.numpy(), test.x.numpy(),
                                             y_test, k=k, max_features=max_features).to_dict()
 
-        layer_list = [layers] if isinstance(layers, str) else list(layers)
-        if "input" in layer_list:
-            layer_list.remove("input")
+        if "input" in asked:
             result.input_embedding = _embed_input(
                 run, test, y_test, sep_doc.get("input"), method=method, seed=seed,
                 pca_dims=pca_dims, perplexity=perplexity, n_neighbors=n_neighbors, k=k,
                 max_features=max_features, n_jobs=n_jobs, split=split, n_train=n_probe)
             result.files.append(emb_dir / f"input-{method}.npz")
-            if not layer_list:
-                raise UsageError("give at least one model layer besides 'input', e.g. relu1")
-        layers = layer_list
         prev: dict[str, np.ndarray] = {}
         notes: dict[str, str | None] = {}
         feats_by_epoch: dict[int, dict[str, np.ndarray]] = {}
@@ -329,10 +326,11 @@ def embed_bytes(per_sample: Mapping[str, int], *, n: int, n_train: int, n_epochs
     return 4 * ((n + n_train) * (full + kept) + n_epochs * n * kept)
 
 
-def _check_embed_memory(model: Any, test: Any, layers: Sequence[str] | str, *, n_train: int,
+def _check_embed_memory(model: Any, test: Any, wanted: Sequence[str], *, n_train: int,
                         n_epochs: int, max_features: int | None,
                         input_shape: tuple[int, ...]) -> None:
-    """Refuse maps whose features would not fit in memory, before anything is written.
+    """Refuse maps of the model's layers ``wanted`` whose features would not fit in memory,
+    before anything is written.
 
     Two samples through the model give every key's size (and refuse unknown layers now,
     not after the input map is written)."""
@@ -341,9 +339,6 @@ def _check_embed_memory(model: Any, test: Any, layers: Sequence[str] | str, *, n
     from shenjing.capture.dataset import memory_budget
     from shenjing.errors import ResourceError
 
-    wanted = [layers] if isinstance(layers, str) else [x for x in layers if x != "input"]
-    if not wanted:
-        return
     probe = capture_dataset(model, test.x[:2], wanted, input_shape=input_shape)
     per_sample = {key: int(np.prod(probe[key].shape[1:])) for key in probe}
     need = embed_bytes(per_sample, n=len(test), n_train=n_train, n_epochs=n_epochs,
@@ -486,13 +481,28 @@ def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
                    epoch: int | str = "final", other_epoch: int | str = "final",
                    n: int | None = 2000, split: str = "test", seed: int = 0,
                    max_features: int | None = 1024, batch_size: int = 256,
-                   device: str = "auto", figures: bool = True) -> Any:
+                   device: str | torch.device = "auto", figures: bool = True) -> Any:
     """Linear CKA between the layers of two runs on the same samples (this run's data).
 
     Names in the matrix are ``<run name>:<key>``. Writes
     ``embeddings/cka-runs-<other run name>.npz`` (keys as the other CKA files) and
-    ``figures/cka-runs-<other run name>.png|svg`` into ``run``.
+    ``figures/cka-runs-<other run name>.png|svg`` into ``run``; run.json records stage
+    ``cka`` (``other``: the other run's name, ``file``).
     """
+    with run.running_stage("cka", other=other.name):
+        result = _cka_between_runs(run, other, layers, epoch=epoch, other_epoch=other_epoch,
+                                   n=n, split=split, seed=seed, max_features=max_features,
+                                   batch_size=batch_size, device=device, figures=figures)
+        run.update_stage("cka", "done", other=other.name,
+                         file=f"embeddings/cka-runs-{safe_name(other.name)}.npz")
+        return result
+
+
+def _cka_between_runs(run: Run, other: Run, layers: Sequence[str] | str, *,
+                      epoch: int | str, other_epoch: int | str, n: int | None, split: str,
+                      seed: int, max_features: int | None, batch_size: int,
+                      device: str | torch.device, figures: bool) -> Any:
+    """The work of :func:`cka_runs_stage`: capture both runs' layers, CKA, file, figure."""
     from dataclasses import replace
 
     from shenjing.analysis.cka import cka_matrix
@@ -500,7 +510,7 @@ def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
     from shenjing.capture import capture_dataset
 
     test = split_of(run, split).subset(n, seed=seed)
-    dev = stage_device(device)
+    dev = resolve_device(device, option="--device")
     named: dict[str, np.ndarray] = {}
     notes: dict[str, str | None] = {}
     for r, e in ((run, epoch), (other, other_epoch)):

@@ -44,16 +44,9 @@ from shenjing.filenames import safe_name
 from shenjing.plot.save import save_figure
 from shenjing.runs import Run
 from shenjing.stages._inputs import resolve_epochs
-from shenjing.stages._outcome import outcome_recorded
 
-AUTO_TOP_K_ABOVE = 64  # layers with more channels show the top 32 unless asked otherwise
-AUTO_TOP_K = 32
-MAP_VIEWS = ("auto", "grid", "heatmap", "vector")
 FILTER_SCALES = ("filter", "shared")
 #: the most filters (or input channels) a figure may be asked to draw
-MAX_FILTERS = 4096
-
-FILTER_SCALES = ("filter", "shared")
 MAX_FILTERS = 4096
 
 
@@ -239,14 +232,11 @@ def filters_stage(run: Run, layer: str | None = None, *,
     bounded_int("--max-filters", max_filters, low=1, high=MAX_FILTERS, example=64)
     bounded_int("--max-in", max_in, low=1, high=MAX_FILTERS, example=16)
     chosen_epochs = resolve_epochs(run, epochs)
-    try:  # which layer, and whether it has kernels: from the checkpoint's shapes alone
-        layer, kind = _filters_layer(run, layer, chosen_epochs[-1])
-    except Exception as exc:
-        outcome_recorded(run, "filters", exc, layer=layer)
-        raise
-    types = module_types(run)
-    input_shape = _input_shape(run)
     with run.running_stage("filters", layer=layer):
+        # which layer, and whether it has kernels: from the checkpoint's shapes alone
+        layer, kind = _filters_layer(run, layer, chosen_epochs[-1])
+        types = module_types(run)
+        input_shape = _input_shape(run)
         prefix = f"{layer}."
         history = [layer_filters(_read_tensors(run, e, prefix), layer, epoch=e,
                                  module_type=types.get(layer)) for e in chosen_epochs]

@@ -50,6 +50,7 @@ import torch
 
 from shenjing import _io
 from shenjing._checks import value_range
+from shenjing._device import resolve_device
 from shenjing.analysis.expr import SEED_EXPRESSION, TargetFunction, check_finite, parse_function
 from shenjing.analysis.fit import (
     METHODS,
@@ -268,7 +269,7 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
         degree: int | None = None, n_points: int | None = None,
         train_range: tuple[float, float] | None = None,
         extrapolation: tuple[float, float] | None = None, n_eval: int = 1401,
-        device: str = "auto", retrain: bool = False, gif: bool = True,
+        device: str | torch.device = "auto", retrain: bool = False, gif: bool = True,
         progress: bool = True, trust_code: bool = False) -> FitResult:
     """Train (or reuse) a ``curve_mlp`` run on ``function`` and write the fitting study.
 
@@ -281,7 +282,6 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
     anything is written. A function given as ``file.py:f`` is code: reopening the run runs
     it only if you made the run here or pass ``trust_code=True``.
     """
-    from shenjing import _checks
     from shenjing._checks import bounded_int, finite_float, positive_int, random_seed
 
     path = run.path if isinstance(run, Run) else Path(run)
@@ -307,7 +307,7 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
         raise UsageError("--poly names no baseline; give lagrange, chebyshev or both, e.g. "
                          "--poly lagrange,chebyshev:15")
     poly_specs = [parse_poly(p, degree) for p in polynomials]
-    _checks.device("--device", device)
+    dev = resolve_device(device, option="--device")
     _check_run_folder(path)
     asked = {"hidden": hidden, "depth": depth, "epochs": epochs,
              "passes_per_epoch": passes_per_epoch, "lr": lr, "seed": seed,
@@ -346,7 +346,7 @@ def fit(run: str | os.PathLike[str] | Run = "runs/fit", *, function: str | None 
                                    extrapolation=extrapolation)
         trained = train("curve_mlp", dataset, run=path, epochs=epochs, lr=lr,
                         seed=0 if seed is None else seed, passes_per_epoch=passes_per_epoch,
-                        device=device, resume=existing, force=retrain, progress=progress,
+                        device=dev, resume=existing, force=retrain, progress=progress,
                         model_kwargs={"hidden": 64 if hidden is None else int(hidden),
                                       "depth": 1 if depth is None else int(depth)})
         (trained.path / "fit").mkdir(exist_ok=True)

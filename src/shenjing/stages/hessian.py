@@ -69,9 +69,9 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
             density: bool = False, layers: list[str] | None = None, per_layer: bool = True,
             across_epochs: bool = False, trace_samples: int = 50, density_runs: int = 3,
             density_steps: int = 40, samples: int | None = 1000, sample_seed: int = 0,
-            split: str = "test", seed: int = 0, device: str = "auto", tol: float = 1e-3,
-            figures: bool = True, progress: bool = True, save_every: float = 2.0
-            ) -> HessianResult:
+            split: str = "test", seed: int = 0, device: str | torch.device = "auto",
+            tol: float = 1e-3, figures: bool = True, progress: bool = True,
+            save_every: float = 2.0) -> HessianResult:
     """Sharpness of the loss at ``epoch``: top-k eigenvalues (Lanczos), Hutchinson trace
     with a 95 % CI, SLQ density, the same per layer, and optionally λ_max at every epoch.
 
@@ -89,7 +89,7 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
                              density_steps=density_steps, samples=samples,
                              sample_seed=sample_seed, split=split, seed=seed, tol=tol,
                              device=device, layers=layers)
-    dev = resolve_device(device)
+    dev = resolve_device(device, option="--device")
     e = run.resolve_epoch(epoch)
     x, y, idx = fixed_samples(run, samples, sample_seed, split)
     loss = run_loss(run)

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from shenjing._checks import bounded_int, choice, optional_int, random_seed
-from shenjing._checks import device as check_device
 from shenjing._imports import no_bytecode as _no_bytecode
 from shenjing.data.types import Dataset
 from shenjing.errors import (
@@ -54,6 +53,7 @@ from shenjing.errors import (
     UsageError,
 )
 from shenjing.runs import Run
+from shenjing.stages._inputs import layer_names
 
 
 # ---- small results ----------------------------------------------------------------------------
@@ -367,7 +367,8 @@ class AnalysisStep:
 
     It raises :class:`NotApplicableError` when the view does not apply to this model (then
     the step is ``skipped`` with that reason); any other error makes it ``failed``.
-    ``stage`` is the name the stage records in run.json (to mark it failed if it could not).
+    ``stages`` are the names its stages record in run.json: a stage refused before it
+    started records nothing itself, and is marked there by :func:`run_analysis`.
     """
 
     name: str
@@ -386,7 +387,7 @@ def _embed(run: Run, ctx: InspectContext) -> str:
     n = min(o.embed_samples or ctx.n_test, ctx.n_test)
     # small user datasets: neighbourhood sizes must stay below half the samples
     embed_stage(run, list(ctx.layers), epochs=("init", "final"), method=o.embed_method,
-                n=o.embed_samples, n_train=o.embed_train_samples, device=str(ctx.device),
+                n=o.embed_samples, n_train=o.embed_train_samples, device=ctx.device,
                 n_neighbors=max(1, min(10, n // 2 - 1)), k=max(1, min(5, n // 2 - 1)),
                 perplexity=float(min(30.0, max(2.0, (n - 1) / 3.0 - 1))))
     return (", ".join(ctx.layers) + _capped("--embed-samples", o.embed_samples, ctx.n_test)
@@ -442,7 +443,7 @@ def _line(run: Run, ctx: InspectContext) -> str:
 
     o = ctx.options
     landscape_line(run, steps=o.line_steps, samples=o.samples, progress=False,
-                   device=str(ctx.device))
+                   device=ctx.device)
     return f"{o.line_steps} points" + _capped("--samples", o.samples, ctx.n_test)
 
 
@@ -451,7 +452,7 @@ def _plane(run: Run, ctx: InspectContext) -> str:
 
     o = ctx.options
     landscape_plane(run, steps=o.plane_steps, samples=o.samples, progress=False,
-                    device=str(ctx.device))
+                    device=ctx.device)
     return f"{o.plane_steps}×{o.plane_steps}" + _capped("--samples", o.samples, ctx.n_test)
 
 
@@ -465,7 +466,7 @@ def _trajectory(run: Run, ctx: InspectContext) -> str:
             "with --checkpoints 'ckpt/epoch-*.safetensors'")
     o = ctx.options
     landscape_trajectory(run, steps=o.plane_steps, samples=o.samples, progress=False,
-                         device=str(ctx.device))
+                         device=ctx.device)
     return f"{len(run.epochs)} checkpoints" + _capped("--samples", o.samples, ctx.n_test)
 
 
@@ -476,7 +477,7 @@ def _hessian(run: Run, ctx: InspectContext) -> str:
     per_epoch = len(run.epochs) >= 3
     result = hessian(run, top_k=o.hessian_top, trace=True, density=False, per_layer=False,
                      across_epochs=per_epoch, samples=o.hessian_samples, progress=False,
-                     device=str(ctx.device))
+                     device=ctx.device)
     top = result.summary.get("top_eigenvalues") or []
     return ((f"λ_max {top[0]:.4g}" if top else "") + (", per epoch" if per_epoch else "")
             + _capped("--hessian-samples", o.hessian_samples, ctx.n_test))
@@ -611,10 +612,10 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
                   checkpoints: str | os.PathLike[str] | None = None,
                   trust_pickle: bool = False, strict: bool = True,
                   output: str | int | None = None, loss: str | None = None,
-                  layers: Sequence[str] | None = None, seed: int = 0,
+                  layers: Sequence[str] | str | None = None, seed: int = 0,
                   analysis: bool = True, steps: Sequence[AnalysisStep] = ANALYSIS_STEPS,
                   options: InspectOptions | None = None,
-                  force: bool = False, device: str = "auto",
+                  force: bool = False, device: str | torch.device = "auto",
                   on_step: Callable[[StepResult], None] | None = None,
                   **sizes: Any) -> InspectResult:
     """Make a run at ``out`` from a user's model and weights, then run the analysis on it.
@@ -648,7 +649,7 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
         from shenjing.data.scaling import NORMALIZE_CHOICES
 
         choice("--normalize", normalize, NORMALIZE_CHOICES)
-    dev = resolve_device(check_device("--device", device))
+    dev = resolve_device(device, option="--device")
     sources, init_kind = _epoch_sources(weights, init_weights, checkpoints)
     out = Path(out)
     if (out / "run.json").exists() and not force:
@@ -692,7 +693,7 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
 
     defaults = default_layers(final, example)
     if layers:
-        chosen_layers = [str(k) for k in resolve_keys(final, example, list(layers))]
+        chosen_layers = [str(k) for k in resolve_keys(final, example, layer_names(layers))]
         penultimate = chosen_layers[-2] if len(chosen_layers) > 1 else chosen_layers[-1]
         layers_note = (f"Layers shown: {', '.join(chosen_layers)} (chosen with --layers). "
                        f"By default these would be: {', '.join(defaults.names)}.")
@@ -718,38 +719,25 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
     rec = Recorder(out, net, data=dataset, loss=prepared.loss, loss_fn=user_loss,
                    model_spec=prepared.spec, seed=seed, config=config, device=dev)
     run = rec.run
-    # the stages below read run.data: hand them the dataset already in memory instead of
-    # reloading it from its spec (Run.data is a cached_property)
-    run.__dict__["data"] = dataset
+    run.attach_data(dataset)  # the stages below read run.data: no second load from the spec
     try:
-        run.update_stage("inspect", "running", weights=trained_from[-1])
-        if states[0] is not None:
-            net.load_state_dict(states[0])
-        rec.start()
-        for src, state in zip(sources[1:], states[1:], strict=True):
-            with torch.no_grad():
-                net.load_state_dict(state)  # type: ignore[arg-type]
-            rec.end_epoch(extra={"source": "weights file", "weights": src.label})
-    except UsageError:  # the user's model or data, said by the Recorder: keep nothing
+        with run.running_stage("inspect", weights=trained_from[-1]):
+            _record_epochs(rec, net, sources, states, model_name, dataset)
+            records = run.metrics()
+            metrics = {"init": records[0], "final": records[-1]}
+            ctx = InspectContext(model=final.to(dev), layers=tuple(chosen_layers),
+                                 penultimate=penultimate, options=opts, device=dev,
+                                 n_test=len(dataset.test), n_train=len(dataset.train))
+            results = run_analysis(run, ctx, steps, on_step) if analysis else []
+            run.update_stage(
+                "inspect", "done", weights=trained_from[-1], weights_notes=list(notes),
+                init=init_text, output=prepared.output_note, loss=prepared.loss,
+                layers=chosen_layers,
+                steps=[{"name": s.name, "status": s.status, "detail": s.detail}
+                       for s in results])
+    except _UnusableModelError as exc:  # a model or data that cannot work: keep nothing
         _discard(rec, out, created=not existed)
-        raise
-    except ShenjingError:  # a full disk, a lock: the run records it as failed
-        raise
-    except Exception as exc:  # the user's forward, on a batch the one-batch check did not see
-        _discard(rec, out, created=not existed)
-        raise _evaluation_error(exc, model_name, dataset) from None
-    records = run.metrics()
-    metrics = {"init": records[0], "final": records[-1]}
-    ctx = InspectContext(model=final.to(dev), layers=tuple(chosen_layers),
-                         penultimate=penultimate, options=opts, device=dev,
-                         n_test=len(dataset.test), n_train=len(dataset.train))
-    try:
-        results = run_analysis(run, ctx, steps, on_step) if analysis else []
-        run.update_stage(
-            "inspect", "done", weights=trained_from[-1], weights_notes=list(notes),
-            init=init_text, output=prepared.output_note, loss=prepared.loss,
-            layers=chosen_layers,
-            steps=[{"name": s.name, "status": s.status, "detail": s.detail} for s in results])
+        raise exc.error from None
     finally:
         rec.close()  # the writer lock the Recorder took ends with inspect
     report_path = run.path / "report.html"
@@ -757,6 +745,40 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
                          init=init_text, output_note=prepared.output_note, loss=prepared.loss,
                          layers=tuple(chosen_layers), metrics=metrics, steps=tuple(results),
                          report=report_path if report_path.exists() else None)
+
+
+class _UnusableModelError(Exception):
+    """The user's model or data failed while the run's epochs were evaluated: the half-made
+    run is discarded and :attr:`error`, a usage error saying why, is raised instead."""
+
+    def __init__(self, error: UsageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _record_epochs(rec: Any, net: nn.Module, sources: Sequence[EpochSource],
+                   states: Sequence[dict[str, torch.Tensor] | None], model_name: str,
+                   data: Dataset) -> None:
+    """Record epoch 0 and each weights file as the run's epochs, evaluated on the test split.
+
+    The user's model or data failing there (a usage error the Recorder raises, or the
+    model's own error on a batch the one-batch check did not see) raises
+    :class:`_UnusableModelError`; a full disk or a lock goes on as it is (the run is kept).
+    """
+    try:
+        if states[0] is not None:
+            net.load_state_dict(states[0])
+        rec.start()
+        for src, state in zip(sources[1:], states[1:], strict=True):
+            with torch.no_grad():
+                net.load_state_dict(state)  # type: ignore[arg-type]
+            rec.end_epoch(extra={"source": "weights file", "weights": src.label})
+    except UsageError as exc:
+        raise _UnusableModelError(exc) from None
+    except ShenjingError:
+        raise
+    except Exception as exc:
+        raise _UnusableModelError(_evaluation_error(exc, model_name, data)) from None
 
 
 def _discard(rec: Any, out: Path, *, created: bool) -> None:

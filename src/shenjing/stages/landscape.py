@@ -154,7 +154,8 @@ def _check_start_fits(start: dict[str, torch.Tensor], model: torch.nn.Module, ru
 def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "final",
                    start_run: Run | None = None, steps: int = 51,
                    range_: tuple[float, float] = (-0.5, 1.5), samples: int | None = None,
-                   sample_seed: int = 0, split: str = "test", device: str = "auto",
+                   sample_seed: int = 0, split: str = "test",
+                   device: str | torch.device = "auto",
                    engine: str = "auto", dtype: str = "float32", precision: str = "exact",
                    batch_size: int | None = None,
                    compile: bool | None = None, figures: bool = True, progress: bool = True
@@ -173,7 +174,7 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
     e_end = run.resolve_epoch(end)
     src = start_run or run
     e_start = src.resolve_epoch(start)
-    dev = resolve_device(device)
+    dev = resolve_device(device, option="--device")
     model = run.model(e_end, device=dev)
     _check_memory(run, model, 1, samples, split, dtype, dev)
     start_state = src.state_dict(e_start)
@@ -197,7 +198,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                     range_: tuple[float, float] = (-1.0, 1.0), norm: str = "filter",
                     seed: int = 0, include_1d: bool = False, bn: str = "eval",
                     samples: int | None = None, sample_seed: int = 0, split: str = "test",
-                    device: str = "auto", engine: str = "auto", dtype: str = "float32",
+                    device: str | torch.device = "auto",
+                    engine: str = "auto", dtype: str = "float32",
                     precision: str = "exact", batch_size: int | None = None,
                     compile: bool | None = None,
                     figures: bool = True, progress: bool = True) -> LandscapeResult:
@@ -215,7 +217,7 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
     config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
                           batch_size=batch_size, compile=compile, bn=bn)
     e = run.resolve_epoch(epoch)
-    dev = resolve_device(device)
+    dev = resolve_device(device, option="--device")
     model = run.model(e, device=dev)
     _check_memory(run, model, 2, samples, split, dtype, dev)
     x, y, idx = fixed_samples(run, samples, sample_seed, split)
@@ -236,7 +238,8 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
 
 def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                          samples: int | None = None, sample_seed: int = 0,
-                         split: str = "test", device: str = "auto", engine: str = "auto",
+                         split: str = "test", device: str | torch.device = "auto",
+                         engine: str = "auto",
                          dtype: str = "float32", precision: str = "exact",
                          batch_size: int | None = None,
                          figures: bool = True, progress: bool = True) -> LandscapeResult:
@@ -256,7 +259,7 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
     if len(epochs) < 3:
         raise UsageError(f"run {run.name!r} has {len(epochs)} checkpoints; a trajectory "
                          "plane needs at least 3 (train for 2+ epochs)")
-    dev = resolve_device(device)
+    dev = resolve_device(device, option="--device")
     model = run.model("final", device=dev)
     _check_memory(run, model, 2, samples, split, dtype, dev)
     check_trajectory(len(epochs), sum(p.numel() for p in model.parameters()))

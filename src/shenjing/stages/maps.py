@@ -58,17 +58,10 @@ from shenjing.filenames import safe_name
 from shenjing.plot.save import save_figure
 from shenjing.runs import Run
 from shenjing.stages._inputs import resolve_epochs
-from shenjing.stages._outcome import outcome_recorded
 
 AUTO_TOP_K_ABOVE = 64  # layers with more channels show the top 32 unless asked otherwise
 AUTO_TOP_K = 32
 MAP_VIEWS = ("auto", "grid", "heatmap", "vector")
-#: the most filters (or input channels) a figure may be asked to draw
-
-
-
-
-
 SPLITS = ("test", "train")
 #: the most channels ``--top-k`` may ask for (heat maps show up to 256 anyway)
 MAX_TOP_K = 4096
@@ -211,9 +204,10 @@ def maps_stage(run: Run, layer: str, *, index: int | None = 0, cls: int | str | 
     ``top_k``). ``gif=True`` (channel grids) also draws the most-changed channels at every
     epoch given (a strip) and one GIF frame per epoch with a fixed colour scale.
 
-    Every option is checked, and the first epoch's output computed, before anything is
-    written; then the stage is marked running, and ``done`` or ``failed`` (or ``skipped``
-    when the layer returns no activations to draw).
+    Every option is checked before anything is written; then the stage is marked running
+    and ends ``done``, ``failed`` or ``skipped`` (the layer returns no activations to draw).
+    The first epoch's output is computed first: an unknown layer or a ``view`` that does
+    not fit it puts run.json back as it was.
     """
     from shenjing.plot.animate import save_gif
     from shenjing.plot.maps import (
@@ -227,19 +221,16 @@ def maps_stage(run: Run, layer: str, *, index: int | None = 0, cls: int | str | 
     check_maps_options(view=view, scale=scale, order=order, top_k=top_k, split=split)
     chosen_epochs = resolve_epochs(run, epochs)
     x, position, label, source = select_input(run, index=index, cls=cls, split=split)
-    dev = resolve_device(device)
-    try:  # the first epoch's output checks the layer and its view before any write
+    dev = resolve_device(device, option="--device")
+    with run.running_stage("maps", layer=layer):
+        # the first epoch's output checks the layer and its view before any file is written
         first = feature_maps(run.model(chosen_epochs[0], device=dev), x, layer,
                              epoch=chosen_epochs[0], index=position, label=label)
-    except Exception as exc:
-        outcome_recorded(run, "maps", exc, layer=layer)
-        raise
-    drawn_as = _drawn_as(first, view)
-    if gif and drawn_as != "grid":
-        raise UsageError(f"--gif animates channel grids; layer {layer!r} is drawn as a "
-                         f"{drawn_as} ({first.view}), which shows every epoch given side by "
-                         "side already: leave out --gif")
-    with run.running_stage("maps", layer=layer):
+        drawn_as = _drawn_as(first, view)
+        if gif and drawn_as != "grid":
+            raise UsageError(f"--gif animates channel grids; layer {layer!r} is drawn as a "
+                             f"{drawn_as} ({first.view}), which shows every epoch given side "
+                             "by side already: leave out --gif")
         maps = [first]
         for e in chosen_epochs[1:]:
             maps.append(feature_maps(run.model(e, device=dev), x, layer, epoch=e,

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from shenjing import _io
+from shenjing._device import resolve_device
 from shenjing.analysis.warp import (
     check_points_2d,
     check_warp_memory,
@@ -61,6 +62,7 @@ from shenjing.data import Dataset, Split
 from shenjing.errors import DataError, ShapeMismatchError, UsageError
 from shenjing.plot.save import save_figure
 from shenjing.runs import Run
+from shenjing.stages._inputs import layer_names
 
 #: training settings for the warp study's net (the seeds give none for 2-D sets); with
 #: hidden (64, 64) they fit the 2.5-turn spirals to 0.99 test accuracy in about 8 s on
@@ -213,8 +215,9 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
          data: str | os.PathLike[str] | Dataset | tuple[Any, Any] = "spirals",
          hidden: Sequence[int] | None = None, epochs: int | None = None,
          lr: float | None = None, batch_size: int | None = None, seed: int = 0,
-         epoch: int | str = "final", layers: Sequence[str] | None = None, n_lines: int = 17,
-         resolution: int = 200, device: str = "auto", retrain: bool = False,
+         epoch: int | str = "final", layers: Sequence[str] | str | None = None,
+         n_lines: int = 17,
+         resolution: int = 200, device: str | torch.device = "auto", retrain: bool = False,
          progress: bool = True, trust_code: bool = False) -> WarpResult:
     """Train (or reuse) an ``mlp`` on 2-D points and write the space-warping study.
 
@@ -232,10 +235,10 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
         finite_float("--lr", lr, low=0.0, low_open=True)
     random_seed("--seed", seed)
     bounded_int("--lines", n_lines, low=2, why="a grid needs 2 or more lines")
-    from shenjing._checks import device as check_device
-
-    check_device("--device", device)
+    dev = resolve_device(device, option="--device")
     bounded_int("resolution", resolution, low=2)
+    if layers is not None:
+        layers = layer_names(layers)
     path = run.path if isinstance(run, Run) else Path(run)
     trained_before = (path / "run.json").is_file() and \
         Run(path).stage("train").get("status") == "done"
@@ -258,7 +261,7 @@ def warp(run: str | os.PathLike[str] | Run = "runs/warp", *,
         resume = (path / "run.json").is_file() and not retrain
         the_run = train("mlp", dataset, run=path, epochs=epochs or WARP_TRAIN["epochs"],
                         lr=lr or WARP_TRAIN["lr"], batch_size=batch_size or
-                        WARP_TRAIN["batch_size"], seed=seed, device=device, resume=resume,
+                        WARP_TRAIN["batch_size"], seed=seed, device=dev, resume=resume,
                         force=retrain, progress=progress, model_kwargs={"hidden": widths})
         if not (isinstance(data, str) and data in ("moons", "spirals")):
             _io.save_npz(the_run.subdir("warp") / "data.npz",

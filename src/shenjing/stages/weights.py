@@ -40,7 +40,7 @@ from shenjing.analysis.weights import (
 )
 from shenjing.plot.save import save_figure
 from shenjing.runs import Run
-from shenjing.stages._inputs import resolve_epochs
+from shenjing.stages._inputs import layer_names, resolve_epochs
 from shenjing.stages._model_order import in_model_order, model_order, n_total_params
 
 
@@ -87,9 +87,9 @@ MAX_BINS = 10_000
 
 
 def weights_stage(run: Run, *, epochs: Sequence[int | str] | str = "all",
-                  layers: Sequence[str] | None = None, bins: int = 60) -> WeightsResult:
+                  layers: Sequence[str] | str | None = None, bins: int = 60) -> WeightsResult:
     """Histograms and statistics of every parameter group at ``epochs`` (default: all),
-    from the checkpoints alone."""
+    or of the groups ``layers`` names, from the checkpoints alone."""
     # every argument is checked before anything is written (run.json included)
     from shenjing._checks import bounded_int
     from shenjing.plot.weights import plot_weight_histograms, plot_weight_stats
@@ -97,6 +97,8 @@ def weights_stage(run: Run, *, epochs: Sequence[int | str] | str = "all",
     bounded_int("--bins", bins, low=1, high=MAX_BINS, example=60,
                 why="one histogram row per epoch and layer holds every bin")
     chosen = resolve_epochs(run, epochs)
+    if layers is not None:
+        layers = layer_names(layers)
     records = run.metrics()
     groups: dict[str, list[str]] | None = {
         k: list(v) for k, v in recorded_groups(records).items()} or None
