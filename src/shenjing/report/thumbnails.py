@@ -67,7 +67,8 @@ def _is_image(x: Any) -> bool:
 
 def thumbnail_inputs(run: Run) -> ThumbnailInputs:
     """The inputs of the run's test split, when they can be read without running code."""
-    loaded = run.__dict__.get("data")  # already in memory (inspect hands it over): no code runs
+    # data already in memory (inspect attaches it) is used as it is: no code runs
+    loaded = run.data if run.data_loaded else None
     if loaded is None:
         if data_is_code(run):
             return ThumbnailInputs(None, {}, "the run's data is made by code (a data factory), "
