@@ -319,9 +319,21 @@ def embed_sequence(features: Sequence[Any] | Mapping[Any, Any], method: str = "t
     """
     items = list(features.values()) if isinstance(features, Mapping) else list(features)
     out: list[Embedding] = []
-    prev: np.ndarray | None = None
     for feats in items:
-        emb = embed(feats, method, init=prev if align else None, **kwargs)
-        out.append(emb)
-        prev = emb.coords
+        out.append(embed_after(feats, method, out[-1] if out else None, align=align,
+                               **kwargs))
     return out
+
+
+def embed_after(features: Any, method: str = "tsne",
+                previous: Embedding | np.ndarray | None = None, *, align: bool = True,
+                **kwargs: Any) -> Embedding:
+    """The next map of a sequence (:func:`embed_sequence`, one step): with ``align`` and a
+    ``previous`` map (an :class:`Embedding` or its coordinates), initialised from it
+    (t-SNE, UMAP) or rotated onto it (PCA), so the same samples stay roughly in place.
+
+    For a caller that makes the maps one at a time (the embed stage reuses maps already on
+    disk and captures one epoch at a time); ``kwargs`` go to :func:`embed`.
+    """
+    init = previous.coords if isinstance(previous, Embedding) else previous
+    return embed(features, method, init=init if align else None, **kwargs)

@@ -41,7 +41,6 @@ list of files. A rerun reuses maps already on disk with the same settings (resum
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,7 @@ import torch
 from shenjing import _io
 from shenjing._device import resolve_device
 from shenjing.errors import UsageError
-from shenjing.filenames import safe_name
+from shenjing.filenames import cka_stem, embedding_stem
 from shenjing.runs import Run
 from shenjing.stages._inputs import layer_names, split_of
 
@@ -117,20 +116,15 @@ class EmbedResult:
 
 def _load_map(path: Path, params: dict[str, Any]) -> Any | None:
     """A map saved earlier with the same settings (resume), else None."""
-    from shenjing.analysis.embed import Embedding
+    from shenjing.analysis.embed import load_embedding
 
     if not path.is_file():
         return None
     try:
-        with np.load(path) as z:
-            old = json.loads(str(z["params"]))
-            if any(old.get(k) != v for k, v in params.items()):
-                return None
-            return Embedding(coords=z["coords"], method=old["method"], params=old,
-                             labels=z.get("labels"),
-                             indices=z["indices"], metrics=json.loads(str(z["metrics"])))
+        emb = load_embedding(path)
     except (OSError, ValueError, KeyError):
         return None
+    return None if any(emb.params.get(k) != v for k, v in params.items()) else emb
 
 
 def _check_embed_options(*, n: int | None, n_train: int | None, seed: int,
@@ -168,7 +162,7 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     Projector export follow. See the module docstring for every file and key.
     """
     from shenjing._checks import choice
-    from shenjing.analysis.embed import METHODS, Embedding, _import_umap, embed
+    from shenjing.analysis.embed import METHODS, Embedding, _import_umap, embed_after
     from shenjing.analysis.separability import map_quality, reduce_features, separability
     from shenjing.capture import capture_dataset
 
@@ -238,8 +232,7 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                 feats_by_epoch[e][key], notes[key] = reduce_features(
                     acts[key], max_features, random_state=seed)
             for key in acts:
-                name = safe_name(key)
-                path = emb_dir / f"{name}-{method}-epoch-{e:03d}.npz"
+                path = emb_dir / f"{embedding_stem(key, method, e)}.npz"
                 params = {"method": method, "key": key, "layer": acts.info[key]["layer"],
                           "epoch": e, "split": split, "n": len(test), "seed": seed,
                           "pca_dims": pca_dims if method != "pca" else None,
@@ -251,9 +244,9 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                 emb = _load_map(path, params)
                 if emb is None:
                     x = acts[key]
-                    emb = embed(x, method, pca_dims=pca_dims, random_state=seed,
-                                perplexity=perplexity, init=prev.get(key) if align else None,
-                                n_jobs=n_jobs, labels=y_test, indices=test.indices.numpy())
+                    emb = embed_after(x, method, prev.get(key), align=align, pca_dims=pca_dims,
+                                      random_state=seed, perplexity=perplexity, n_jobs=n_jobs,
+                                      labels=y_test, indices=test.indices.numpy())
                     metrics = map_quality(x, emb.coords, y_test, n_neighbors=n_neighbors, k=k,
                                           max_features=max_features, random_state=seed)
                     if classify:
@@ -264,11 +257,7 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                     emb = Embedding(coords=emb.coords, method=method,
                                     params={**emb.params, **params}, labels=y_test,
                                     indices=test.indices.numpy(), metrics=metrics)
-                    arrays: dict[str, Any] = {"coords": emb.coords, "indices": emb.indices,
-                                              "metrics": emb.metrics, "params": emb.params}
-                    if y_test is not None:
-                        arrays["labels"] = y_test
-                    _io.save_npz(path, **arrays)
+                    emb.save(path)
                 elif classify:
                     records[(key, e)] = {"layer": key, "epoch": e, **{
                         f: emb.metrics.get(f) for f in ("probe_accuracy", "probe_train_accuracy",
@@ -387,11 +376,7 @@ def _embed_input(run: Run, test: Any, y_test: Any, input_sep: dict[str, Any] | N
     metrics.update(input_sep or {})
     emb = Embedding(coords=emb.coords, method=method, params={**emb.params, **params},
                     labels=y_test, indices=test.indices.numpy(), metrics=metrics)
-    arrays: dict[str, Any] = {"coords": emb.coords, "indices": emb.indices,
-                              "metrics": emb.metrics, "params": emb.params}
-    if y_test is not None:
-        arrays["labels"] = y_test
-    _io.save_npz(path, **arrays)
+    emb.save(path)
     return emb
 
 
@@ -410,7 +395,7 @@ def _cka_files(run: Run, result: EmbedResult, feats: dict[int, dict[str, np.ndar
     if len(result.keys) > 1:
         for e in epochs:
             r = matrix(feats[e], notes)
-            path = emb_dir / f"cka-layers-epoch-{e:03d}.npz"
+            path = emb_dir / f"{cka_stem('layers', e)}.npz"
             _io.save_npz(path, matrix=r.matrix, names=np.array(r.names),
                          reductions=r.reductions, n_samples=r.n_samples)
             result.cka[f"layers@{e}"] = r
@@ -419,7 +404,7 @@ def _cka_files(run: Run, result: EmbedResult, feats: dict[int, dict[str, np.ndar
         for key in result.keys:
             r = matrix({f"epoch {e}": feats[e][key] for e in epochs},
                        {f"epoch {e}": notes[key] for e in epochs})
-            path = emb_dir / f"cka-epochs-{safe_name(key)}.npz"
+            path = emb_dir / f"{cka_stem('epochs', key)}.npz"
             _io.save_npz(path, matrix=r.matrix, names=np.array(r.names),
                          reductions=r.reductions, n_samples=r.n_samples)
             result.cka[f"epochs:{key}"] = r
@@ -449,8 +434,7 @@ def _figures(run: Run, result: EmbedResult, classify: bool) -> None:
     for (key, e), emb in result.embeddings.items():
         fig = plot_embedding(emb, classes=classes,
                              title=f"{mname} of {key} · epoch {e} ({emb.n_samples} samples)")
-        save(fig, f"embedding-{safe_name(key)}-"
-                                      f"{result.method}-epoch-{e:03d}")
+        save(fig, f"embedding-{embedding_stem(key, result.method, e)}")
     if result.input_embedding is not None:
         emb = result.input_embedding
         fig = plot_embedding(emb, classes=classes,
@@ -469,11 +453,11 @@ def _figures(run: Run, result: EmbedResult, classify: bool) -> None:
         if name.startswith("layers@"):
             e = int(name.split("@")[1])
             fig = plot_cka(r, title=f"linear CKA between layers · epoch {e}")
-            stem = f"cka-layers-epoch-{e:03d}"
+            stem = cka_stem("layers", e)
         else:
             key = name.split(":", 1)[1]
             fig = plot_cka(r, title=f"linear CKA of {key} across epochs")
-            stem = f"cka-epochs-{safe_name(key)}"
+            stem = cka_stem("epochs", key)
         save(fig, stem)
 
 
@@ -494,7 +478,7 @@ def cka_runs_stage(run: Run, other: Run, layers: Sequence[str] | str, *,
                                    n=n, split=split, seed=seed, max_features=max_features,
                                    batch_size=batch_size, device=device, figures=figures)
         run.update_stage("cka", "done", other=other.name,
-                         file=f"embeddings/cka-runs-{safe_name(other.name)}.npz")
+                         file=f"embeddings/{cka_stem('runs', other.name)}.npz")
         return result
 
 
@@ -522,7 +506,7 @@ def _cka_between_runs(run: Run, other: Run, layers: Sequence[str] | str, *,
             named[name], notes[name] = reduce_features(acts[key], max_features,
                                                        random_state=seed)
     result = replace(cka_matrix(named, max_features=None), reductions=notes)
-    stem = f"cka-runs-{safe_name(other.name)}"
+    stem = cka_stem("runs", other.name)
     _io.save_npz(run.embeddings_dir / f"{stem}.npz", matrix=result.matrix,
                  names=np.array(result.names), reductions=result.reductions,
                  n_samples=result.n_samples)
