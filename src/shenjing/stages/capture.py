@@ -27,35 +27,11 @@ from pathlib import Path
 import torch
 
 from shenjing._device import resolve_device
+from shenjing.filenames import capture_stem
 from shenjing.runs import Run
 from shenjing.stages._inputs import layer_names, split_of
 
 __all__ = ["CaptureResult", "capture_stage", "capture_stem"]
-
-
-def capture_stem(epoch: int, *, split: str = "test", subset: int | None = None,
-                 seed: int = 0, pool: str | int = "none", dtype: str = "float32") -> str:
-    """The file stem of a capture: ``epoch-NNN`` plus every setting that changes its numbers.
-
-    Defaults (the test split, all of it, no pooling, float32) add nothing, so the plain
-    capture keeps its documented name; ``subset`` is the number of samples when fewer than
-    the whole split were taken (their seed is named when not 0).
-
-    >>> capture_stem(5)
-    'epoch-005'
-    >>> capture_stem(5, split="train", subset=500, seed=2, pool="mean", dtype="float16")
-    'epoch-005-train-n500-seed2-pool-mean-float16'
-    """
-    parts = [f"epoch-{epoch:03d}"]
-    if split != "test":
-        parts.append(split)
-    if subset is not None:
-        parts.append(f"n{subset}" + (f"-seed{seed}" if seed != 0 else ""))
-    if str(pool) != "none":
-        parts.append(f"pool-{pool}")
-    if str(dtype) != "float32":
-        parts.append(str(dtype))
-    return "-".join(parts)
 
 
 @dataclass(frozen=True)
