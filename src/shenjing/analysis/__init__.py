@@ -20,6 +20,8 @@ from shenjing._lazy import resolve
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "embed_sequence": "shenjing.analysis.embed",
+    "embed_after": "shenjing.analysis.embed",
+    "load_embedding": "shenjing.analysis.embed",
     "linear_probe": "shenjing.analysis.separability",
     "knn_accuracy": "shenjing.analysis.separability",
     "trustworthiness": "shenjing.analysis.separability",
@@ -55,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "HessianOperator": "shenjing.analysis.hessian",
     "lanczos_top": "shenjing.analysis.hessian",
     "sharpness": "shenjing.analysis.hessian",
+    "load_sharpness": "shenjing.analysis.hessian",
 }
 
 __all__ = sorted(_EXPORTS)
