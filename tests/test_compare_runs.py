@@ -66,3 +66,34 @@ def test_missing_files_keys_and_dtypes_are_differences(compare, tmp_path):
     assert "landscapes/plane.npz[done]: only in before" in found
     assert "landscapes/plane.npz[loss]: float64[2, 2] != float32[2, 2]" in found
     assert "landscapes/plane.npz[meta].run_path: only in before" in found
+
+
+REPLAY = Path(__file__).resolve().parents[1] / "scripts" / "replay_landscapes.py"
+
+
+@pytest.fixture(scope="module")
+def replay():
+    spec = importlib.util.spec_from_file_location("replay_landscapes", REPLAY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["replay_landscapes"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replay_recomputes_each_landscape_with_its_engine_and_finds_a_changed_value(
+        replay, tmp_path):
+    from shenjing.stages.landscape import landscape_line, landscape_plane
+    from shenjing.training import train
+
+    run = train("mlp", "moons", epochs=2, run=tmp_path / "runs" / "mlp", progress=False)
+    landscape_line(run, steps=5, samples=64, device="cpu", figures=False, progress=False)
+    landscape_plane(run, steps=3, samples=64, device="cpu", figures=False, progress=False)
+    assert replay.replay_folder(tmp_path / "runs", tmp_path / "work1") == []
+    stored = run.path / "landscapes" / "plane-filter-s0-e002.npz"
+    with np.load(stored) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["loss"][1, 2] += 1e-9
+    np.savez_compressed(stored, **arrays)
+    found = replay.replay_folder(tmp_path / "runs", tmp_path / "work2")
+    assert found == ["mlp/landscapes/plane-filter-s0-e002.npz[loss]: 1 values differ, "
+                     "largest |difference| 1e-09"]

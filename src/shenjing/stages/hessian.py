@@ -122,18 +122,12 @@ def hessian(run: Run, *, epoch: int | str = "final", top_k: int = 5, trace: bool
                             layers=names, trace_samples=trace_samples,
                             density_runs=density_runs, density_steps=density_steps, tol=tol,
                             seed=seed, device=dev, progress=note, resume=resume)
-            summary = rep.to_json()
-            summary.update(epoch=e, loss_name=loss, samples=len(idx), sample_seed=sample_seed,
-                           seed=seed, split=split, tol=tol, model_sha256=model_sha256(model),
-                           versions=versions(), mode="eval (dropout off, BN running statistics)")
-            arrays: dict[str, Any] = {"eigenvalues": rep.top.values, "sample_indices": idx}
-            if rep.trace is not None:
-                arrays["trace_samples"] = rep.trace.samples
-            if rep.density is not None:
-                arrays.update(density_grid=rep.density.grid, density=rep.density.density,
-                              slq_nodes=rep.density.nodes, slq_weights=rep.density.weights)
-            paths = [_io.write_json(folder / f"hessian-e{e:03d}.json", summary),
-                     _io.save_npz(folder / f"hessian-e{e:03d}.npz", **arrays)]
+            extra = dict(epoch=e, loss_name=loss, samples=len(idx), sample_seed=sample_seed,
+                         seed=seed, split=split, tol=tol, model_sha256=model_sha256(model),
+                         versions=versions(), mode="eval (dropout off, BN running statistics)")
+            paths = rep.save(folder / f"hessian-e{e:03d}", extra=extra,
+                             arrays={"sample_indices": idx})
+            summary = {**rep.to_json(), **extra}
             curve: dict[str, Any] | None = None
             if across_epochs:
                 eps, vals, hvps = [], [], []
