@@ -10,8 +10,12 @@ is matched by its relative path:
   must have the same keys, dtypes, shapes and values, bit for bit (NaN equal to NaN);
 - ``.json`` / ``.jsonl`` (and JSON strings stored inside ``.npz`` files) must hold the same
   values, numbers compared exactly; keys that record *when* or *how fast* something ran
-  (``created``, ``updated``, timings, measured engine timings) are left out, and the folder
-  names themselves are replaced by ``<ROOT>`` so two folders can be compared;
+  (``created``, ``updated``, timings, measured engine timings, the report page's size) are
+  left out, and the folder names themselves are replaced by ``<ROOT>`` so two folders can be
+  compared. A landscape's engine settings are *measured* (the fastest path, batch, threads
+  and layout here and now): where two files record other settings, that is said, and their
+  losses may differ in the last bits — ``scripts/replay_landscapes.py`` then recomputes each
+  landscape with the settings it records, to compare the code and not the timing;
 - other text files (``.vtk``, ``.csv``) must be equal after the same folder-name
   replacement; figures, pages and animations (``.png``, ``.svg``, ``.gif``, ``.html``) and
   logs are compared by presence only (they embed renderer versions and timings).
@@ -42,8 +46,13 @@ VOLATILE_KEYS = {"created", "updated", "started", "finished", "seconds", "elapse
                  "measurements", "reason_measured", "eta", "pid", "host", "hostname"}
 
 
-def _volatile(key: str) -> bool:
-    return key in VOLATILE_KEYS or key.endswith(("_seconds", "_time", "_ms", "_s_per_point"))
+#: values under these paths (ends of a dotted path) are volatile too
+VOLATILE_PATHS = (".stages.report.bytes", ".engine.reason")
+
+
+def _volatile(key: str, where: str = "") -> bool:
+    return (key in VOLATILE_KEYS or key.endswith(("_seconds", "_time", "_ms", "_per_point"))
+            or f"{where}.{key}".endswith(VOLATILE_PATHS))
 
 
 @dataclass
@@ -78,7 +87,7 @@ def compare_values(a: Any, b: Any, where: str, report: Report) -> None:
     """Compare two JSON-like values; numbers exactly, NaN equal to NaN."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
-            if _volatile(str(key)):
+            if _volatile(str(key), where):
                 continue
             if key not in a or key not in b:
                 report.differ(f"{where}.{key}", "only in " + ("before" if key in a else "after"))
