@@ -158,7 +158,8 @@ def test_memory_beyond_the_budget_is_refused_before_the_stage_writes(run, monkey
     # PCA: 4 × 2,410 × 28 = 269,920 B; weights: 15 × 2,410 × 4 + 2 × 10 × 64 × 4 = 149,720 B
     monkeypatch.setattr(ds, "available_memory", lambda: 2 * 200_000)
     with pytest.raises(ResourceError, match=r"trajectory plane's PCA of 4 checkpoints × 2,410 "
-                                            r"parameters needs about 263\.59 KiB .* --plane"):
+                                            r"parameters needs about 263\.59 KiB .* "
+                                            r"`landscape plane`"):
         landscape_trajectory(run, steps=5, samples=10, progress=False)
     monkeypatch.setattr(ds, "available_memory", lambda: 2 * 100_000)
     with pytest.raises(ResourceError, match=r"model with 2,410 parameters needs about "
