@@ -43,9 +43,12 @@ def _raise_error(error: Exception) -> Any:
 
 def _break_figures(patch: pytest.MonkeyPatch) -> None:
     """Every figure a stage saves raises."""
+    # imported before anything is patched: a module first imported under the patch would
+    # bind the broken function for good (and break the tests that run after this one)
+    stages = [importlib.import_module(f"shenjing.stages.{name}") for name in FIGURE_MODULES]
     patch.setattr("shenjing.plot.save.save_figure", _raise)
-    for name in FIGURE_MODULES:
-        patch.setattr(importlib.import_module(f"shenjing.stages.{name}"), "save_figure", _raise)
+    for module in stages:
+        patch.setattr(module, "save_figure", _raise)
 
 
 def _break_full_captures(patch: pytest.MonkeyPatch, error: Exception,
