@@ -155,7 +155,7 @@ def plot_trajectory(ls: Landscape, *, ax: Any = None, levels: int = 25,
     """The training trajectory on its PCA plane, over the loss contours of that plane."""
     if ls.trajectory is None:
         raise ValueError("this landscape has no trajectory; compute it with "
-                         "`shenjing landscape RUN --trajectory`")
+                         "`shenjing landscape trajectory RUN`")
     return plot_contour(ls, ax=ax, levels=levels, log=log, filled=False,
                         title="training trajectory on its PCA plane")
 
