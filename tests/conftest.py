@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +20,9 @@ os.environ["SHENJING_TRUST_FILE"] = str(
     Path(tempfile.mkdtemp(prefix="shenjing-tests-")) / "trusted-code.json")
 
 REPO = Path(__file__).resolve().parents[1]
+# the tests' helper modules (cli_invoke, kill_at_signal, inspect_models …) import from any
+# test folder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 MNIST_DIR = Path(os.environ.get("SHENJING_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
 
 

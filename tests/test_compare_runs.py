@@ -10,16 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _script(name: str):
+    """A script of ``scripts/`` imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_runs"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _script("compare_runs")
 
 
 def _run_folder(root: Path, *, loss: float = 0.5, created: str = "2026-01-01") -> Path:
@@ -68,16 +73,9 @@ def test_missing_files_keys_and_dtypes_are_differences(compare, tmp_path):
     assert "landscapes/plane.npz[meta].run_path: only in before" in found
 
 
-REPLAY = Path(__file__).resolve().parents[1] / "scripts" / "replay_landscapes.py"
-
-
 @pytest.fixture(scope="module")
 def replay():
-    spec = importlib.util.spec_from_file_location("replay_landscapes", REPLAY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["replay_landscapes"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _script("replay_landscapes")
 
 
 def test_replay_recomputes_each_landscape_with_its_engine_and_finds_a_changed_value(

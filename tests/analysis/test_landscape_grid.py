@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from kill_at_signal import kill_at_signal
 from shenjing.analysis.landscape import (
     directions_path,
     line,
@@ -227,24 +227,11 @@ def test_resume_after_kill_9_gives_the_identical_surface(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     target = tmp_path / "killed.npz"
-    import select
-
     env = dict(os.environ, PYTHONHASHSEED="0")
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen([sys.executable, str(script), str(target), str(write_end), "10"],
-                            env=env, pass_fds=(write_end,), stdin=subprocess.PIPE)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 120)
-        assert ready, "the child never reported its progress"
-        reached = int(os.read(read_end, 64).decode().split()[0])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        os.close(read_end)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    message = kill_at_signal(
+        lambda fd: [sys.executable, str(script), str(target), str(fd), "10"], env=env,
+        timeout=120)
+    reached = int(message.decode().split()[0])
     partial = load_landscape(target)
     assert partial.n_done == reached and 10 <= reached < 81, (partial.n_done, reached)
     net, x, y = _build()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import shenjing as sj
+from kill_at_signal import kill_at_signal
 from shenjing.errors import RunError, UsageError
 from shenjing.runs import Run
 from shenjing.training import Recorder, evaluate, get_loss
@@ -146,25 +146,12 @@ def _train_cmd(run: Path, *extra: str) -> list[str]:
 
 def _kill_in_epoch_3(run: Path, env: dict[str, str]) -> None:
     """Train ``run`` in a child and SIGKILL it once it says epoch 3 is under way."""
-    import select
 
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-c", STOPS_IN_EPOCH_3, str(write_end),
-                             *TRAIN_ARGS, "--run", str(run)], env=env, pass_fds=(write_end,),
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    os.close(write_end)
-    try:
-        ready, _, _ = select.select([read_end], [], [], 300)
-        assert ready, "the child never reached epoch 3"
-        assert os.read(read_end, 64) == b"in epoch 3\n"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        os.close(read_end)
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    message = kill_at_signal(
+        lambda fd: [sys.executable, "-c", STOPS_IN_EPOCH_3, str(fd), *TRAIN_ARGS,
+                    "--run", str(run)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert message == b"in epoch 3\n"
 
 
 def test_kill_during_epoch_3_then_resume_matches(tmp_path):
