@@ -23,7 +23,8 @@ __all__ = ["EMBEDDING_METHODS", "EmbeddingName", "capture_stem", "cka_stem", "em
 
 EMBEDDING_METHODS = ("tsne", "pca", "umap")
 CkaKind = Literal["layers", "epochs", "runs"]
-_EMBEDDING = re.compile(r"^(?P<key>.+)-(?P<method>tsne|pca|umap)-epoch-(?P<epoch>\d{3,})$")
+_EMBEDDING = re.compile(rf"^(?P<key>.+)-(?P<method>{'|'.join(EMBEDDING_METHODS)})"
+                        r"-epoch-(?P<epoch>\d{3,})$")
 _CKA = re.compile(r"^cka-(?P<kind>layers|epochs|runs)-(?P<rest>.+)$")
 
 

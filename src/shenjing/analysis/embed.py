@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from shenjing.errors import UsageError, unknown_name
+from shenjing.filenames import EMBEDDING_METHODS
 
-METHODS = ("tsne", "pca", "umap")
+METHODS = EMBEDDING_METHODS  # one list: the embedding file names parse these back
 
 
 @dataclass(frozen=True, repr=False)
