@@ -704,7 +704,14 @@ def _as_another_user() -> list[str]:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("running as root without setpriv: chmod cannot make a folder read-only")
-    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import shenjing"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("the unprivileged user cannot import shenjing from this checkout (a "
+                    "folder above it is private, e.g. made by `mktemp -d`): "
+                    + probe.stderr.strip().splitlines()[-1])
+    return prefix
 
 
 @pytest.fixture
