@@ -142,3 +142,42 @@ def test_advice_without_a_known_pair_points_to_the_table():
     assert zoo.torchvision_advice("2.0.1") == (
         "install the torchvision built for your torch 2.0.1 (see the torch ↔ torchvision "
         "table in docs/data.md#torchvision)")
+
+
+@pytest.mark.parametrize(("shape", "patch"), [((1, 28, 28), 7), ((1, 8, 8), 2)])
+def test_vit_cuts_the_image_into_a_four_by_four_grid_with_a_cls_token(shape, patch):
+    model = build_model("vit", shape, 10).eval()
+    assert model.patch == patch and model.patch_embed.stride == (patch, patch)
+    tokens = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda m, a: tokens.append(a[0].shape))
+    try:
+        model(torch.zeros(2, *shape))
+    finally:
+        handle.remove()
+    assert tokens == [torch.Size([2, 17, 64])]  # CLS + 16 patch tokens, dim 64
+    assert len(model.blocks) == 4 and model.blocks[0].attn.heads == 4
+
+
+def test_vit_attention_equals_an_explicit_softmax():
+    """The zoo ViT's fused attention is softmax(QKᵀ/√d)·V, computed here by hand."""
+    torch.manual_seed(0)
+    attn = build_model("vit", (1, 8, 8), 10).blocks[0].attn.eval()
+    x = torch.randn(3, 17, 64)
+    q, k, v = attn.qkv(x).reshape(3, 17, 3, 4, 16).permute(2, 0, 3, 1, 4)
+    pattern = torch.softmax(q @ k.transpose(-1, -2) / 16 ** 0.5, dim=-1)
+    expected = attn.proj((pattern @ v).transpose(1, 2).reshape(3, 17, 64))
+    torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_vit_refuses_a_side_that_is_not_a_multiple_of_the_grid():
+    with pytest.raises(ShapeMismatchError, match=r"4×4 grid of patches.*got 10×10"):
+        build_model("vit", (1, 10, 10), 10)
+
+
+def test_row_lstm_reads_one_row_per_step():
+    model = build_model("row_lstm", (1, 28, 28), 10).eval()
+    assert model.lstm.input_size == 28 and model.lstm.batch_first
+    x = torch.rand(2, 1, 28, 28)
+    seq, _ = model.lstm(x[:, 0])  # rows of the one channel are the steps
+    torch.testing.assert_close(model(x), model.fc(seq[:, -1]))
+    assert n_params(model) == 4 * (28 * 64 + 64 * 64 + 2 * 64) + 64 * 10 + 10

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from shenjing.errors import MissingExtraError, ShapeMismatchError, unknown_name
+from shenjing.models.recurrent import build_row_lstm
+from shenjing.models.vit import build_vit
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,11 @@ MODELS: dict[str, ModelEntry] = {
     "curve_mlp": ModelEntry(_curve_mlp, "001", "MLP 1-hidden-1 fitting a curve (MSE)",
                             TrainDefaults(batch_size=100, epochs=20, loss="mse",
                                           passes_per_epoch=250)),
+    "vit": ModelEntry(build_vit, "001",
+                      "ViT: 4×4 patches + CLS, 4 pre-norm blocks, dim 64, 4 heads",
+                      TrainDefaults(optimizer="adamw", lr=1e-3, batch_size=16)),
+    "row_lstm": ModelEntry(build_row_lstm, "001", "LSTM reading the image row by row, 64 units",
+                           TrainDefaults(lr=2e-3, batch_size=64)),
     "vgg16": ModelEntry(_vgg16, "003",
                         "torchvision's VGG16 (needs the torchvision built for your torch)",
                         TrainDefaults(optimizer="sgd", lr=1e-2, batch_size=32)),
