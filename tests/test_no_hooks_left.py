@@ -8,6 +8,7 @@ functions only. A failed call must also let the model's error through and leave 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "capture"))  # attention_models
+from attention_models import Fused, FuseError
+from attention_models import inputs as attention_inputs
 
 from shenjing.analysis.fit import linear_regions
 from shenjing.analysis.landscape import (
@@ -35,6 +40,7 @@ from shenjing.capture import (
     list_layers,
     resolve_keys,
 )
+from shenjing.capture.attention import capture_attention, find_attention_layers
 from shenjing.data.types import Split
 from shenjing.hooks import count_hooks
 from shenjing.training.evaluate import evaluate
@@ -66,9 +72,10 @@ class Midway(nn.Module):
 
 @pytest.fixture(autouse=True)
 def _unarmed() -> Iterator[None]:
-    Midway.fuse = None
+    Midway.fuse = Fused.fuse = None
     yield
-    Midway.fuse = None
+    Midway.fuse = Fused.fuse = None
+    Fused.where = "after_first"
 
 
 def _inputs(n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,4 +200,47 @@ def test_no_hook_is_left_when_forward_raises(user: HookUser, fails_at: int,
     assert Midway.fuse == 0, "the model did not reach the forward that raises"
     for module in _modules_of(model, target):
         assert count_hooks(module) == 0
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+# ---- attention capture: hooks, forward wrappers and the function mode --------------------
+# The attention capture also replaces the forward of torch's attention modules on the
+# instance and pushes a TorchFunctionMode; ``Fused`` (tests/capture/attention_models.py)
+# computes attention in every way the capture knows and raises after its first attention,
+# or inside a TransformerEncoderLayer while the capture has popped its mode.
+ATTENTION_USERS: dict[str, tuple[Callable[[nn.Module, Path], object], tuple[int, ...]]] = {
+    "capture_attention in memory": (lambda m, _t: capture_attention(
+        m, attention_inputs(6), batch_size=3), (0, 1)),
+    "capture_attention to disk": (lambda m, t: capture_attention(
+        m, attention_inputs(6), batch_size=3, out=t / "attention.npy"), (0, 1)),
+    "find_attention_layers": (lambda m, _t: find_attention_layers(m, attention_inputs(2)),
+                              (0,)),
+}
+
+
+def _no_attention_instrument_left(model: nn.Module) -> None:
+    assert count_hooks(model) == 0
+    assert not [name for name, m in model.named_modules() if "forward" in vars(m)]
+    assert torch._C._len_torch_function_stack() == 0
+
+
+@pytest.mark.parametrize("user", list(ATTENTION_USERS))
+def test_attention_capture_leaves_nothing(user: str, tmp_path: Path) -> None:
+    model = Fused().eval()
+    ATTENTION_USERS[user][0](model, tmp_path)
+    _no_attention_instrument_left(model)
+
+
+@pytest.mark.parametrize(("user", "where", "fails_at"), [
+    (user, where, n) for user, (_, fails) in ATTENTION_USERS.items()
+    for where in ("after_first", "inside_encoder") for n in fails])
+def test_attention_capture_leaves_nothing_when_forward_raises(
+        user: str, where: str, fails_at: int, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Fused().eval()
+    Fused.where, Fused.fuse = where, fails_at
+    with pytest.raises(FuseError, match="boom midway through forward"):
+        ATTENTION_USERS[user][0](model, tmp_path)
+    assert Fused.fuse == 0, "the model did not reach the forward that raises"
+    _no_attention_instrument_left(model)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
