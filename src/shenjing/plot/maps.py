@@ -28,6 +28,7 @@ from shenjing.analysis.maps import (
     stack_values,
 )
 from shenjing.errors import ShapeMismatchError, UsageError
+from shenjing.plot._images import input_image
 
 DEAD_COLOR = "#d62728"
 _SCALE_TEXT = {
@@ -55,18 +56,6 @@ def panel_title(fm: FeatureMaps) -> str:
     if fm.epoch is not None:
         return f"epoch {fm.epoch}" + (f" ({epoch0_words()})" if fm.epoch == 0 else "")
     return f"input #{fm.index}" if fm.index is not None else "maps"
-
-
-def _input_image(x: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """An input sample ``(C, H, W)`` as something imshow draws: grey or RGB in [0, 1]."""
-    img = np.asarray(x, dtype=np.float64)
-    if img.ndim == 3 and img.shape[0] == 3:
-        img = img.transpose(1, 2, 0)
-    elif img.ndim == 3:
-        img = img.mean(axis=0)
-    lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    return img, (None if img.ndim == 3 else "gray")
 
 
 def _describe_input(fm: FeatureMaps) -> str:
@@ -137,7 +126,7 @@ def plot_feature_maps(maps: FeatureMaps | Sequence[FeatureMaps], *, scale: Scale
                           squeeze=False)
     grid = np.asarray(made)
     if with_input:
-        img, icmap = _input_image(panels[0].input)  # type: ignore[arg-type]
+        img, icmap = input_image(panels[0].input)  # type: ignore[arg-type]
         ax = grid[0, 0].add_subplot(1, 1, 1, label="input")
         ax.imshow(img, cmap=icmap, vmin=0, vmax=1)
         ax.set_xticks([])
