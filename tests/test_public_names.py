@@ -19,11 +19,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "shenjing"
 TOP_LEVEL = [
     "Activations", "Dataset", "Embedding", "LayerNotFoundError", "MissingExtraError",
     "NotApplicableError", "Recorder", "Run", "RunError", "ShenjingError", "TrainConfig",
-    "UntrustedCodeError", "UsageError", "__version__", "analysis", "build_model",
+    "UntrustedCodeError", "UsageError", "__version__", "analysis", "attention_stage",
+    "build_model",
     "build_report", "capture_dataset", "capture_stage", "dynamics_stage", "embed",
     "embed_stage", "filters_stage", "find_runs", "fit_study", "hessian", "inspect_model",
     "landscape_line", "landscape_plane", "landscape_trajectory", "list_layers",
-    "load_dataset", "load_weights", "maps_stage", "open_run", "plot", "run_demo", "train",
+    "load_dataset", "load_weights", "maps_stage", "open_run", "plot", "recurrent_stage",
+    "run_demo", "train",
     "warp", "weights_stage",
 ]
 NAMESPACES = ("shenjing", "shenjing.plot", "shenjing.analysis")

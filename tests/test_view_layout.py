@@ -15,7 +15,7 @@ import inspect
 import pytest
 
 VIEWS = ("embed", "maps", "filters", "weights", "dynamics", "landscape", "hessian", "fit",
-         "warp")
+         "warp", "attention", "recurrent")
 LAYERS = ("analysis", "plot", "stages", "cli", "report.sections")
 
 
@@ -75,7 +75,9 @@ MULTI_PANEL = {
     "plot_feature_heatmap", "plot_filters", "plot_kernel_grid", "plot_unit_images",
     "plot_kernel_signals", "plot_filters_over_epochs", "plot_weight_histograms",
     "plot_weight_stats", "plot_training_curves", "plot_layer_dynamics", "plot_layer_status",
-    "plot_decomposition", "plot_linear_regions", "plot_fit_epochs", "plot_warp"}
+    "plot_decomposition", "plot_linear_regions", "plot_fit_epochs", "plot_warp",
+    "plot_state_trajectories", "plot_attention_maps", "plot_attention_rollout",
+    "plot_attention_matrix"}
 
 
 @pytest.mark.parametrize("view", VIEWS)

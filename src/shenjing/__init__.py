@@ -57,6 +57,8 @@ _EXPORTS: dict[str, str] = {
     "filters_stage": "shenjing.stages.filters",
     "weights_stage": "shenjing.stages.weights",
     "dynamics_stage": "shenjing.stages.dynamics",
+    "attention_stage": "shenjing.stages.attention",
+    "recurrent_stage": "shenjing.stages.recurrent",
     "landscape_line": "shenjing.stages.landscape",
     "landscape_plane": "shenjing.stages.landscape",
     "landscape_trajectory": "shenjing.stages.landscape",

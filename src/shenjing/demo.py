@@ -117,7 +117,11 @@ def _classifier_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
     from shenjing.stages import hessian as hs
     from shenjing.stages import landscape as ls
 
+    if model == "vit":  # its 28 parameter groups' dynamics figures cost ~15 s: left out
+        return _sequence_steps(model, plan, device)
     steps = [Step("dynamics", lambda r: dyn.dynamics_stage(r), {})]
+    if model in SEQUENCE_MODELS:
+        return steps + _sequence_steps(model, plan, device)
     steps += _embedding_steps(model, plan, device)
     if model in ("simple_cnn", "dropout_cnn", "mnist_cnn"):
         steps.append(Step("maps-conv1", lambda r: maps.maps_stage(
@@ -142,6 +146,28 @@ def _classifier_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
         steps.append(Step("hessian", lambda r: hs.hessian(
             r, top_k=plan.hessian_k, trace=True, density=density, per_layer=density,
             device=device, progress=False), {"k": plan.hessian_k, "density": density}))
+    return steps
+
+
+def _sequence_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
+    """The transformer's attention or the recurrent net's states over time, and its line."""
+    from shenjing.stages import landscape as ls
+
+    if model == "vit":
+        from shenjing.stages.attention import attention_stage
+
+        # one input's maps (every view's figures, ~8 s); `shenjing attention` draws more
+        steps = [Step("attention", lambda r: attention_stage(
+            r, samples=(0,), epochs=("init", "final"), n=128, n_probe=500, device=device),
+            {"samples": [0], "n": 128, "n_probe": 500})]
+    else:
+        from shenjing.stages.recurrent import recurrent_stage
+
+        steps = [Step("recurrent", lambda r: recurrent_stage(
+            r, epochs=("init", "final"), device=device), {})]
+    steps.append(Step("landscape-line", lambda r: ls.landscape_line(
+        r, steps=plan.line_steps, device=device, progress=False),
+        {"steps": plan.line_steps}))
     return steps
 
 
@@ -181,17 +207,20 @@ class StudyResult:
 
 
 #: the studies, longest first (so two workers finish close together)
-STUDIES = ("dropout_cnn", "mlp", "simple_cnn", "spirals_warp", "curve_fit")
-CLASSIFIERS = ("mlp", "simple_cnn", "dropout_cnn")
+STUDIES = ("dropout_cnn", "mlp", "vit", "simple_cnn", "row_lstm", "spirals_warp", "curve_fit")
+#: seed 001's transformer and recurrent net: their own views instead of maps and t-SNE
+SEQUENCE_MODELS = ("vit", "row_lstm")
+CLASSIFIERS = ("mlp", "simple_cnn", "dropout_cnn", *SEQUENCE_MODELS)
 
 
 def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
              data_dir: str | os.PathLike[str] | None = None, fast: bool = False,
              force: bool = False, device: str = "auto", jobs: int | None = None) -> DemoResult:
-    """Train the seeds' classifiers (mlp, simple_cnn, dropout_cnn) and the function-fitting
-    and space-warping studies, analyse each, write one report per run and ``index.html``.
+    """Train the seeds' classifiers (mlp, simple_cnn, dropout_cnn, vit, row_lstm) and the
+    function-fitting and space-warping studies, analyse each, write one report per run and
+    ``index.html``.
 
-    The five studies are independent: with ``jobs`` > 1 (default: 2 where there are 2+
+    The seven studies are independent: with ``jobs`` > 1 (default: 2 where there are 2+
     cores and the device is the CPU) they run in that many worker processes, one torch
     thread each, so every core is busy. Figures are written as PNG only (the report inlines
     PNGs); each view's own command also writes SVG. A study that finished before (same
@@ -332,6 +361,8 @@ _SHOWS = {
     "mlp": "W1 hidden features (t-SNE, probes), W8 dynamics, MLP filters, W5 landscape, Hessian",
     "simple_cnn": "W2 feature maps untrained vs trained, conv filters, W8 dynamics, 1-D line",
     "dropout_cnn": "W5 loss line, filter-normalized plane, trajectory, sharpness",
+    "vit": "W9 attention per layer and head, rollout, which heads became local, CLS probes",
+    "row_lstm": "W9 what the LSTM knows at each row (probe of h_t), gate saturation, states",
     "curve_fit": "W3 the net vs polynomial interpolation, per-neuron ReLU pieces",
     "spirals_warp": "W3 how each layer bends space until the classes separate",
 }

@@ -90,6 +90,7 @@ def _c(command: str, option: str, kind: str, *extra: str, base: tuple[str, ...] 
 
 
 MLP, CNN, FIT, NEW = "runs/mlp", "runs/cnn", "runs/fit", "new-run"
+VIT, LSTM = "runs/vit", "runs/lstm"
 INSPECT = ("--model", "files/nets.py:Plain", "--weights", "files/plain.safetensors",
            "--out", NEW, "--no-analysis")
 INSPECT_PAIR = ("--model", "files/nets.py:Pair", "--weights", "files/pair.safetensors",
@@ -355,6 +356,32 @@ CASES: list[Case] = [
     *_numeric("weights", "--bins", (MLP,)),
     _c("weights", "--bins", "huge", MLP, "--bins", "1000000000"),
     *_run_argument("dynamics"),
+    # ---- attention / recurrent ----------------------------------------------------------
+    *_run_argument("attention"),
+    _c("attention", "--layers", "unknown", VIT, "--layers", "nosuchlayer",
+       expect="nosuchlayer"),
+    _c("attention", "--layers", "not attention", VIT, "--layers", "head", expect="head"),
+    _c("attention", "--samples", "out of range", VIT, "--samples", "0,5000", expect="5000"),
+    _c("attention", "--samples", "text", VIT, "--samples", "abc", expect="abc"),
+    _c("attention", "--samples", "empty", VIT, "--samples", ","),
+    _c("attention", "--epochs", "unknown", VIT, "--epochs", "99", expect="99"),
+    _c("attention", "--epochs", "empty", VIT, "--epochs", ","),
+    *_numeric("attention", "--n", (VIT,)),
+    *_numeric("attention", "--n-probe", (VIT,), zero=False),
+    *_numeric("attention", "--seed", (VIT,), zero=False),
+    _c("attention", "--device", "unknown", VIT, "--device", "tpu"),
+    *_run_argument("recurrent"),
+    _c("recurrent", "--layer", "unknown", LSTM, "--layer", "nosuchlayer",
+       expect="nosuchlayer"),
+    _c("recurrent", "--layer", "not recurrent", LSTM, "--layer", "fc", expect="fc"),
+    _c("recurrent", "--epochs", "unknown", LSTM, "--epochs", "99", expect="99"),
+    _c("recurrent", "--saturation-epochs", "unknown", LSTM, "--saturation-epochs", "99",
+       expect="99"),
+    *_numeric("recurrent", "--n", (LSTM,)),
+    *_numeric("recurrent", "--n-train", (LSTM,)),
+    *_numeric("recurrent", "--per-class", (LSTM,)),
+    *_numeric("recurrent", "--seed", (LSTM,), zero=False),
+    _c("recurrent", "--device", "unknown", LSTM, "--device", "tpu"),
     # ---- layers / capture / embed -----------------------------------------------------------
     *_run_argument("layers"),
     _c("layers", "--epoch", "unknown", MLP, "--dry-run", "--epoch", "99", expect="99"),
@@ -590,13 +617,16 @@ def _make_files(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """Three small runs (an MLP and a CNN on digits, a function fit) and the files."""
+    """Five small runs (an MLP, a CNN, a ViT and a row LSTM on digits, a function fit) and
+    the files."""
     import shenjing.training as training
     from shenjing.stages.fit import fit
 
     root = tmp_path_factory.mktemp("bad-inputs")
     training.train("mlp", "digits", epochs=1, run=root / MLP, progress=False)
     training.train("simple_cnn", "digits", epochs=1, run=root / CNN, progress=False)
+    training.train("vit", "digits", epochs=1, run=root / VIT, progress=False)
+    training.train("row_lstm", "digits", epochs=1, run=root / LSTM, progress=False)
     fit(root / FIT, hidden=8, epochs=1, passes_per_epoch=2, n_points=20, gif=False,
         progress=False, n_eval=101)
     _make_files(root)

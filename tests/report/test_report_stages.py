@@ -103,3 +103,21 @@ def test_a_report_that_fails_is_marked_failed(tiny_run, tmp_path, monkeypatch):
         build_report(run)
     assert run.stage("report") == {**run.stage("report"), "status": "failed",
                                    "error": "OSError: disk full"}
+
+
+def test_a_view_of_another_kind_of_model_skipped_adds_no_section_but_a_failure_does(
+        tiny_run, tmp_path):
+    """An MLP has no attention and no recurrent layer: the steps table says the two were
+    skipped, and the page has no empty 'Attention' section; a failed attention stage does
+    get its section with the error."""
+    run = copy_run(tiny_run, tmp_path)
+    run.update_stage("attention", "skipped", reason="MLP has no attention layer")
+    run.update_stage("recurrent", "skipped", reason="MLP has no recurrent layer")
+    parts = sections(build_report(run).path.read_text())
+    table = {r[0]: r[1:] for r in rows(parts["overview"]) if len(r) == 3}
+    assert table["attention"] == ["skipped", "MLP has no attention layer"]
+    assert table["recurrent"][0] == "skipped"
+    assert "attention" not in parts and "recurrent" not in parts
+    run.update_stage("attention", "failed", error="RuntimeError: boom")
+    parts = sections(build_report(run).path.read_text())
+    assert "Step &#39;attention&#39; failed: RuntimeError: boom" in parts["attention"]

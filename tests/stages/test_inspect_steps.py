@@ -30,6 +30,8 @@ STAGE_FUNCTIONS = [
     ("shenjing.stages.embed", "embed_stage", None),
     ("shenjing.stages.maps", "maps_stage", None),
     ("shenjing.stages.filters", "filters_stage", SimpleNamespace(layer="fc1")),
+    ("shenjing.stages.attention", "attention_stage", SimpleNamespace(summary=lambda: "2 layers")),
+    ("shenjing.stages.recurrent", "recurrent_stage", SimpleNamespace(summary=lambda: "lstm")),
     ("shenjing.stages.dynamics", "dynamics_stage", None),
     ("shenjing.stages.landscape", "landscape_line", None),
     ("shenjing.stages.landscape", "landscape_plane", None),
@@ -94,6 +96,10 @@ def test_every_size_inspect_holds_reaches_the_stage_it_sizes(calls):
     assert kwargs("hessian")["top_k"] == OPTIONS.hessian_top
     assert kwargs("hessian")["samples"] == OPTIONS.hessian_samples
     assert kwargs("hessian")["across_epochs"] is True  # 3 checkpoints
+    # attention and recurrent: sized by the embedding's sample counts (capped)
+    assert kwargs("attention_stage")["n"] == OPTIONS.embed_samples
+    assert kwargs("attention_stage")["n_probe"] == OPTIONS.embed_train_samples
+    assert kwargs("recurrent_stage")["n"] == OPTIONS.embed_samples
     sizes = {f.name for f in dataclasses.fields(InspectOptions)} - {"skip"}
     handed = {"embed_method", "embed_samples", "embed_train_samples", "line_steps",
               "plane_steps", "samples", "hessian_top", "hessian_samples"}
@@ -102,12 +108,13 @@ def test_every_size_inspect_holds_reaches_the_stage_it_sizes(calls):
 
 def test_the_device_inspect_resolved_is_handed_on_as_a_torch_device(calls):
     for name in ("embed_stage", "maps_stage", "landscape_line", "landscape_plane",
-                 "landscape_trajectory", "hessian"):
+                 "landscape_trajectory", "hessian", "attention_stage", "recurrent_stage"):
         for _, given in calls[name]:
             assert given["device"] == DEVICE and isinstance(given["device"], torch.device)
 
 
 def test_the_table_names_each_step_and_the_stages_it_records():
-    assert STEP_NAMES == ("embed", "maps", "filters", "dynamics", "landscape_line",
-                          "landscape_plane", "landscape_trajectory", "hessian", "report")
+    assert STEP_NAMES == ("embed", "maps", "filters", "attention", "recurrent", "dynamics",
+                          "landscape_line", "landscape_plane", "landscape_trajectory",
+                          "hessian", "report")
     assert {s.name: s.stages for s in ANALYSIS_STEPS}["dynamics"] == ("dynamics", "weights")

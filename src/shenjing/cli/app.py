@@ -38,6 +38,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "warp",
     "capture",
     "embed",
+    "attention",
+    "recurrent",
 )
 
 console = Console(stderr=True, emoji=False)

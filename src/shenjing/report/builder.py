@@ -27,10 +27,22 @@ SectionFn = Callable[[Run], "Section | None"]
 
 def default_sections() -> list[SectionFn]:
     """The report's sections, in page order."""
-    from shenjing.report.sections import dynamics, embed, fit, hessian, landscape, maps, run, warp
+    from shenjing.report.sections import (
+        attention,
+        dynamics,
+        embed,
+        fit,
+        hessian,
+        landscape,
+        maps,
+        recurrent,
+        run,
+        warp,
+    )
 
     return [run.overview_section, run.model_section, run.training_section,
             dynamics.dynamics_section, embed.embed_section, maps.maps_section,
+            attention.attention_section, recurrent.recurrent_section,
             landscape.landscape_section, hessian.hessian_section, fit.fit_section,
             warp.warp_section]
 

@@ -19,6 +19,8 @@ SECTION_TITLES = {
     "dynamics": "How the weights moved",
     "embeddings": "Hidden features: do the classes cluster?",
     "maps": "Feature maps and filters",
+    "attention": "Attention",
+    "recurrent": "Over time: what a recurrent layer knows at each step",
     "landscape": "Loss landscape",
     "hessian": "Sharpness (Hessian)",
     "fit": "Fitting a function (seed 001)",
@@ -31,11 +33,16 @@ STAGE_SECTION = {
     "weights": "dynamics", "dynamics": "dynamics",
     "capture": "embeddings", "embed": "embeddings", "cka": "embeddings",
     "maps": "maps", "filters": "maps",
+    "attention": "attention", "recurrent": "recurrent",
     "landscape": "landscape", "landscape_line": "landscape", "landscape_plane": "landscape",
     "landscape_trajectory": "landscape",
     "hessian": "hessian", "sharpness": "hessian",
     "fit": "fit", "warp": "warp",
 }
+
+# sections of a kind of model: a run whose model has no attention (or no recurrent layer)
+# records the stage skipped, listed in the steps table, but gets no section of its own
+MODEL_KIND_SECTIONS = {"attention", "recurrent"}
 
 # umbrella stages whose steps are their own stages: while one runs it is building this very
 # report, so its "running" is not a stage that died
@@ -127,7 +134,8 @@ def stages_table(states: list[StageState]) -> Table | None:
 def add_stage_notes(sections: list[Section], states: list[StageState]) -> list[Section]:
     """Put a visible note for every failed, skipped or unfinished stage at the top of its
     view's section, adding the section (with only the note) in its page place when the view
-    wrote nothing."""
+    wrote nothing — except a skipped view of a kind of model (attention, recurrent) on a
+    model without it: the steps table says so, and no empty section is added."""
     out = list(sections)
     order = list(SECTION_TITLES)
 
@@ -139,6 +147,8 @@ def add_stage_notes(sections: list[Section], states: list[StageState]) -> list[S
         if not state.is_problem or target is None:
             continue
         section = next((s for s in out if s.id == target), None)
+        if section is None and state.status == "skipped" and target in MODEL_KIND_SECTIONS:
+            continue
         if section is None:
             section = Section(target, SECTION_TITLES[target], [])
             at = next((i for i, s in enumerate(out) if rank(s.id) > rank(target)), len(out))

@@ -431,6 +431,34 @@ def _filters(run: Run, ctx: InspectContext) -> str:
     return str(filters_stage(run, epochs=("init", "final")).layer)
 
 
+def _attention(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.attention import attention_stage
+
+    # a model without attention raises NotApplicableError: the step is skipped with the
+    # reason (what the model has)
+    o = ctx.options
+    n = min(o.embed_samples or ctx.n_test, ctx.n_test, 256)
+    result = attention_stage(run, samples=(0, min(1, ctx.n_test - 1)), epochs=("init", "final"),
+                             n=n, n_probe=min(o.embed_train_samples or ctx.n_train,
+                                              ctx.n_train, 1000), device=ctx.device)
+    return _first_line(result.summary())
+
+
+def _recurrent(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.recurrent import MIN_N, recurrent_stage
+
+    # a model without a recurrent layer raises NotApplicableError: the step is skipped
+    o = ctx.options
+    # the stage uses a smaller split whole; its --n floor keeps a probe per step meaningful
+    n = max(MIN_N, min(o.embed_samples or ctx.n_test, 1000))
+    result = recurrent_stage(run, epochs=("init", "final"), n=n, device=ctx.device)
+    return _first_line(result.summary())
+
+
+def _first_line(summary: str) -> str:
+    return next((line.strip() for line in summary.splitlines() if line.strip()), "")
+
+
 def _dynamics(run: Run, ctx: InspectContext) -> str:
     from shenjing.stages.dynamics import dynamics_stage
 
@@ -495,6 +523,8 @@ ANALYSIS_STEPS: tuple[AnalysisStep, ...] = (
     AnalysisStep("embed", _embed, ("capture", "embed")),
     AnalysisStep("maps", _maps, ("maps",)),
     AnalysisStep("filters", _filters, ("filters",)),
+    AnalysisStep("attention", _attention, ("attention",)),
+    AnalysisStep("recurrent", _recurrent, ("recurrent",)),
     AnalysisStep("dynamics", _dynamics, ("dynamics", "weights")),
     AnalysisStep("landscape_line", _line, ("landscape_line",)),
     AnalysisStep("landscape_plane", _plane, ("landscape_plane",)),
