@@ -525,3 +525,22 @@ def test_nothing_left_when_forward_raises(tmp_path: Path) -> None:
     att = capture_attention(Fused().eval(), inputs(6), batch_size=3)
     assert [la.kind for la in att.layers] == ["sdpa", "multihead", "multihead", "softmax"]
     assert att.passed
+
+
+def test_functions_rewrapped_by_another_tool(seeded: None,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tools such as torchlens replace torch's public functions by wrappers
+    (``functools.wraps``); a function mode may then receive either: both are seen."""
+    import vit_pytorch_model as vp
+
+    for name in ("scaled_dot_product_attention", "softmax"):
+        original = getattr(F, name)
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(F, name, wrapper)
+    assert capture_attention(SDPANet().eval(), inputs(3)).passed
+    if vp.vit_module() is not None:
+        att = capture_attention(vp.vit_pytorch_vit().eval(), torch.rand(3, 1, 8, 8))
+        assert [la.kind for la in att.layers] == ["softmax", "softmax"] and att.passed

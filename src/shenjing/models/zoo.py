@@ -235,7 +235,7 @@ MODELS: dict[str, ModelEntry] = {
                                           passes_per_epoch=250)),
     "vit": ModelEntry(build_vit, "001",
                       "ViT: 4×4 patches + CLS, 4 pre-norm blocks, dim 64, 4 heads",
-                      TrainDefaults(optimizer="adamw", lr=1e-3, batch_size=16)),
+                      TrainDefaults(optimizer="adamw", lr=1e-3, batch_size=32)),
     "row_lstm": ModelEntry(build_row_lstm, "001", "LSTM reading the image row by row, 64 units",
                            TrainDefaults(lr=2e-3, batch_size=64)),
     "vgg16": ModelEntry(_vgg16, "003",

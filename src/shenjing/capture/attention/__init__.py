@@ -20,8 +20,8 @@ recomputed *beside* the real computation, from the tensors that fed it):
     scaling step, ``attn_mask`` (boolean: True takes part; float: added), ``is_causal``,
     ``scale`` (default ``1/√head_dim``), ``enable_gqa`` (key heads repeated per group) —
     give the pattern (:mod:`.sdpa`). The layer is the innermost module running at that
-    moment (``blocks.0.attn``, ``vit.encoder.layer.0.attention``), known from forward
-    pre-hooks and hooks that keep the module stack. Check: ``pattern @ V`` against the
+    moment (``blocks.0.attn``, ``vit.layers.0.attention``), known from forward pre-hooks
+    and hooks that keep the module stack. Check: ``pattern @ V`` against the
     kernel's output.
 ``multihead``
     ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` (also inside
@@ -48,7 +48,11 @@ recomputed *beside* the real computation, from the tensors that fed it):
     (:mod:`.softmax`). The layer is the module running the product (``transformer.
     layers.0.0``). Check: ``pattern @ V`` against the product the model computed.
 
-A module that computes attention more than once per forward gives layers ``name#0``,
+The first forward (two samples) finds the layers with hooks on every module and the mode
+on throughout; the capture's own batches then hook only the attention modules it found and
+switch the mode on only while one of them runs (:mod:`.observer`), so the rest of the
+model runs as without the capture. A module that computes attention more than once per
+forward gives layers ``name#0``,
 ``name#1`` (the capture keys' rule). The check's tolerance is relative: 1e-5 × max(1,
 max |V|) for float32 (× the layer output's magnitude where a whole encoder layer was
 recomputed), looser for half precision (5e-3, bfloat16 3e-2); every layer's largest error

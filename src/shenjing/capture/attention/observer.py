@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -41,13 +40,14 @@ from shenjing.capture.attention.sdpa import (
     max_error,
     product_error,
     sdpa_check,
+    sdpa_functions,
 )
 from shenjing.capture.attention.softmax import (
-    PRODUCT_FUNCTIONS,
-    SOFTMAX_FUNCTIONS,
     is_candidate,
     operands,
     product,
+    product_functions,
+    softmax_functions,
 )
 from shenjing.capture.batches import n_of
 from shenjing.capture.core import forward_or_explain
@@ -125,6 +125,18 @@ def _recomputing(module: str, module_type: str) -> Iterator[None]:
             f"recomputed: {type(exc).__name__}: {exc}") from exc
 
 
+def _with_originals(functions: set[Any]) -> set[Any]:
+    """``functions`` and, for any that another tool wrapped (``functools.wraps`` leaves
+    ``__wrapped__``), the functions they wrap: torch's own Python functions hand
+    themselves, not the wrapper, to a function mode."""
+    found = set(functions)
+    for func in functions:
+        while hasattr(func, "__wrapped__"):
+            func = func.__wrapped__
+            found.add(func)
+    return found
+
+
 def _first_tensor(args: tuple[Any, ...]) -> torch.Tensor | None:
     return next((a for a in args if isinstance(a, torch.Tensor)), None)
 
@@ -188,10 +200,10 @@ class Observer:
         self.focus = None if focus is None else set(focus)
         self.sink: Sink = sink if sink is not None else (lambda _seen: None)
         self.wants: Wants = wants if wants is not None else _everything
-        handlers: dict[Any, Callable[..., Any]] = {
-            F.scaled_dot_product_attention: self._on_sdpa}
-        handlers.update(dict.fromkeys(SOFTMAX_FUNCTIONS, self._on_softmax))
-        handlers.update(dict.fromkeys(PRODUCT_FUNCTIONS, self._on_product))
+        handlers: dict[Any, Callable[..., Any]] = dict.fromkeys(
+            _with_originals(sdpa_functions()), self._on_sdpa)
+        handlers.update(dict.fromkeys(_with_originals(softmax_functions()), self._on_softmax))
+        handlers.update(dict.fromkeys(_with_originals(product_functions()), self._on_product))
         self.mode = _Mode(handlers)
         self.batch = 0
         self._stack: list[_Frame] = []

@@ -28,6 +28,14 @@ _DEFAULTS: dict[str, Any] = {"attn_mask": None, "dropout_p": 0.0, "is_causal": F
                              "scale": None, "enable_gqa": False}
 
 
+def sdpa_functions() -> set[Any]:
+    """``F.scaled_dot_product_attention`` as a function mode receives it: the builtin, and
+    the public name in case another tool rewrapped it (torchlens does)."""
+    import torch.nn.functional as F
+
+    return {torch._C._nn.scaled_dot_product_attention, F.scaled_dot_product_attention}
+
+
 class Workspace:
     """Reusable buffers by role: :meth:`get` returns the same memory while the shape,
     dtype and device stay the same. A tensor from it is valid until the next ``get`` of

@@ -20,11 +20,21 @@ import torch.nn.functional as F
 
 from shenjing.capture.attention.sdpa import compute_dtype
 
-#: the functions whose output may be an attention pattern
-SOFTMAX_FUNCTIONS = (F.softmax, torch.softmax, torch.Tensor.softmax)
-#: the functions that may multiply a pattern with V
-PRODUCT_FUNCTIONS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
-                     torch.bmm, torch.Tensor.bmm, torch.einsum)
+
+def softmax_functions() -> set[Any]:
+    """The functions whose output may be an attention pattern, as a function mode receives
+    them: the public names and the builtins behind them (another tool may have rewrapped
+    the public names, as torchlens does)."""
+    return {F.softmax, torch.softmax, torch.Tensor.softmax,
+            torch._C._VariableFunctions.softmax, torch._C.TensorBase.softmax}
+
+
+def product_functions() -> set[Any]:
+    """The functions that may multiply a pattern with V (see :func:`softmax_functions`)."""
+    return {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
+            torch.Tensor.bmm, torch.einsum, torch._C._VariableFunctions.matmul,
+            torch._C._VariableFunctions.bmm, torch._C.TensorBase.matmul,
+            torch._C.TensorBase.__matmul__, torch._C.TensorBase.bmm}
 
 
 def softmax_dim(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | None:
@@ -46,7 +56,7 @@ def is_candidate(out: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
 
 def operands(func: Any, args: tuple[Any, ...]) -> tuple[Any, Any, str | None]:
     """``(left, right, einsum equation or None)`` of a product call."""
-    if func is torch.einsum:
+    if getattr(func, "__name__", "") == "einsum":
         if len(args) == 2 and isinstance(args[1], (list, tuple)):
             ops = list(args[1])
         else:
