@@ -3,39 +3,14 @@ nothing, and the matrix fallback when the tokens form no patch grid."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 
+from attention_view_models import ROW_SOURCE, TINY
 from cli_invoke import invoke
 from shenjing.models import build_model
 from shenjing.plot.save import figure_formats
 from shenjing.runs import Run
-
-TINY = {"depth": 2, "dim": 16, "heads": 2, "mlp_dim": 32}
-
-ROW_SOURCE = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-
-    class RowAttention(nn.Module):
-        """8 row tokens of an 8×8 digit and a CLS token: 9 tokens, no patch grid."""
-
-        def __init__(self, n_classes=10, dim=16):
-            super().__init__()
-            self.embed = nn.Linear(8, dim)
-            self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
-            self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
-            self.head = nn.Linear(dim, n_classes)
-
-        def forward(self, x):
-            t = self.embed(x[:, 0])
-            t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1)
-            a, _ = self.attn(t, t, t, need_weights=False)
-            return self.head((t + a)[:, 0])
-''')
 
 
 def make_run(path, model_spec, build):
