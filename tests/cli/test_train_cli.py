@@ -109,6 +109,11 @@ BAD_OPTIONS = [
                        r"--seed 0$"),
     (["--seed", str(2**40)], r"--seed 1099511627776: expected a whole number from 0 to"),
     (["--resume", "--force"], r"--resume and --force contradict each other"),
+    (["--schedule", "cosin"], r"UnknownNameError: --schedule 'cosin': expected one of "
+                              r"constant, cosine\. Did you mean 'cosine'\?"),
+    (["--shift", "-1"], r"--shift -1: expected a whole number from 0 to 64, e\.g\. --shift 1$"),
+    (["--data", "moons", "--shift", "1"],
+     r"UsageError: shift=1 moves images, but dataset 'moons' has inputs of shape \(2,\)"),
     (["--data-dir", "idx", "--data", "digits"],
      r"--data-dir is where the IDX files of mnist and fashion-mnist are; it does not apply "
      r"to --data 'digits'"),

@@ -20,7 +20,9 @@ HIDDEN_MODELS = ("mlp", "curve_mlp")  # the zoo models whose widths --hidden set
 def check_train_options(*, model: str, data: str, epochs: int | None, optimizer: str | None,
                         lr: float | None, batch_size: int | None, seed: int,
                         device: str, data_dir: Path | None, hidden: str | None,
-                        normalize: str | None, resume: bool, force: bool) -> dict[str, Any]:
+                        normalize: str | None, resume: bool, force: bool,
+                        schedule: str | None = None, shift: int | None = None
+                        ) -> dict[str, Any]:
     """Check every ``train`` option before anything is loaded or written; return the model
     kwargs ``--hidden`` asks for. Each refusal is one :class:`UsageError` naming the option.
     """
@@ -30,7 +32,8 @@ def check_train_options(*, model: str, data: str, epochs: int | None, optimizer:
     from shenjing.data.scaling import NORMALIZE_CHOICES
     from shenjing.errors import UnknownNameError, UsageError, did_you_mean
     from shenjing.models import MODEL_NAMES
-    from shenjing.training.trainer import MAX_EPOCHS, OPTIMIZERS
+    from shenjing.training.schedule import SCHEDULES
+    from shenjing.training.trainer import MAX_EPOCHS, MAX_SHIFT, OPTIMIZERS
 
     _checks.choice("--model", model, MODEL_NAMES)
     if data not in DATASET_NAMES and not is_user_data(data):
@@ -46,6 +49,10 @@ def check_train_options(*, model: str, data: str, epochs: int | None, optimizer:
         _checks.finite_float("--lr", lr, low=0.0, low_open=True, example="0.001")
     if batch_size is not None:
         _checks.positive_int("--batch-size", batch_size, example=64)
+    if schedule is not None:
+        _checks.choice("--schedule", schedule, SCHEDULES)
+    if shift is not None:
+        _checks.bounded_int("--shift", shift, low=0, high=MAX_SHIFT, example=1)
     _checks.random_seed("--seed", seed)
     if normalize is not None:
         _checks.choice("--normalize", normalize, NORMALIZE_CHOICES)
@@ -80,7 +87,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         model: str = typer.Option("mlp", "--model", "-m", help="Zoo model: mlp, simple_cnn, "
-                                  "mnist_cnn, dropout_cnn, mnistnet, curve_mlp, vgg16."),
+                                  "mnist_cnn, dropout_cnn, mnistnet, curve_mlp, vit, "
+                                  "row_lstm, vgg16."),
         data: str = typer.Option("digits", "--data", "-d", help="digits (embedded), mnist, "
                                  "fashion-mnist, curve, moons, spirals, or your own data "
                                  "(.npz, x.npy/y.npy, an image folder)."),
@@ -98,6 +106,14 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(None, "--data-dir",
                                       help="Folder with IDX files (mnist, fashion-mnist)."),
         hidden: str = typer.Option(None, "--hidden", help="Hidden widths for mlp, e.g. 64,32."),
+        schedule: str = typer.Option(
+            None, "--schedule", help="Learning-rate schedule: constant, or cosine (linear "
+            "warm-up over the first 10 % of steps, then cosine to zero) [default: the "
+            "model's; cosine for vit]."),
+        shift: int = typer.Option(
+            None, "--shift", help="Move each training image by a random offset of up to "
+            "this many pixels, a new draw every epoch; 0 for none [default: the model's; 1 "
+            "for vit on 28×28 images, 0 on the 8×8 digits]."),
         normalize: str = typer.Option(
             None, "--normalize", help="Pixel scaling of image data: standard ((x/255 − mean) "
             "/ std; mnist 0.1307/0.3081, fashion-mnist 0.2860/0.3530), unit (x/255, in "
@@ -117,7 +133,7 @@ def register(app: typer.Typer) -> None:
                                      optimizer=optimizer, lr=lr, batch_size=batch_size,
                                      seed=seed, device=device, data_dir=data_dir,
                                      hidden=hidden, normalize=normalize, resume=resume,
-                                     force=force)
+                                     force=force, schedule=schedule, shift=shift)
         dataset = load_dataset(data, data_dir=data_dir, seed=seed, normalize=normalize)
         run_path = run if run is not None else Path("runs") / f"{model}-{dataset.name}"
         if resume and (run_path / "run.json").is_file():
@@ -125,7 +141,8 @@ def register(app: typer.Typer) -> None:
                                            seed=seed, normalize=normalize)
         result = train_fn(model, dataset, epochs=epochs, run=run_path, optimizer=optimizer,
                           lr=lr, batch_size=batch_size, seed=seed, device=device,
-                          resume=resume, force=force, model_kwargs=kwargs)
+                          resume=resume, force=force, model_kwargs=kwargs,
+                          schedule=schedule, shift=shift)
         last = result.metrics()[-1]
         acc = last.get("test_accuracy")
         score = f"test accuracy {acc:.4f}" if acc is not None else \

@@ -39,20 +39,16 @@ from shenjing.runs import (
     remove_run,
     writer_lock,
 )
+from shenjing.training.augment import random_shift
 from shenjing.training.losses import get_loss, loss_task
 from shenjing.training.recorder import Recorder, load_train_state
+from shenjing.training.schedule import SCHEDULES, lr_factor
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: more epochs than anyone trains a study's model for: a larger count is a typo
 MAX_EPOCHS = 100_000
-
-# The seeds' hyper-parameters were chosen for 60,000 MNIST images. On the 1,347 training
-# digits the same 5 epochs of batch 128 are only 55 steps, so the small embedded set gets
-# more, smaller steps unless the user sets them.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"epochs": 10, "batch_size": 32, "lr": 3e-3},
-}
-
+#: the largest random shift, in pixels, that still leaves an image mostly in the frame
+MAX_SHIFT = 64
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -79,12 +75,17 @@ class TrainConfig:
     loss: str = "cross_entropy"
     seed: int = 0
     passes_per_epoch: int = 1
+    schedule: str = "constant"
+    shift: int = 0
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from shenjing._checks import bounded_int, finite_float, positive_int
 
         bounded_int("epochs", self.epochs, low=1, high=MAX_EPOCHS)
+        bounded_int("shift", self.shift, low=0, high=MAX_SHIFT)
+        if self.schedule not in SCHEDULES:
+            raise unknown_name("schedule", self.schedule, SCHEDULES)
         positive_int("batch_size", self.batch_size)
         positive_int("passes_per_epoch", self.passes_per_epoch)
         finite_float("lr", self.lr, low=0.0, low_open=True)
@@ -115,12 +116,16 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
           resume: bool = False, force: bool = False, loss: str | None = None,
           weight_decay: float = 0.0, model_kwargs: dict[str, Any] | None = None,
           passes_per_epoch: int | None = None, progress: bool = True,
-          stop_after_steps: int | None = None, normalize: str | None = None) -> Run:
+          stop_after_steps: int | None = None, normalize: str | None = None,
+          schedule: str | None = None, shift: int | None = None) -> Run:
     """Train a zoo model and record it into a run directory; return the :class:`Run`.
 
     Hyper-parameters left as None take the seed's values for that model
     (:func:`shenjing.models.train_defaults`). ``resume=True`` continues a killed run from
-    its last finished epoch; ``force=True`` starts the run over.
+    its last finished epoch; ``force=True`` starts the run over. ``schedule`` is the
+    learning-rate schedule (``constant``, or ``cosine``: warm-up then cosine to zero over
+    all the run's steps); ``shift`` moves each training image by up to that many pixels, a
+    new draw every epoch.
 
     >>> import tempfile
     >>> run = train("mlp", "digits", epochs=1, run=tempfile.mkdtemp() + "/r", progress=False)
@@ -132,8 +137,7 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
                          "the run, force deletes it and starts over; pass one")
     dataset = data if isinstance(data, Dataset) else load_dataset(
         data, data_dir=data_dir, seed=seed, progress=progress, normalize=normalize)
-    defaults = dataclasses.replace(train_defaults(model),
-                                   **DATASET_DEFAULTS.get(dataset.name, {}))
+    defaults = train_defaults(model, dataset.name)
     cfg = TrainConfig(
         # None means the seed's default; any other value (0 included) is checked as given
         model=model, data=dataset.name,
@@ -144,7 +148,13 @@ def train(model: str = "mlp", data: str | Dataset = "digits", *, epochs: int | N
         weight_decay=weight_decay, loss=loss or defaults.loss, seed=seed,
         passes_per_epoch=defaults.passes_per_epoch if passes_per_epoch is None
         else passes_per_epoch,
+        schedule=schedule or defaults.schedule,
+        shift=defaults.shift if shift is None else shift,
         model_kwargs=dict(model_kwargs or {}))
+    if cfg.shift and len(dataset.input_shape) != 3:
+        raise UsageError(f"shift={cfg.shift} moves images, but dataset {dataset.name!r} has "
+                         f"inputs of shape {tuple(dataset.input_shape)}, not (channels, "
+                         "height, width); leave shift out (--shift 0)")
     task = loss_task(cfg.loss, dataset.task)
     if (task == "classification") != (dataset.task == "classification"):
         raise UsageError(_task_mismatch(model, cfg.loss, task, dataset))
@@ -273,12 +283,19 @@ def _task_mismatch(model: str, loss: str, task: str, dataset: Dataset) -> str:
             f"on it, e.g. {suggestion}")
 
 
+#: what a run recorded before a setting existed had that setting's neutral value
+_OLD_RUN: dict[str, Any] = {"schedule": "constant", "shift": 0}
+
+
 def _check_same_config(run: Run, config: dict[str, Any]) -> None:
     recorded = run.manifest.get("config", {})
-    keys = ("model", "optimizer", "lr", "batch_size", "loss", "seed")
-    diff = [k for k in keys if k in recorded and recorded[k] != config[k]]
+    keys = ["model", "optimizer", "lr", "batch_size", "loss", "seed", "schedule", "shift"]
+    if config["schedule"] != "constant":  # the schedule's curve spans all the epochs
+        keys.append("epochs")
+    was = {**_OLD_RUN, **recorded}
+    diff = [k for k in keys if k in was and was[k] != config[k]]
     if diff:
-        shown = ", ".join(f"{k}: run has {recorded[k]!r}, asked {config[k]!r}" for k in diff)
+        shown = ", ".join(f"{k}: run has {was[k]!r}, asked {config[k]!r}" for k in diff)
         raise RunError(f"cannot resume {run.path} with different settings ({shown}); "
                        "use the same options, or --force to start over")
 
@@ -295,6 +312,7 @@ def _fit(net: nn.Module, opt: torch.optim.Optimizer, rec: Recorder, dataset: Dat
     y_all = dataset.train.y.to(dev)
     n = x_all.shape[0]
     steps_per_epoch = cfg.passes_per_epoch * -(-n // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
     bar_ctx: Any = nullcontext()
     if progress:
         from rich.progress import (
@@ -312,6 +330,8 @@ def _fit(net: nn.Module, opt: torch.optim.Optimizer, rec: Recorder, dataset: Dat
         task = None
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+            # its own stream, so a run without augmentation shuffles as it always did
+            shift_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
             torch.manual_seed(_epoch_seed(cfg.seed, epoch))
             if bar is not None:
                 if task is not None:
@@ -323,7 +343,9 @@ def _fit(net: nn.Module, opt: torch.optim.Optimizer, rec: Recorder, dataset: Dat
                 order = torch.randperm(n, generator=gen).to(dev)
                 for start in range(0, n, cfg.batch_size):
                     idx = order[start:start + cfg.batch_size]
-                    x, y = x_all[idx], y_all[idx]
+                    x, y = random_shift(x_all[idx], cfg.shift, shift_gen), y_all[idx]
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr * lr_factor(cfg.schedule, rec.steps, total_steps)
                     out = net(x)
                     loss = loss_fn(out, y)
                     _check_finite_loss(loss, epoch, rec.steps + 1, cfg)
