@@ -110,3 +110,35 @@ def test_bad_inputs():
         knn_accuracy(np.zeros((4, 2)), np.zeros(3), np.zeros((4, 2)), np.zeros(4))
     with pytest.raises(UsageError, match=r"n_neighbors \(10\) must be < n_samples / 2"):
         trustworthiness(np.zeros((12, 2)), np.zeros((12, 2)), 10)
+
+
+def test_small_probe_runs_on_one_blas_thread_and_restores_the_pools(monkeypatch):
+    """The probe's one-thread limit holds only while it fits, and changes no number."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import shenjing.analysis.separability as sep
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 12))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    seen: list[list[int]] = []
+    real_fit = LogisticRegression.fit
+
+    def spying_fit(self, *args, **kwargs):
+        seen.append([p["num_threads"] for p in threadpool_info()])
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spying_fit)
+    with threadpool_limits(2):  # two threads going in, whatever the environment set
+        before = [p["num_threads"] for p in threadpool_info()]
+        acc, _, _ = sep.linear_probe(x[:200], y[:200], x[200:], y[200:])
+        after = [p["num_threads"] for p in threadpool_info()]
+    assert 2 in before and seen and all(n == 1 for n in seen[0])
+    assert after == before
+    monkeypatch.setattr(LogisticRegression, "fit", real_fit)
+    scaler = StandardScaler().fit(x[:200])
+    direct = real_fit(LogisticRegression(max_iter=300, tol=1e-3),
+                      scaler.transform(x[:200]), y[:200])
+    assert acc == pytest.approx(direct.score(scaler.transform(x[200:]), y[200:]))
