@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "capture"))  # attentio
 from attention_models import Fused, FuseError
 from attention_models import inputs as attention_inputs
 
+from shenjing.analysis.attribute import attribute, randomization_test
 from shenjing.analysis.fit import linear_regions
 from shenjing.analysis.landscape import (
     EngineConfig,
@@ -32,6 +33,7 @@ from shenjing.analysis.landscape import (
     random_directions,
 )
 from shenjing.analysis.maps import compare_feature_maps, feature_maps, layer_output
+from shenjing.analysis.visualize import visualize_units
 from shenjing.analysis.warp import layer_outputs
 from shenjing.capture import (
     capture,
@@ -156,6 +158,29 @@ HOOK_USERS = [
              shape=(1, 1)),
     HookUser("warp layer_outputs", lambda m, _t: layer_outputs(
         m, _inputs(2)[0].numpy(), ["relu", "fc2"]), shape=(2, 3)),
+    HookUser("visualize_units", lambda m, _t: visualize_units(
+        m, "fc2", [0], input_shape=(4,), steps=2, data=torch.randn(10, 4)), fails_at=(0, 1)),
+]
+
+
+def _as_image_model(model: nn.Module, _tmp: Path) -> nn.Module:
+    """The model reading 1×2×2 images (attribution takes images): its fuse still fires."""
+    return nn.Sequential(nn.Flatten(), model)
+
+
+def _images() -> torch.Tensor:
+    return torch.randn(6, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+
+
+HOOK_USERS += [
+    HookUser(f"attribute {method}", lambda m, _t, method=method: attribute(
+        m, _images(), method=method, steps=4, n_noise=2, window=1),
+        prepare=_as_image_model, fails_at=(0, 1))
+    for method in ("saliency", "integrated_gradients", "smoothgrad", "occlusion")
+] + [
+    HookUser("randomization_test", lambda m, _t: randomization_test(
+        m, _images(), method="saliency", targets=[0] * 6), prepare=_as_image_model,
+        fails_at=(0, 1)),
 ]
 
 

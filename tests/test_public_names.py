@@ -25,7 +25,7 @@ TOP_LEVEL = [
     "embed_stage", "filters_stage", "find_runs", "fit_study", "hessian", "inspect_model",
     "landscape_line", "landscape_plane", "landscape_trajectory", "list_layers",
     "load_dataset", "load_weights", "maps_stage", "open_run", "plot", "recurrent_stage",
-    "run_demo", "train",
+    "run_demo", "train", "attribute_stage", "units_stage", "visualize_stage",
     "warp", "weights_stage",
 ]
 NAMESPACES = ("shenjing", "shenjing.plot", "shenjing.analysis")

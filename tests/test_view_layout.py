@@ -15,7 +15,7 @@ import inspect
 import pytest
 
 VIEWS = ("embed", "maps", "filters", "weights", "dynamics", "landscape", "hessian", "fit",
-         "warp", "attention", "recurrent")
+         "warp", "attention", "recurrent", "attribute", "units", "visualize")
 LAYERS = ("analysis", "plot", "stages", "cli", "report.sections")
 
 
@@ -77,7 +77,8 @@ MULTI_PANEL = {
     "plot_weight_stats", "plot_training_curves", "plot_layer_dynamics", "plot_layer_status",
     "plot_decomposition", "plot_linear_regions", "plot_fit_epochs", "plot_warp",
     "plot_state_trajectories", "plot_attention_maps", "plot_attention_rollout",
-    "plot_attention_matrix"}
+    "plot_attention_matrix", "plot_attribution_maps", "plot_randomization", "plot_top_units",
+    "plot_visualization"}
 
 
 @pytest.mark.parametrize("view", VIEWS)

@@ -131,6 +131,8 @@ def _classifier_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
     else:
         steps.append(Step("filters-fc1", lambda r: filters.filters_stage(
             r, "fc1", epochs=("init", "final")), {}))
+    if model == "simple_cnn":
+        steps += _looks_at_steps(plan, device)
     steps.append(Step("landscape-line", lambda r: ls.landscape_line(
         r, steps=plan.line_steps, device=device, progress=False),
         {"steps": plan.line_steps}))
@@ -147,6 +149,26 @@ def _classifier_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:
             r, top_k=plan.hessian_k, trace=True, density=density, per_layer=density,
             device=device, progress=False), {"k": plan.hessian_k, "density": density}))
     return steps
+
+
+def _looks_at_steps(plan: DemoPlan, device: str) -> list[Step]:
+    """What the CNN looks at (IG and Grad-CAM with their checks), which digits excite its
+    second convolution's channels, and what those channels would like to see."""
+    from shenjing.stages.attribute import attribute_stage
+    from shenjing.stages.units import units_stage
+    from shenjing.stages.visualize import visualize_stage
+
+    channels = list(range(8))
+    return [
+        Step("attribute", lambda r: attribute_stage(
+            r, samples=(0, 1, 2), methods=("ig", "gradcam"), epochs=("init", "final"),
+            n_faithfulness=200, device=device), {"samples": [0, 1, 2], "n": 200}),
+        Step("units-relu2", lambda r: units_stage(
+            r, layer="relu2", top=9, channels=channels, epochs=("init", "final"),
+            device=device), {"channels": channels}),
+        Step("visualize-relu2", lambda r: visualize_stage(
+            r, layer="relu2", channels=channels, epochs=("final",), device=device),
+            {"channels": channels})]
 
 
 def _sequence_steps(model: str, plan: DemoPlan, device: str) -> list[Step]:

@@ -32,6 +32,9 @@ STAGE_FUNCTIONS = [
     ("shenjing.stages.filters", "filters_stage", SimpleNamespace(layer="fc1")),
     ("shenjing.stages.attention", "attention_stage", SimpleNamespace(summary=lambda: "2 layers")),
     ("shenjing.stages.recurrent", "recurrent_stage", SimpleNamespace(summary=lambda: "lstm")),
+    ("shenjing.stages.attribute", "attribute_stage", SimpleNamespace(summary=lambda: "ig")),
+    ("shenjing.stages.units", "units_stage", None),
+    ("shenjing.stages.visualize", "visualize_stage", SimpleNamespace(summary=lambda: "x")),
     ("shenjing.stages.dynamics", "dynamics_stage", None),
     ("shenjing.stages.landscape", "landscape_line", None),
     ("shenjing.stages.landscape", "landscape_plane", None),
@@ -100,6 +103,12 @@ def test_every_size_inspect_holds_reaches_the_stage_it_sizes(calls):
     assert kwargs("attention_stage")["n"] == OPTIONS.embed_samples
     assert kwargs("attention_stage")["n_probe"] == OPTIONS.embed_train_samples
     assert kwargs("recurrent_stage")["n"] == OPTIONS.embed_samples
+    # attribution, units, visualization: the MLP has no convolution, so no Grad-CAM; the
+    # units of the features the head reads; every class of the output
+    assert kwargs("attribute_stage")["methods"] == ("ig", "saliency")
+    assert kwargs("units_stage")["layer"] == "relu1"
+    assert kwargs("visualize_stage")["layer"] == "output"
+    assert kwargs("visualize_stage")["channels"] == list(range(10))
     sizes = {f.name for f in dataclasses.fields(InspectOptions)} - {"skip"}
     handed = {"embed_method", "embed_samples", "embed_train_samples", "line_steps",
               "plane_steps", "samples", "hessian_top", "hessian_samples"}
@@ -108,13 +117,15 @@ def test_every_size_inspect_holds_reaches_the_stage_it_sizes(calls):
 
 def test_the_device_inspect_resolved_is_handed_on_as_a_torch_device(calls):
     for name in ("embed_stage", "maps_stage", "landscape_line", "landscape_plane",
-                 "landscape_trajectory", "hessian", "attention_stage", "recurrent_stage"):
+                 "landscape_trajectory", "hessian", "attention_stage", "recurrent_stage",
+                 "attribute_stage", "units_stage", "visualize_stage"):
         for _, given in calls[name]:
             assert given["device"] == DEVICE and isinstance(given["device"], torch.device)
 
 
 def test_the_table_names_each_step_and_the_stages_it_records():
-    assert STEP_NAMES == ("embed", "maps", "filters", "attention", "recurrent", "dynamics",
+    assert STEP_NAMES == ("embed", "maps", "filters", "attention", "recurrent", "attribute",
+                          "units", "visualize", "dynamics",
                           "landscape_line", "landscape_plane", "landscape_trajectory",
                           "hessian", "report")
     assert {s.name: s.stages for s in ANALYSIS_STEPS}["dynamics"] == ("dynamics", "weights")

@@ -30,7 +30,8 @@ ERROR = f"RuntimeError: {MESSAGE}"
 
 #: the stage modules that import ``save_figure`` themselves (the others import it from
 #: shenjing.plot.save when they draw)
-FIGURE_MODULES = ("maps", "filters", "weights", "dynamics", "fit", "warp")
+FIGURE_MODULES = ("maps", "filters", "weights", "dynamics", "fit", "warp", "attribute", "units",
+                  "visualize")
 
 
 def _raise(*_args: Any, **_kwargs: Any) -> Any:
@@ -278,7 +279,8 @@ def test_inspect_ends_its_own_record_and_lists_every_failed_step(inspected):
         for name in STEP_NAMES}
 
 
-@pytest.mark.parametrize("step", ["embed", "maps", "filters", "dynamics", "landscape_line",
+@pytest.mark.parametrize("step", ["embed", "maps", "filters", "attribute", "units",
+                                  "visualize", "dynamics", "landscape_line",
                                   "landscape_plane", "landscape_trajectory", "hessian",
                                   "report"])
 def test_each_inspect_step_that_fails_at_run_time_ends_failed_with_the_error(inspected, step):

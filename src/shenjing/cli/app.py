@@ -40,6 +40,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "embed",
     "attention",
     "recurrent",
+    "attribute",
+    "units",
+    "visualize",
 )
 
 console = Console(stderr=True, emoji=False)

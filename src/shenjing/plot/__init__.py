@@ -59,6 +59,11 @@ _EXPORTS: dict[str, str] = {
     "plot_probe_by_step": "shenjing.plot.recurrent",
     "plot_gate_saturation": "shenjing.plot.recurrent",
     "plot_state_trajectories": "shenjing.plot.recurrent",
+    "plot_attribution_maps": "shenjing.plot.attribute",
+    "plot_randomization": "shenjing.plot.attribute",
+    "plot_deletion_insertion": "shenjing.plot.attribute",
+    "plot_top_units": "shenjing.plot.units",
+    "plot_visualization": "shenjing.plot.visualize",
     "plot_weight_histograms": "shenjing.plot.weights",
     "plot_weight_stats": "shenjing.plot.weights",
 }

@@ -29,6 +29,7 @@ def default_sections() -> list[SectionFn]:
     """The report's sections, in page order."""
     from shenjing.report.sections import (
         attention,
+        attribute,
         dynamics,
         embed,
         fit,
@@ -37,12 +38,15 @@ def default_sections() -> list[SectionFn]:
         maps,
         recurrent,
         run,
+        units,
+        visualize,
         warp,
     )
 
     return [run.overview_section, run.model_section, run.training_section,
             dynamics.dynamics_section, embed.embed_section, maps.maps_section,
             attention.attention_section, recurrent.recurrent_section,
+            attribute.attribute_section, units.units_section, visualize.visualize_section,
             landscape.landscape_section, hessian.hessian_section, fit.fit_section,
             warp.warp_section]
 

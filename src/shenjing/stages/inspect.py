@@ -455,6 +455,48 @@ def _recurrent(run: Run, ctx: InspectContext) -> str:
     return _first_line(result.summary())
 
 
+def _classifier_only(run: Run, view: str) -> None:
+    if run.task != "classification":
+        raise NotApplicableError(f"{view} explains a class score; this run is a {run.task} "
+                                 "task")
+
+
+def _attribute(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.attribute import attribute_stage
+
+    _classifier_only(run, "attribute")
+    # Grad-CAM where the model has a convolution; else the plain input gradient next to IG
+    methods = ("ig", "gradcam") if _conv_layers(ctx.model) else ("ig", "saliency")
+    samples = tuple(range(min(3, ctx.n_test)))
+    result = attribute_stage(run, samples=samples, methods=methods, epochs=("init", "final"),
+                             n_faithfulness=min(200, ctx.n_test), device=ctx.device)
+    return _first_line(result.summary())
+
+
+def _units(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.units import units_stage
+
+    convs = _conv_layers(ctx.model)
+    # the last convolution's channels (crops under their receptive fields), else the
+    # features the head reads
+    layer = convs[-1] if convs else ctx.penultimate
+    units_stage(run, layer=layer, top=9, epochs=("init", "final"),
+                device=ctx.device)
+    return layer
+
+
+def _visualize(run: Run, ctx: InspectContext) -> str:
+    from shenjing.stages.visualize import visualize_stage
+
+    _classifier_only(run, "visualize")
+    n_classes = len(run.classes)
+    if not n_classes:
+        raise NotApplicableError("visualize of the output needs the run's classes")
+    result = visualize_stage(run, layer="output", channels=list(range(min(10, n_classes))),
+                             epochs=("final",), device=ctx.device)
+    return _first_line(result.summary())
+
+
 def _first_line(summary: str) -> str:
     return next((line.strip() for line in summary.splitlines() if line.strip()), "")
 
@@ -525,6 +567,9 @@ ANALYSIS_STEPS: tuple[AnalysisStep, ...] = (
     AnalysisStep("filters", _filters, ("filters",)),
     AnalysisStep("attention", _attention, ("attention",)),
     AnalysisStep("recurrent", _recurrent, ("recurrent",)),
+    AnalysisStep("attribute", _attribute, ("attribute",)),
+    AnalysisStep("units", _units, ("units",)),
+    AnalysisStep("visualize", _visualize, ("visualize",)),
     AnalysisStep("dynamics", _dynamics, ("dynamics", "weights")),
     AnalysisStep("landscape_line", _line, ("landscape_line",)),
     AnalysisStep("landscape_plane", _plane, ("landscape_plane",)),
