@@ -142,3 +142,19 @@ def test_gradient_methods_on_a_trained_net_pass(trained, method):
         assert r.rank_decorrelated and r.final_spearman < 0.4
     again = randomization_test(net, x, method=method, targets=y, steps=16, n_noise=5, seed=3)
     np.testing.assert_array_equal(again.spearman, r.spearman)   # seeded
+
+
+@pytest.mark.parametrize(("spearman", "ssim", "outcome", "word"), [
+    (0.1, 0.2, "pass", "passed —"), (0.9, 0.3, "partial", "passed in part"),
+    (0.3, 0.9, "partial", "passed in part"), (0.9, 0.8, "fail", "FAILED")])
+def test_the_verdict_is_pass_partial_or_fail_by_the_two_measures(spearman, ssim, outcome,
+                                                                 word):
+    from shenjing.analysis.attribute import RandomizationResult
+
+    maps = np.zeros((2, 3, 3))
+    result = RandomizationResult(
+        method="m", stages=("fc2", "fc1"), spearman=np.array([[0.95, 0.95], [spearman] * 2]),
+        ssim=np.array([[0.9, 0.9], [ssim] * 2]), original=maps, randomized=np.stack([maps] * 2))
+    assert result.outcome == outcome
+    assert result.passed is (outcome != "fail")
+    assert word in result.verdict and result.to_dict()["outcome"] == outcome

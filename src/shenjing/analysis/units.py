@@ -369,17 +369,27 @@ def load_top_units(path: str | os.PathLike[str]) -> TopUnits:
 
 
 # ---- the streaming pass -------------------------------------------------------------------
+def check_unit_numbers(units: Sequence[int], n_units: int, layer: str, *,
+                       example: int = 16) -> list[int]:
+    """``units`` as ints, each in ``0 … n_units − 1`` of ``layer``, else a one-line
+    :class:`UsageError` naming the option ``--channels`` and a range that fits (the one
+    check of the units and visualize views)."""
+    picked = [int(u) for u in units]
+    if not picked:
+        raise UsageError(f"--channels names no unit; give a range, e.g. --channels "
+                         f"0:{min(example, n_units)}")
+    bad = [u for u in picked if not 0 <= u < n_units]
+    if bad:
+        raise UsageError(f"--channels {bad[0]} is out of range: layer {layer!r} has "
+                         f"{n_units} units (0–{n_units - 1}); e.g. --channels "
+                         f"0:{min(example, n_units)}")
+    return picked
+
+
 def _check_units(units: Sequence[int] | None, layout: UnitLayout) -> torch.Tensor | None:
     if units is None:
         return None
-    picked = [int(u) for u in units]
-    if not picked:
-        raise UsageError("--channels names no unit; give a range, e.g. --channels 0:16")
-    bad = [u for u in picked if not 0 <= u < layout.n_units]
-    if bad:
-        raise UsageError(f"--channels {bad[0]} is out of range: layer {layout.key!r} has "
-                         f"{layout.n_units} units (0–{layout.n_units - 1}); e.g. --channels "
-                         f"0:{min(16, layout.n_units)}")
+    picked = check_unit_numbers(units, layout.n_units, layout.key)
     return torch.tensor(list(dict.fromkeys(picked)), dtype=torch.long)
 
 

@@ -355,14 +355,9 @@ def check_units(model: nn.Module, layer: str, units: Sequence[int], *,
         target = _target(model, torch.zeros(1, *input_shape, device=dev), layer)
     finally:
         model.train(was_training)
-    picked = [int(u) for u in units]
-    if not picked:
-        raise UsageError("no units asked; give unit (channel) numbers, e.g. --channels 0:8")
-    bad = [u for u in picked if not 0 <= u < target.n_units]
-    if bad:
-        raise UsageError(f"--channels {bad[0]} is out of range: layer {layer!r} has "
-                         f"{target.n_units} units (0 to {target.n_units - 1}); e.g. "
-                         f"--channels 0:{min(8, target.n_units)}")
+    from shenjing.analysis.units import check_unit_numbers
+
+    check_unit_numbers(units, target.n_units, layer, example=8)
     return target.n_units
 
 
@@ -411,11 +406,9 @@ def visualize_units(model: nn.Module, layer: str, units: Sequence[int], *,
     model.eval()
     try:
         target = _target(model, torch.zeros(1, *shape, device=dev), layer)
-        bad = [u for u in units if not 0 <= u < target.n_units]
-        if bad:
-            raise UsageError(f"--channels {bad[0]} is out of range: layer {layer!r} has "
-                             f"{target.n_units} units (0 to {target.n_units - 1}); e.g. "
-                             f"--channels 0:{min(8, target.n_units)}")
+        from shenjing.analysis.units import check_unit_numbers
+
+        check_unit_numbers(units, target.n_units, layer, example=8)
         gen = torch.Generator().manual_seed(seed)
         is_image = len(shape) == 3
         colour = None
