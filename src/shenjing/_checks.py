@@ -131,6 +131,40 @@ def int_list(name: str, text: str, *, low: int = 1, example: str = "64,32") -> l
     return out
 
 
+def unit_list(name: str, text: str, *, example: str = "0:8") -> list[int]:
+    """Unit (channel) numbers: ``'0:8'`` → 0 … 7 (START:STOP, stop excluded as in Python
+    slices, START 0 when left out), ``'3'``, ``'0,2,5'`` or ``'0:4,9'``; each number once, in
+    the order given. Anything else is one line naming the option.
+
+    >>> unit_list("--channels", "0:3,7"), unit_list("--channels", ":2")
+    ([0, 1, 2, 7], [0, 1])
+    """
+    def bad() -> UsageError:
+        return UsageError(f"{name} {text!r} is not a list of unit numbers; give START:STOP "
+                          f"(stop excluded) or numbers separated by commas, e.g. {name} "
+                          f"{example}")
+
+    picked: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        bounds = [b.strip() for b in part.split(":")]
+        start_ok = bounds[0].isdigit() or (len(bounds) == 2 and not bounds[0])
+        if len(bounds) > 2 or not bounds[-1].isdigit() or not start_ok:
+            raise bad()
+        if len(bounds) == 1:
+            picked.append(int(bounds[0]))
+            continue
+        start, stop = int(bounds[0] or 0), int(bounds[1])
+        if stop <= start:
+            raise UsageError(f"{name} {part!r}: the range is empty (stop must be larger "
+                             f"than start); e.g. {name} {example}")
+        picked += range(start, stop)
+    if not picked:
+        raise bad()
+    return list(dict.fromkeys(picked))
+
+
 def value_range(name: str, value: object, *, example: str = "-1:1") -> tuple[float, float]:
     """``value`` (two numbers, or ``'MIN:MAX'`` text) as a finite ``(min, max)`` with
     min < max, else one line naming the option.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cli_invoke import invoke
-from shenjing.cli.visualize import parse_units
+from shenjing._checks import unit_list
 from shenjing.errors import UsageError
 from shenjing.models import build_model
 from shenjing.plot.save import figure_formats
@@ -70,9 +70,9 @@ def test_visualize_prints_the_numbers_and_files(run, capsys):
     assert run.stage("visualize")["status"] == "done"
 
 
-def test_parse_units():
-    assert parse_units("--channels", "0:3,7, 2") == [0, 1, 2, 7]
-    assert parse_units("--channels", "5") == [5]
+def test_unit_list():
+    assert unit_list("--channels", "0:3,7, 2") == [0, 1, 2, 7]
+    assert unit_list("--channels", "5") == [5]
     for bad in ("", ",", "-1", "1:2:3", "x"):
         with pytest.raises(UsageError, match="--channels"):
-            parse_units("--channels", bad)
+            unit_list("--channels", bad)

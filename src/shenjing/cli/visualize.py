@@ -13,39 +13,6 @@ from shenjing.cli._common import RUN_ARG, parse_epochs, print_lines, trust_code_
 out = Console(highlight=False, soft_wrap=True)
 
 
-def parse_units(option: str, text: str) -> list[int]:
-    """``'0:8'`` → 0..7 (start:stop, stop excluded, as Python slices), ``'3'``, ``'0,2,5'``
-    or ``'0:4,9'``; anything else is one :class:`UsageError` naming ``option``.
-
-    >>> parse_units("--channels", "0:3,7")
-    [0, 1, 2, 7]
-    """
-    from shenjing.errors import UsageError
-
-    def bad() -> UsageError:
-        return UsageError(f"{option} {text!r} is not a list of unit numbers; give START:STOP "
-                          f"(stop excluded) or numbers separated by commas, e.g. {option} 0:8")
-
-    picked: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        bounds = part.split(":")
-        if not all(b.strip().isdigit() for b in bounds) or len(bounds) > 2:
-            raise bad()
-        if len(bounds) == 1:
-            picked.append(int(bounds[0]))
-            continue
-        start, stop = int(bounds[0]), int(bounds[1])
-        if stop <= start:
-            raise UsageError(f"{option} {part!r}: the range is empty (stop must be larger "
-                             f"than start); e.g. {option} 0:8")
-        picked += range(start, stop)
-    if not picked:
-        raise bad()
-    return list(dict.fromkeys(picked))
-
-
 def register(app: typer.Typer) -> None:
     """Add ``visualize`` to the app."""
 
@@ -81,7 +48,7 @@ def register(app: typer.Typer) -> None:
         from shenjing.runs import open_run
         from shenjing.stages.visualize import visualize_stage
 
-        units = parse_units("--channels", channels)
+        units = _checks.unit_list("--channels", channels)
         check_visualize_options(steps=steps, lr=lr, seed=seed)
         _checks.device("--device", device)
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)

@@ -146,22 +146,13 @@ def check_gradcam_layer(model: torch.nn.Module, x: torch.Tensor, layer: str) -> 
     """Refuse a Grad-CAM layer that does not exist or whose output is not spatial
     ``(N, C, H, W)`` (or tokens ``(N, T, D)``, which the analysis reshapes to the patch
     grid), naming the spatial layers; one forward of one input, hooks always removed."""
+    from shenjing.analysis.attribute import layer_shapes
     from shenjing.errors import unknown_name
-    from shenjing.hooks import forward_hooks
 
     names = [n for n, _ in model.named_modules() if n]
     if layer not in names:
         raise unknown_name("--layer", layer, names)
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def keep(name: str) -> Callable[[Any, Any, Any], None]:
-        def hook(_m: Any, _a: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and name not in shapes:
-                shapes[name] = tuple(out.shape)
-        return hook
-
-    with forward_hooks(model, {n: keep(n) for n in names}), torch.no_grad():
-        model(x[:1])
+    shapes = layer_shapes(model, x)
     shape = shapes.get(layer)
     if shape is None or len(shape) not in (3, 4):
         spatial = [n for n, s in shapes.items() if len(s) == 4]
@@ -238,15 +229,16 @@ def attribute_stage(run: Run, *, samples: Sequence[int | str] = (0, 1, 2),
         final = chosen_epochs[-1]
         random_tests: dict[str, Any] = {}
         faith: dict[str, Any] = {}
+        if n_faith:
+            xf, yf, _ = fixed_samples(run, n_faith, opts.seed, "test")
         for m in opts.methods:
             maps = per_epoch[(m, final)]
-            if randomization:
+            if randomization:  # the test re-initialises a copy of the model
                 random_tests[m] = lib.randomization_test(
-                    run.model(final, device=dev), x, method=m,
+                    last_model, x, method=m,
                     targets=torch.as_tensor(maps.targets), seed=opts.seed,
                     **{k: v for k, v in common.items() if k not in ("target", "labels")})
             if n_faith:
-                xf, yf, _ = fixed_samples(run, n_faith, opts.seed, "test")
                 fm = lib.attribute(last_model, xf, method=m,
                                    **{**common, "labels": yf})
                 faith[m] = lib.deletion_insertion(

@@ -57,22 +57,13 @@ def parse_channels(text: str | Sequence[int] | None) -> list[int] | None:
     >>> parse_channels("2:5"), parse_channels("1,3")
     ([2, 3, 4], [1, 3])
     """
+    from shenjing._checks import unit_list
+
     if text is None:
         return None
     if not isinstance(text, str):
         return [int(c) for c in text]
-    raw = text.strip()
-    try:
-        if ":" in raw:
-            a, _, b = raw.partition(":")
-            lo, hi = int(a or 0), int(b)
-            if hi <= lo:
-                raise ValueError
-            return list(range(lo, hi))
-        return [int(p) for p in raw.split(",") if p.strip()]
-    except ValueError:
-        raise UsageError(f"--channels {text!r} is not a range or list of unit numbers; give "
-                         "e.g. --channels 0:16 or --channels 3,5,8") from None
+    return unit_list("--channels", text, example="0:16")
 
 
 def check_units_options(*, top: int, reduce: str, n: int | None, batch_size: int,

@@ -13,7 +13,7 @@
 Captum is imported only when a method runs, so importing this package does not load it.
 """
 
-from shenjing.analysis.attribute._model import default_layer, spatial_layers
+from shenjing.analysis.attribute._model import default_layer, layer_shapes, spatial_layers
 from shenjing.analysis.attribute.faithfulness import DeletionInsertion, deletion_insertion
 from shenjing.analysis.attribute.methods import (
     METHODS,
@@ -40,6 +40,6 @@ __all__ = [
     "METHODS", "THRESHOLD", "AttributionMaps", "AttributionStudy", "Completeness",
     "DeletionInsertion", "EpochAttribution", "RandomizationResult", "attribute",
     "attribution_study", "default_layer", "deletion_insertion", "epoch_attribution",
-    "load_attribution", "parameter_layers", "randomization_test", "spatial_layers",
+    "layer_shapes", "load_attribution", "parameter_layers", "randomization_test", "spatial_layers",
     "spearman", "ssim",
 ]

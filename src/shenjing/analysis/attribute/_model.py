@@ -92,6 +92,13 @@ def spatial_kind(t: torch.Tensor, image_shape: tuple[int, ...]) -> str | None:
     return None
 
 
+def layer_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Every named submodule's output shape on one input of ``x`` (batch dimension kept),
+    in forward order; one forward in eval mode, no gradient, hooks removed."""
+    with eval_mode(model), torch.no_grad():
+        return {n: tuple(t.shape) for n, _m, t in layer_outputs(model, x[:1])}
+
+
 def spatial_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """The layers Grad-CAM can use on inputs like ``x`` ``(N, C, H, W)``: ``(name, output
     shape of one sample)`` in forward order — 4-D outputs, and (N, T, D) tokens whose

@@ -10,6 +10,15 @@ from shenjing.report.run_files import RunFile, read_run_json, run_glob
 from shenjing.runs import Run
 
 
+def number(value: Any, fmt: str = ".2f") -> str:
+    """``value`` formatted with ``fmt``, or ``'?'`` when a run file holds no number there
+    (an older or a foreign writer): a section never fails on one missing figure."""
+    try:
+        return format(float(value), fmt)
+    except (TypeError, ValueError):
+        return "?"
+
+
 def figure_block(run: Run, stem: str, caption: str) -> Any:
     """The PNG ``figures/<stem>.png`` of the run with its caption (None when absent)."""
     return image_block(run, f"figures/{stem}.png", caption)

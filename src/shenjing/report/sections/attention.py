@@ -8,7 +8,12 @@ from typing import Any
 
 from shenjing.report.blocks import Note, Section, Table, image_block
 from shenjing.report.provenance import epoch0_label
-from shenjing.report.sections._files import figure_names, json_or_note, listed_names
+from shenjing.report.sections._files import (
+    figure_names,
+    json_or_note,
+    listed_names,
+    number,
+)
 from shenjing.report.stage_status import SECTION_TITLES
 from shenjing.runs import Run
 
@@ -16,12 +21,6 @@ _MAPS = re.compile(r"attention-maps-test(\d+)-e(\d+)\.png$")
 _ROLLOUT = re.compile(r"attention-rollout-test(\d+)\.png$")
 _MATRIX = re.compile(r"attention-matrix-test(\d+)-e(\d+)\.png$")
 
-
-def _num(value: Any, fmt: str = ".2f") -> str:
-    try:
-        return format(float(value), fmt)
-    except (TypeError, ValueError):
-        return "?"
 
 
 def _layer_means(values: Any, fmt: str = ".2f") -> list[str]:
@@ -43,8 +42,8 @@ def _check_text(rec: dict[str, Any]) -> str:
     verdict = "reproduces" if check.get("passed") else "does NOT reproduce"
     return (f" Check: each pattern was recomputed from the tensors that fed the attention, "
             f"and pattern @ V {verdict} every layer's real output (largest difference "
-            f"{_num(check['max_error'], '.2e')}, tolerance {_num(check.get('tolerance'), '.1e')}"
-            " times the layer's magnitude).")
+            f"{number(check['max_error'], '.2e')}, tolerance "
+            f"{number(check.get('tolerance'), '.1e')} times the layer's magnitude).")
 
 
 def _label(rec: dict[str, Any], index: int) -> str:
@@ -80,10 +79,10 @@ def _changed_text(rec: dict[str, Any]) -> str:
     for t in top[:5]:
         text = f"{t.get('layer')} head {t.get('head')} "
         if "distance_before" in t:
-            text += (f"{_num(t['distance_before'])} → {_num(t['distance_after'])} px "
+            text += (f"{number(t['distance_before'])} → {number(t['distance_after'])} px "
                      f"({t.get('became')}), ")
-        heads.append(text + f"entropy {_num(t.get('entropy_before'))} → "
-                            f"{_num(t.get('entropy_after'))} nats ({t.get('focus')})")
+        heads.append(text + f"entropy {number(t.get('entropy_before'))} → "
+                            f"{number(t.get('entropy_after'))} nats ({t.get('focus')})")
     a, b = (change.get("epochs") or ["?", "?"])[:2]
     return (f" From epoch {a} to {b}, heads: {change.get('counts_text', '')}. The heads "
             f"that changed most (by {change.get('ranked_by', '?')}): "
@@ -102,12 +101,12 @@ def _probe_text(rec: dict[str, Any]) -> str:
         for f, acc in (p.get("accuracy") or {}).items():
             if isinstance(acc, list):
                 parts.append(f"epoch {epoch}, {names.get(f, f)}: " + ", ".join(
-                    f"{name} {_num(a, '.1%')}" for name, a in zip(layers, acc, strict=False)))
+                    f"{name} {number(a, '.1%')}" for name, a in zip(layers, acc, strict=False)))
     if not parts:
         return ""
     first = next(iter(probes.values()))
     return (f"Probe accuracy by layer (logistic regression on {first.get('n_train')} train "
-            f"→ {first.get('n_test')} test inputs; chance {_num(first.get('chance'), '.1%')}):"
+            f"→ {first.get('n_test')} test inputs; chance {number(first.get('chance'), '.1%')}):"
             f" " + "; ".join(parts) + ".")
 
 
@@ -126,8 +125,8 @@ def _caption(name: str, rec: dict[str, Any], epoch0: str) -> str:
                 f"over test input {index}{_label(rec, index)} at epoch {epoch} (epoch 0 = "
                 f"{epoch0}); colour 0 → each row's maximum. {grid}. Mean distance / entropy "
                 f"by layer over {n} test inputs: {_stats_text(rec, epoch)}. Check at this "
-                f"epoch: max |pattern @ V − output| {_num(err, '.2e')} (tolerance "
-                f"{_num(check.get('tolerance'), '.1e')}).")
+                f"epoch: max |pattern @ V − output| {number(err, '.2e')} (tolerance "
+                f"{number(check.get('tolerance'), '.1e')}).")
     if m := _ROLLOUT.search(name):
         index = int(m.group(1))
         return (f"What this shows: attention rollout (Abnar & Zuidema, 2020: heads averaged, "
@@ -160,7 +159,7 @@ def _caption(name: str, rec: dict[str, Any], epoch0: str) -> str:
             (stats.get(str(e)) or {}).get("entropy"))) for e in rec.get("epochs") or []]
         return (f"What this shows: the entropy (nats) of every head's attention rows by "
                 f"layer, averaged over all queries and {n} test inputs: 0 = each query looks "
-                f"at one key, {_num(last.get('max_entropy'))} = uniform over "
+                f"at one key, {number(last.get('max_entropy'))} = uniform over "
                 f"{last.get('n_keys')} keys (dotted). Layer means: {'; '.join(parts)}."
                 + ("" if layout.get("grid", True) else _changed_text(rec)))
     if name.endswith("attention-probe.png"):
@@ -189,8 +188,8 @@ def _changed_table(rec: dict[str, Any]) -> Table | None:
     for t in top:
         row: list[Any] = [t.get("layer"), t.get("head")]
         if with_distance:
-            row += [_num(t.get("distance_before")), _num(t.get("distance_after"))]
-        row += [_num(t.get("entropy_before")), _num(t.get("entropy_after"))]
+            row += [number(t.get("distance_before")), number(t.get("distance_after"))]
+        row += [number(t.get("entropy_before")), number(t.get("entropy_after"))]
         row += [t.get("became"), t.get("focus")] if with_distance else [t.get("focus")]
         rows.append(row)
     return Table(columns, rows, caption=f"The heads that changed most from epoch {a} to {b} "

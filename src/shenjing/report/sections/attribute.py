@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from shenjing.report.blocks import Note, Section, Table, image_block
-from shenjing.report.sections._files import figure_names, json_or_note
+from shenjing.report.sections._files import figure_names, json_or_note, number
 from shenjing.report.stage_status import SECTION_TITLES
 from shenjing.runs import Run
 
@@ -17,12 +17,6 @@ _RANDOM = re.compile(r"attribute-randomization-(.+)\.png$")
 _NAMES = {"integrated_gradients": "IG", "gradcam": "Grad-CAM", "saliency": "Saliency",
           "smoothgrad": "SmoothGrad", "occlusion": "Occlusion"}
 
-
-def _num(value: Any, fmt: str = ".2f") -> str:
-    try:
-        return format(float(value), fmt)
-    except (TypeError, ValueError):
-        return "?"
 
 
 def method_name(method: Any) -> str:
@@ -44,10 +38,10 @@ def verdict_text(method: Any, rec: Any) -> str:
     if not isinstance(rec, dict):
         return f"{method_name(method)}: no randomization record."
     sp, ss = rec.get("spearman") or [], rec.get("ssim") or []
-    numbers = (f"Spearman {_num(_first_number(sp))} → {_num(sp[-1] if sp else None)}, SSIM "
-               f"{_num(_first_number(ss))} → {_num(ss[-1] if ss else None)} as "
+    numbers = (f"Spearman {number(_first_number(sp))} → {number(sp[-1] if sp else None)}, SSIM "
+               f"{number(_first_number(ss))} → {number(ss[-1] if ss else None)} as "
                f"{len(rec.get('layers') or [])} layers are re-initialised from the output "
-               f"down (pass: final Spearman and SSIM both < {_num(rec.get('threshold'))}; "
+               f"down (pass: final Spearman and SSIM both < {number(rec.get('threshold'))}; "
                "partial: one of them)")
     if rec.get("outcome") == "partial":
         return (f"{method_name(method)} passes only in part: as layers are randomized its "
@@ -75,10 +69,10 @@ def _maps_caption(index: int, rec: dict[str, Any]) -> str:
             targets = entry.get("targets") or []
             bit = (f"{method_name(method)} epoch {epoch}: target "
                    f"{targets[pos] if pos < len(targets) else '?'}, p "
-                   f"{_num(probs[pos] if pos < len(probs) else None)}")
+                   f"{number(probs[pos] if pos < len(probs) else None)}")
             comp = entry.get("completeness") or []
             if pos < len(comp):
-                bit += f", completeness error {_num(comp[pos], '.2%')}"
+                bit += f", completeness error {number(comp[pos], '.2%')}"
             parts.append(bit)
     return (f"What this shows: where the network looks for test input {index}{label}: each "
             "method's map on the input (rows: methods, columns: epochs; epoch 0 = the "
@@ -89,10 +83,11 @@ def _faith_caption(rec: dict[str, Any]) -> str:
     parts = []
     for method, f in (rec.get("faithfulness") or {}).items():
         if isinstance(f, dict):
-            parts.append(f"{method_name(method)} deletion AUC {_num(f.get('deletion_auc'), '.3f')}"
-                         f" (random {_num(f.get('deletion_auc_random'), '.3f')}), insertion "
-                         f"AUC {_num(f.get('insertion_auc'), '.3f')} (random "
-                         f"{_num(f.get('insertion_auc_random'), '.3f')}) over {f.get('n')} "
+            parts.append(f"{method_name(method)} deletion AUC "
+                         f"{number(f.get('deletion_auc'), '.3f')}"
+                         f" (random {number(f.get('deletion_auc_random'), '.3f')}), insertion "
+                         f"AUC {number(f.get('insertion_auc'), '.3f')} (random "
+                         f"{number(f.get('insertion_auc_random'), '.3f')}) over {f.get('n')} "
                          "inputs")
     return ("What this shows: the target probability as the most-attributed pixels are "
             "removed (deletion: lower area = more faithful) or inserted (insertion: higher = "
@@ -116,9 +111,9 @@ def _caption(name: str, rec: dict[str, Any]) -> str:
 
 def _auc_table(rec: dict[str, Any]) -> Table | None:
     faith = rec.get("faithfulness") or {}
-    rows = [[method_name(m), _num(f.get("deletion_auc"), ".3f"),
-             _num(f.get("deletion_auc_random"), ".3f"), _num(f.get("insertion_auc"), ".3f"),
-             _num(f.get("insertion_auc_random"), ".3f"), f.get("n")]
+    rows = [[method_name(m), number(f.get("deletion_auc"), ".3f"),
+             number(f.get("deletion_auc_random"), ".3f"), number(f.get("insertion_auc"), ".3f"),
+             number(f.get("insertion_auc_random"), ".3f"), f.get("n")]
             for m, f in faith.items() if isinstance(f, dict)]
     if not rows:
         return None

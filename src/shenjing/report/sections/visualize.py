@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from shenjing.report.blocks import Section, Table, image_block
-from shenjing.report.sections._files import figure_names, json_or_note
+from shenjing.report.sections._files import figure_names, json_or_note, number
 from shenjing.report.stage_status import SECTION_TITLES
 from shenjing.runs import Run
 
@@ -16,10 +16,8 @@ _FIGURE = re.compile(r"visualize-.+-e(\d+)\.png$")
 
 
 def _num(value: Any, fmt: str = ".3g") -> str:
-    try:
-        return format(float(value), fmt)
-    except (TypeError, ValueError):
-        return "?"
+    """:func:`number` at three significant digits: activations span many magnitudes."""
+    return number(value, fmt)
 
 
 def _caption(rec: dict[str, Any], epoch: str) -> str:
