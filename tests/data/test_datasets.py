@@ -78,3 +78,13 @@ def test_a_file_given_as_the_data_dir_says_so(tmp_path):
     with pytest.raises(UsageError, match=r"--data-dir .*passwd/mnist lies under the file "
                        r".*passwd, not a folder"):
         load_dataset("mnist", data_dir=tmp_path / "passwd" / "mnist")
+
+
+def test_a_relative_data_dir_is_recorded_absolute(mnist_dir, monkeypatch):
+    """A run trained with ``--data-dir ../shared/data/mnist`` reopens from any folder."""
+    monkeypatch.chdir(mnist_dir.parent)
+    spec = load_dataset("mnist", data_dir=mnist_dir.name).spec
+    assert spec["data_dir"] == str(mnist_dir.resolve())
+    monkeypatch.chdir("/")
+    again = load_dataset("mnist", data_dir=spec["data_dir"])
+    assert len(again.test) == 2000

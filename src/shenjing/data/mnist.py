@@ -183,7 +183,8 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, 
         test_split = Split(_to_tensors(x_test, source, normalize),
                            torch.from_numpy(y_test.astype(np.int64)), torch.arange(len(y_test)))
     notes.append(note(normalize, source.scale))
-    spec: dict[str, object] = {"name": name, "data_dir": str(folder), "seed": seed,
+    # absolute: a run reopened from another working directory finds its data again
+    spec: dict[str, object] = {"name": name, "data_dir": str(folder.resolve()), "seed": seed,
                                **spec_entries(normalize, source.scale)}
     if test_fraction != 0.2:
         spec["test_fraction"] = test_fraction
