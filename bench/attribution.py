@@ -32,23 +32,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HERE = Path(__file__).resolve().parent
-
-
-def _timed(fn: Any, rounds: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+sys.path.insert(0, str(HERE))
+from _timing import median_time  # noqa: E402
 
 
 def captum_loop(model: Any, x: Any, targets: Any) -> Any:
@@ -120,18 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     # warm-up, untimed: Captum's import and first-call costs
     attribute(model, x[:8], method="integrated_gradients", target=targets[:8], steps=50)
     captum_loop(model, x[:8], targets[:8])
-    t_ours, maps = _timed(lambda: attribute(model, x, method="integrated_gradients",
+    t_ours, maps = median_time(lambda: attribute(model, x, method="integrated_gradients",
                                             target=targets, steps=50), args.rounds)
-    t_loop, ref = _timed(lambda: captum_loop(model, x, targets), args.rounds)
+    t_loop, ref = median_time(lambda: captum_loop(model, x, targets), args.rounds)
     diff = float((torch.as_tensor(maps.raw) - ref).abs().max())
     ig_line = (f"IG 50 steps: shenjing {t_ours:.2f} s, Captum per-image loop {t_loop:.2f} s → "
                f"loop / shenjing = {t_loop / t_ours:.2f}; max |difference| {diff:.2e} "
                f"({'≤' if diff <= 1e-5 else '>'} 1e-5)")
     print(ig_line)
 
-    t_di, di = _timed(lambda: deletion_insertion(model, x, maps.maps, targets=targets,
+    t_di, di = median_time(lambda: deletion_insertion(model, x, maps.maps, targets=targets,
                                                  fractions=20), args.rounds)
-    t_dl, (dl, il) = _timed(lambda: deletion_loop(model, x, maps.maps, targets),
+    t_dl, (dl, il) = median_time(lambda: deletion_loop(model, x, maps.maps, targets),
                             max(1, args.rounds // 3))
     d_diff = float(max(np.abs(di.deletion - dl).max(), np.abs(di.insertion - il).max()))
     di_line = (f"deletion/insertion, 20 fractions: shenjing {t_di:.2f} s (with the random "

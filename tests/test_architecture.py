@@ -15,9 +15,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "shenjing"
 LAYERS = {
     "errors": 0, "_io": 0, "_optional": 0, "_version": 0, "hooks": 0, "_imports": 0,
     "_device": 0, "_checks": 0, "_labels": 0, "_lazy": 0, "filenames": 0,
+    "backend": 0,  # where the heavy views compute (local, or a Ray cluster)
     "data": 1, "models": 1, "trust": 1,
     "runs": 2,
     "training": 3, "capture": 3,
+    "integrations": 4,  # Lightning / Hugging Face callbacks: drive training's Recorder
     "analysis": 4,
     "plot": 5,
     "report": 6,  # built from files alone: needs runs and plot, never a stage

@@ -24,6 +24,7 @@ from attention_models import inputs as attention_inputs
 
 from shenjing.analysis.attribute import attribute, randomization_test
 from shenjing.analysis.fit import linear_regions
+from shenjing.analysis.gan import classifier_outputs
 from shenjing.analysis.landscape import (
     EngineConfig,
     Evaluator,
@@ -160,6 +161,8 @@ HOOK_USERS = [
         m, _inputs(2)[0].numpy(), ["relu", "fc2"]), shape=(2, 3)),
     HookUser("visualize_units", lambda m, _t: visualize_units(
         m, "fc2", [0], input_shape=(4,), steps=2, data=torch.randn(10, 4)), fails_at=(0, 1)),
+    HookUser("gan classifier_outputs", lambda m, _t: classifier_outputs(
+        m, _inputs(4)[0], "relu", batch_size=4), fails_at=(0, 1)),
 ]
 
 

@@ -26,7 +26,8 @@ TOP_LEVEL = [
     "landscape_line", "landscape_plane", "landscape_trajectory", "list_layers",
     "load_dataset", "load_weights", "maps_stage", "open_run", "plot", "recurrent_stage",
     "run_demo", "train", "attribute_stage", "units_stage", "visualize_stage",
-    "warp", "weights_stage",
+    "warp", "weights_stage", "gan", "dann",
+    "compare",
 ]
 NAMESPACES = ("shenjing", "shenjing.plot", "shenjing.analysis")
 

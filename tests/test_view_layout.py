@@ -15,7 +15,8 @@ import inspect
 import pytest
 
 VIEWS = ("embed", "maps", "filters", "weights", "dynamics", "landscape", "hessian", "fit",
-         "warp", "attention", "recurrent", "attribute", "units", "visualize")
+         "warp", "attention", "recurrent", "attribute", "units", "visualize",
+         "gan", "dann")
 LAYERS = ("analysis", "plot", "stages", "cli", "report.sections")
 
 
@@ -49,7 +50,8 @@ def test_the_command_modules_are_the_views_and_the_run_level_commands():
     from shenjing.cli.app import COMMAND_MODULES
 
     assert set(VIEWS) <= set(COMMAND_MODULES)
-    assert set(COMMAND_MODULES) - set(VIEWS) == {"inspect", "train", "report", "capture"}
+    assert set(COMMAND_MODULES) - set(VIEWS) == {"inspect", "train", "report", "capture",
+                                                 "compare", "export"}
 
 
 def test_the_report_places_every_view():
@@ -78,7 +80,9 @@ MULTI_PANEL = {
     "plot_decomposition", "plot_linear_regions", "plot_fit_epochs", "plot_warp",
     "plot_state_trajectories", "plot_attention_maps", "plot_attention_rollout",
     "plot_attention_matrix", "plot_attribution_maps", "plot_randomization", "plot_top_units",
-    "plot_visualization"}
+    "plot_visualization",
+    "plot_samples_over_epochs", "plot_gan_curves", "plot_gan_quality",
+    "plot_domain_gap", "plot_domain_maps"}
 
 
 @pytest.mark.parametrize("view", VIEWS)

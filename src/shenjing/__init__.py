@@ -62,6 +62,8 @@ _EXPORTS: dict[str, str] = {
     "attribute_stage": "shenjing.stages.attribute",
     "units_stage": "shenjing.stages.units",
     "visualize_stage": "shenjing.stages.visualize",
+    "gan": "shenjing.stages.gan",
+    "dann": "shenjing.stages.dann",
     "landscape_line": "shenjing.stages.landscape",
     "landscape_plane": "shenjing.stages.landscape",
     "landscape_trajectory": "shenjing.stages.landscape",
@@ -71,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "inspect_model": "shenjing.stages.inspect",
     "build_report": "shenjing.report",
     "run_demo": "shenjing.demo",
+    "compare": "shenjing.stages.compare",
     # errors a caller may want to catch (the whole tree is in shenjing.errors)
     "ShenjingError": "shenjing.errors",
     "UsageError": "shenjing.errors",

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from shenjing import _io
 from shenjing.data import Dataset, load_dataset
-from shenjing.errors import UsageError
+from shenjing.errors import DataError, UsageError
 from shenjing.runs import Run
 
 console = Console(stderr=True, emoji=False)
@@ -237,7 +237,8 @@ CLASSIFIERS = ("mlp", "simple_cnn", "dropout_cnn", *SEQUENCE_MODELS)
 
 def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
              data_dir: str | os.PathLike[str] | None = None, fast: bool = False,
-             force: bool = False, device: str = "auto", jobs: int | None = None) -> DemoResult:
+             force: bool = False, device: str = "auto", jobs: int | None = None,
+             full: bool = False) -> DemoResult:
     """Train the seeds' classifiers (mlp, simple_cnn, dropout_cnn, vit, row_lstm) and the
     function-fitting and space-warping studies, analyse each, write one report per run and
     ``index.html``.
@@ -247,9 +248,14 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
     thread each, so every core is busy. Figures are written as PNG only (the report inlines
     PNGs); each view's own command also writes SVG. A study that finished before (same
     options) is reused; ``force`` redoes everything.
+
+    ``full`` adds seed 001's adversarial studies, which do not fit the plain demo's minute:
+    the GAN on digits (200 epochs, ~40 s) and DANN MNIST → digits (source only, DANN, MMD
+    penalty; MNIST from ``data_dir``, which ``full`` then needs also with ``data='digits'``).
     """
     from shenjing._checks import choice, positive_int
     from shenjing._device import resolve_device
+    from shenjing.plot.save import figure_formats
 
     choice("--data", data, ("digits", "mnist", "fashion-mnist"))
     # each study's stages take the device as given and resolve it as they start: "auto"
@@ -266,6 +272,11 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
     # the data first (a bad --data-dir is refused before the folder exists); the studies
     # load it again in their own processes
     load_dataset(data, data_dir=data_dir)
+    if full:  # DANN's source domain is MNIST: its files are checked before anything is written
+        try:
+            load_dataset("mnist", data_dir=data_dir)
+        except DataError as exc:
+            raise DataError(f"--full's DANN study trains on MNIST (→ digits): {exc}") from None
     _io.make_folder(folder)
     plan = _plan(data, fast)
     tasks = [DemoTask(study, folder, data, str(data_dir) if data_dir else None, plan, force,
@@ -273,6 +284,14 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
     results = [run_study(t) for t in tasks] if jobs == 1 else _in_workers(tasks, jobs)
     by_study = {r.study: r for r in results}
     ordered = [by_study[s] for s in (*CLASSIFIERS, "curve_fit", "spirals_warp")]
+    # after the studies: one side of the comparison is the mlp study's run
+    with figure_formats("png"):
+        ordered.append(_comparison_study(DemoTask(COMPARISON, folder, data,
+                                                  str(data_dir) if data_dir else None, plan,
+                                                  force, device), {}))
+        if full:
+            ordered += _adversarial_studies(folder, data_dir=data_dir, device=device,
+                                            force=force)
     from shenjing.report import build_index
 
     index = build_index([r.entry for r in ordered], folder / "index.html",
@@ -281,6 +300,26 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", *, data: str = "digits",
     timings = {k: v for r in ordered for k, v in r.timings.items()}
     return DemoResult(index=index, reports={r.study: r.report for r in ordered},
                       seconds=time.perf_counter() - started, step_seconds=timings)
+
+
+def _adversarial_studies(folder: Path, *, data_dir: str | os.PathLike[str] | None,
+                         device: str, force: bool) -> list[StudyResult]:
+    """``demo --full``'s GAN and DANN studies (each trained or reused, with its report)."""
+    from shenjing.stages import dann as dann_stage
+    from shenjing.stages import gan as gan_stage
+
+    results = []
+    for name, study in (("gan", lambda: gan_stage.demo_study(folder, data="digits",
+                                                             device=device, force=force)),
+                        ("dann", lambda: dann_stage.demo_study(folder, data="digits",
+                                                               data_dir=data_dir,
+                                                               device=device, force=force))):
+        t0 = time.perf_counter()
+        entry = study()
+        seconds = time.perf_counter() - t0
+        console.print(f"{name}: {seconds:.1f} s")
+        results.append(StudyResult(name, folder / entry["href"], entry, {name: seconds}))
+    return results
 
 
 def _in_workers(tasks: list[DemoTask], jobs: int) -> list[StudyResult]:
@@ -375,6 +414,58 @@ def _function_study(task: DemoTask, timings: dict[str, float]) -> StudyResult:
     return StudyResult(task.study, report, entry, timings)
 
 
+#: the comparison's folder under the demo's, and its SGD side's run
+COMPARISON = "compare-mlp"
+SGD_RUN = "mlp_sgd"
+#: the SGD side: the seed's MLP with SGD + momentum 0.9 (the trainer's momentum) at this lr
+SGD_LR = 0.05
+
+
+def _comparison_study(task: DemoTask, timings: dict[str, float]) -> StudyResult:
+    """The seed MLP with Adam (the mlp study's run) against the same MLP trained with
+    SGD + momentum 0.9, side by side (``shenjing compare``), reused when already done.
+
+    The comparison takes the mlp run's own line, plane and Hessian as they are (the same
+    grid, samples and seeds) and computes the SGD run's and λ_max across epochs.
+    """
+    from shenjing.stages.compare import compare
+    from shenjing.training import train
+
+    t0 = time.perf_counter()
+    adam = Run(task.folder / "mlp")
+    path = task.folder / SGD_RUN
+    if (path / "run.json").exists() and not task.force and \
+            Run(path).stage("train").get("status") == "done":
+        sgd = Run(path)
+    else:
+        # as many epochs as the Adam side had (the seed's, or the fast plan's)
+        sgd = train("mlp", load_dataset(task.data, data_dir=task.data_dir),
+                    epochs=adam.final_epoch,
+                    run=path, optimizer="sgd", lr=SGD_LR, force=True, device=task.device,
+                    progress=False)
+    out = task.folder / task.study
+    settings: dict[str, Any] = dict(steps=task.plan.grid, line_steps=task.plan.line_steps,
+                                    samples=None, top_k=task.plan.hessian_k,
+                                    trace_samples=50, probe_train=1000)
+    done = out / "compare.json"
+    if not task.force and done.is_file() and (out / "report.html").is_file() and \
+            _io.read_json(done).get("demo_options") == settings:
+        console.print(f"[dim]{task.study}: reused[/dim]")
+        summary = _io.read_json(done)
+    else:
+        res = compare([adam, sgd], out, device=task.device, **settings)
+        summary = {**res.summary, "demo_options": settings}
+        _io.write_json(done, summary)
+        timings[task.study] = time.perf_counter() - t0
+        console.print(f"{task.study}: {timings[task.study]:.1f} s")
+    top = summary.get("views", {}).get("sharpness", {}).get("runs", {})
+    number = ", ".join(f"λ_max {k} {v['top_eigenvalue']:.3g}" for k, v in top.items())
+    entry = {"href": f"{task.study}/report.html", "name": "mlp: Adam vs SGD",
+             "model": "mlp", "data": task.data, "shows": _SHOWS[COMPARISON],
+             "number": number}
+    return StudyResult(task.study, out / "report.html", entry, timings)
+
+
 def _study_done(path: Path, options: dict[str, Any]) -> bool:
     if not (path / "run.json").is_file() or not (path / "report.html").is_file():
         return False
@@ -390,6 +481,8 @@ _SHOWS = {
     "row_lstm": "W9 what the LSTM knows at each row (probe of h_t), gate saturation, states",
     "curve_fit": "W3 the net vs polynomial interpolation, per-neuron ReLU pieces",
     "spirals_warp": "W3 how each layer bends space until the classes separate",
+    COMPARISON: "W5 Adam vs SGD+momentum side by side: curves, dynamics, lines, planes on one "
+                "scale, sharpness, CKA, probes",
 }
 
 __all__ = ["DemoResult", "DemoTask", "StudyResult", "run_demo", "run_study"]

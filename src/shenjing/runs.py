@@ -68,7 +68,7 @@ SUBDIRS = ("checkpoints", "activations", "embeddings", "landscapes", "figures")
 RUN_FILES = (MANIFEST, LAYER_TABLE, "metrics.jsonl", "report.html")
 #: the top-level folders the stages write (a stage that adds one adds it here, so that
 #: ``--force`` may delete it)
-RUN_FOLDERS = (*SUBDIRS, "maps", "fit", "warp", "dynamics")
+RUN_FOLDERS = (*SUBDIRS, "maps", "fit", "warp", "dynamics", "gan")
 #: the kinds of file the stages write inside those folders
 RUN_FILE_SUFFIXES = (".safetensors", ".pt", ".npy", ".npz", ".json", ".jsonl", ".png",
                      ".svg", ".pdf", ".gif", ".html", ".tsv", ".pbtxt", ".vtk")

@@ -16,7 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: cli_invo
 from cli_invoke import invoke
 
 EVERY_KIND = ("--steps", "--samples", "--split", "--device", "--engine", "--dtype",
-              "--precision", "--batch-size", "--no-figures", "--quiet", "--trust-code")
+              "--precision", "--batch-size", "--no-figures", "--quiet", "--trust-code",
+              # where the points are computed (docs/scale.md)
+              "--backend", "--ray-address", "--ray-workers", "--ray-cpus", "--ray-gpus",
+              "--tile")
 OPTIONS: dict[str, set[str]] = {
     "line": {*EVERY_KIND, "--from", "--to", "--start-run", "--range", "--compile",
              "--no-compile"},

@@ -43,6 +43,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "attribute",
     "units",
     "visualize",
+    "gan",
+    "dann",
+    "compare",
+    "export",
 )
 
 console = Console(stderr=True, emoji=False)

@@ -7,6 +7,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from shenjing.cli._backend import (
+    BACKEND,
+    RAY_ADDRESS,
+    RAY_CPUS,
+    RAY_GPUS,
+    RAY_WORKERS,
+    backend_of,
+)
 from shenjing.cli._common import RUN_ARG, name_list, parse_epochs, print_lines, trust_code_option
 
 out = Console(highlight=False, soft_wrap=True)
@@ -39,6 +47,11 @@ def register(app: typer.Typer) -> None:
                                  "noise, the random baseline and the randomization."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         trust_code: bool = trust_code_option(),
+        backend: str = BACKEND,
+        ray_address: str = RAY_ADDRESS,
+        ray_workers: int = RAY_WORKERS,
+        ray_cpus: float = RAY_CPUS,
+        ray_gpus: float = RAY_GPUS,
     ) -> None:
         """Attribution maps of chosen test inputs, untrained next to trained, with checks.
 
@@ -47,6 +60,8 @@ def register(app: typer.Typer) -> None:
         the cascading randomization test (Adebayo et al. 2018: maps must change as layers
         are re-initialised, Spearman and SSIM by layer, PASS/FAIL) and deletion/insertion
         curves with their AUCs against a random ordering. Not resumable: seconds to minutes.
+        With --backend ray each epoch's and method's maps and each method's checks are Ray
+        tasks.
         """
         from shenjing import _checks
         from shenjing.runs import open_run
@@ -58,6 +73,8 @@ def register(app: typer.Typer) -> None:
                                           baseline=baseline, steps=steps,
                                           n_faithfulness=n_faithfulness, seed=seed)
         _checks.device("--device", device)
+        be = backend_of(backend, ray_address=ray_address, workers=ray_workers,
+                        num_cpus=ray_cpus, num_gpus=ray_gpus)
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
         result = attribute_stage(open_run(run, trust_code=trust_code),
                                  samples=checked.samples, methods=checked.methods,
@@ -66,5 +83,5 @@ def register(app: typer.Typer) -> None:
                                  randomization=not no_randomization,
                                  faithfulness=n_faithfulness > 0,
                                  n_faithfulness=max(n_faithfulness, 1), seed=seed,
-                                 device=device, on_plan=out.print)
+                                 device=device, on_plan=out.print, backend=be)
         print_lines(out, result.summary())

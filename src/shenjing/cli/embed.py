@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from shenjing.cli._backend import BACKEND, RAY_ADDRESS, RAY_CPUS, RAY_WORKERS, backend_of
 from shenjing.cli._common import RUN_ARG, name_list, parse_epochs, trust_code_option
 
 out = Console(highlight=False, soft_wrap=True)
@@ -38,16 +39,24 @@ def register(app: typer.Typer) -> None:
                                        help="Also export for TensorBoard's Projector."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         trust_code: bool = trust_code_option(),
+        backend: str = BACKEND,
+        ray_address: str = RAY_ADDRESS,
+        ray_workers: int = RAY_WORKERS,
+        ray_cpus: float = RAY_CPUS,
     ) -> None:
         """2-D maps of layers across epochs, with probe/kNN accuracy and map faithfulness.
 
         Resumes: a map already on disk is reused when every setting that made it matches
         (samples, seed, method options, probe settings); a rerun after a kill computes only
-        the missing maps.
+        the missing maps. With --backend ray the maps are Ray tasks, one per layer and
+        epoch (a layer's epochs in order when aligned), each written as it finishes; each
+        task runs t-SNE on --ray-cpus threads.
         """
         from shenjing.runs import open_run
         from shenjing.stages.embed import embed_stage
 
+        be = backend_of(backend, ray_address=ray_address, workers=ray_workers,
+                        num_cpus=ray_cpus)
         chosen = "all" if epochs.strip() == "all" else parse_epochs(epochs)
         the_run = open_run(run, trust_code=trust_code)
         result = embed_stage(the_run, name_list("--layers", layers) or [], epochs=chosen,
@@ -56,5 +65,5 @@ def register(app: typer.Typer) -> None:
                              perplexity=perplexity,
                              pca_dims=None if pca_dims == 0 else pca_dims,
                              align=not no_align, cka=not no_cka, projector=projector,
-                             device=device)
+                             device=device, backend=be)
         out.print(result.summary(), markup=False)

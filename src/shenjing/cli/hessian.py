@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from shenjing.cli._backend import BACKEND, RAY_ADDRESS, RAY_CPUS, RAY_GPUS, backend_of
 from shenjing.cli._common import parse_list, trust_code_option
 
 out = Console(emoji=False)
@@ -42,13 +43,17 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the random probe vectors."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         quiet: bool = typer.Option(False, "--quiet", help="No progress display."),
+        backend: str = BACKEND, ray_address: str = RAY_ADDRESS, ray_cpus: float = RAY_CPUS,
+        ray_gpus: float = RAY_GPUS,
         trust_code: bool = trust_code_option(),
     ) -> None:
         """Sharpness: top Hessian eigenvalues, trace ± CI, density, per layer and per epoch.
 
         Resumes: progress is saved every 2 s (landscapes/hessian-eNNN.progress.npz); the same
         command run again after a kill continues where it stopped and writes the same
-        numbers as an uninterrupted run.
+        numbers as an uninterrupted run. With --backend ray, λ_max at every epoch (--epochs)
+        is one Ray task per checkpoint, each written to that file as it finishes
+        (docs/scale.md).
         """
         from shenjing.runs import open_run
         from shenjing.stages import hessian as stage
@@ -57,9 +62,11 @@ def register(app: typer.Typer) -> None:
                                        layers=parse_list(layers) or None, samples=samples,
                                        trace_samples=trace_samples, seed=seed, device=device)
         stage.validate_hessian_options(**options, names=HESSIAN_FLAGS)
+        be = backend_of(backend, ray_address=ray_address, num_cpus=ray_cpus,
+                        num_gpus=ray_gpus)
         r = open_run(run, trust_code=trust_code)
         res = stage.hessian(r, epoch=_epoch(epoch), per_layer=not no_layers,
-                            across_epochs=epochs, progress=not quiet, **options)
+                            across_epochs=epochs, progress=not quiet, backend=be, **options)
         s = res.summary
         vals = ", ".join(f"{v:.5g}" for v in s["top_eigenvalues"])
         out.print(f"epoch {s['epoch']}: top {len(s['top_eigenvalues'])} eigenvalues {vals} "

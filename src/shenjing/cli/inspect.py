@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
     def inspect(
         model: str = typer.Option(..., "--model", "-m", help="pkg.module:Factory, "
                                   "path/to/file.py:Factory (a class or function returning "
-                                  "an nn.Module) or a zoo name (simple_cnn)."),
+                                  "an nn.Module), a zoo name (simple_cnn), or hf:FOLDER (a "
+                                  "Hugging Face save_pretrained folder: config.json + "
+                                  "model.safetensors; its code never runs)."),
         weights: Path = typer.Option(None, "--weights", "-w", help="Trained weights: "
                                      ".safetensors, or .pt/.pth/.bin read with "
                                      "torch.load(weights_only=True); TorchScript and "
@@ -106,7 +108,8 @@ def register(app: typer.Typer) -> None:
         from shenjing.models.weights import TrustPickleWarning
         from shenjing.stages.inspect import InspectOptions, inspect_model
 
-        stem = weights.stem if weights is not None else "checkpoints"
+        stem = weights.stem if weights is not None else (
+            Path(model[3:]).name or "hf" if model.startswith("hf:") else "checkpoints")
         target = out_dir or Path("runs") / f"inspect-{stem}"
         kwargs = parse_model_args(model_arg)
         options = InspectOptions(

@@ -13,6 +13,16 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from shenjing.cli._backend import (
+    BACKEND,
+    RAY_ADDRESS,
+    RAY_CPUS,
+    RAY_GPUS,
+    RAY_WORKERS,
+    TILE,
+    backend_of,
+    print_backend,
+)
 from shenjing.cli._common import RUN_ARG, parse_range, trust_code_option
 from shenjing.cli._landscape_group import KindCommand, LandscapeGroup
 
@@ -27,7 +37,9 @@ LANDSCAPE_FLAGS = {"steps": "--steps", "range_": "--range", "norm": "--norm", "s
 RESUMES = """Resumes: the grid is saved as it is computed (every 2 s); the same command run
 again after a kill computes only the missing points, with the engine settings recorded in
 the file, so the surface is bit for bit the one an uninterrupted run gives. A grid too large
-for the memory available is refused first (exit 1)."""
+for the memory available is refused first (exit 1). With --backend ray the points are
+computed on a Ray cluster and written tile by tile: a rerun after a kill of the command
+resumes the same way, and a killed worker's tiles are retried (docs/scale.md)."""
 
 GROUP_HELP = f"""Loss landscape of a run: `landscape line RUN` (between two epochs),
 `landscape plane RUN` (around θ* along two random directions) or `landscape trajectory RUN`
@@ -107,6 +119,8 @@ def register(app: typer.Typer) -> None:
         engine: str = ENGINE, dtype: str = DTYPE, precision: str = PRECISION,
         batch_size: int = BATCH_SIZE, compile_: bool = COMPILE,
         no_figures: bool = NO_FIGURES, quiet: bool = QUIET,
+        backend: str = BACKEND, ray_address: str = RAY_ADDRESS, ray_workers: int = RAY_WORKERS,
+        ray_cpus: float = RAY_CPUS, ray_gpus: float = RAY_GPUS, tile: int = TILE,
         trust_code: bool = trust_code_option(),
     ) -> None:
         from shenjing.runs import open_run
@@ -117,11 +131,13 @@ def register(app: typer.Typer) -> None:
         # every option checked before the run is even opened: bad input creates nothing
         axis: dict[str, Any] = dict(steps=steps, range_=parse_range(range_))
         stage.validate_line_options(**axis, **settings, names=LANDSCAPE_FLAGS)
+        be = backend_of(backend, ray_address=ray_address, workers=ray_workers,
+                        num_cpus=ray_cpus, num_gpus=ray_gpus, tile=tile)
         r = open_run(run, trust_code=trust_code)
         other = open_run(start_run, trust_code=trust_code) if start_run else None
         _print_result(stage.landscape_line(
             r, start=_epoch(start), end=_epoch(end), compile=compile_, start_run=other,
-            **axis, **settings, figures=not no_figures, progress=not quiet))
+            **axis, **settings, figures=not no_figures, progress=not quiet, backend=be))
 
     @group.command("plane", cls=KindCommand, help=PLANE_HELP)
     def plane(
@@ -140,6 +156,8 @@ def register(app: typer.Typer) -> None:
         engine: str = ENGINE, dtype: str = DTYPE, precision: str = PRECISION,
         batch_size: int = BATCH_SIZE, compile_: bool = COMPILE,
         no_figures: bool = NO_FIGURES, quiet: bool = QUIET,
+        backend: str = BACKEND, ray_address: str = RAY_ADDRESS, ray_workers: int = RAY_WORKERS,
+        ray_cpus: float = RAY_CPUS, ray_gpus: float = RAY_GPUS, tile: int = TILE,
         trust_code: bool = trust_code_option(),
     ) -> None:
         from shenjing.runs import open_run
@@ -150,11 +168,13 @@ def register(app: typer.Typer) -> None:
         axis: dict[str, Any] = dict(steps=steps, range_=parse_range(range_))
         stage.validate_plane_options(**axis, norm=norm, seed=seed, bn=bn, **settings,
                                      names=LANDSCAPE_FLAGS)
+        be = backend_of(backend, ray_address=ray_address, workers=ray_workers,
+                        num_cpus=ray_cpus, num_gpus=ray_gpus, tile=tile)
         r = open_run(run, trust_code=trust_code)
         _print_result(stage.landscape_plane(
             r, epoch=_epoch(epoch), norm=norm, seed=seed, include_1d=include_1d, bn=bn,
             compile=compile_, **axis, **settings, figures=not no_figures,
-            progress=not quiet))
+            progress=not quiet, backend=be))
 
     @group.command("trajectory", cls=KindCommand, help=TRAJECTORY_HELP)
     def trajectory(
@@ -163,6 +183,8 @@ def register(app: typer.Typer) -> None:
         samples: int = SAMPLES, split: str = SPLIT, device: str = DEVICE,
         engine: str = ENGINE, dtype: str = DTYPE, precision: str = PRECISION,
         batch_size: int = BATCH_SIZE, no_figures: bool = NO_FIGURES, quiet: bool = QUIET,
+        backend: str = BACKEND, ray_address: str = RAY_ADDRESS, ray_workers: int = RAY_WORKERS,
+        ray_cpus: float = RAY_CPUS, ray_gpus: float = RAY_GPUS, tile: int = TILE,
         trust_code: bool = trust_code_option(),
     ) -> None:
         from shenjing.runs import open_run
@@ -171,9 +193,12 @@ def register(app: typer.Typer) -> None:
         settings = _settings(samples=samples, split=split, device=device, engine=engine,
                              dtype=dtype, precision=precision, batch_size=batch_size)
         stage.validate_trajectory_options(steps=steps, **settings, names=LANDSCAPE_FLAGS)
+        be = backend_of(backend, ray_address=ray_address, workers=ray_workers,
+                        num_cpus=ray_cpus, num_gpus=ray_gpus, tile=tile)
         r = open_run(run, trust_code=trust_code)
         _print_result(stage.landscape_trajectory(
-            r, steps=steps, **settings, figures=not no_figures, progress=not quiet))
+            r, steps=steps, **settings, figures=not no_figures, progress=not quiet,
+            backend=be))
 
 
 def _print_result(res: Any) -> None:
@@ -191,6 +216,7 @@ def _print_result(res: Any) -> None:
         out.print(f"[yellow]{prec['mode']}: loss within {prec['max_rel_loss_error']:.1e} "
                   f"(relative) of exact evaluation at {len(prec['checked_coords'])} "
                   "checked points[/yellow]")
+    print_backend(ls.meta.get("backend") if ls.meta.get("n_computed_now") else None, out)
     if ls.n_nonfinite:
         out.print(f"[yellow]{ls.n_nonfinite} points have a NaN/Inf loss (recorded as "
                   "such, masked in figures)[/yellow]")

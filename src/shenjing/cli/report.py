@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda …"),
         jobs: int = typer.Option(None, "--jobs", "-j", help="Studies run at once, each in its "
                                  "own process (default: 2 on a CPU with 2+ cores, else 1)."),
+        full: bool = typer.Option(False, "--full", help="Also seed 001's GAN (on digits) and "
+                                  "DANN (MNIST → digits; MNIST from --data-dir) studies: a "
+                                  "few minutes more."),
     ) -> None:
         """Train the seeds' models, run every analysis, and write the reports + an index.
 
@@ -45,6 +48,6 @@ def register(app: typer.Typer) -> None:
         from shenjing.demo import run_demo
 
         result = run_demo(output, data=data, data_dir=data_dir, fast=fast, force=force,
-                          device=device, jobs=jobs)
+                          device=device, jobs=jobs, full=full)
         out.print(f"[bold green]done in {result.seconds:.1f} s[/bold green]")
         out.print(f"open: {result.index}")

@@ -30,9 +30,11 @@ def default_sections() -> list[SectionFn]:
     from shenjing.report.sections import (
         attention,
         attribute,
+        dann,
         dynamics,
         embed,
         fit,
+        gan,
         hessian,
         landscape,
         maps,
@@ -48,7 +50,7 @@ def default_sections() -> list[SectionFn]:
             attention.attention_section, recurrent.recurrent_section,
             attribute.attribute_section, units.units_section, visualize.visualize_section,
             landscape.landscape_section, hessian.hessian_section, fit.fit_section,
-            warp.warp_section]
+            warp.warp_section, gan.gan_section, dann.dann_section]
 
 
 def _build(fn: SectionFn, run: Run) -> Section | None:

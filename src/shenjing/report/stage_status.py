@@ -28,6 +28,8 @@ SECTION_TITLES = {
     "hessian": "Sharpness (Hessian)",
     "fit": "Fitting a function (seed 001)",
     "warp": "How the layers bend space (seed 001)",
+    "gan": "What a GAN's generator learned (seed 001)",
+    "dann": "Do DANN's features forget the domain? (seed 001)",
 }
 
 # stage name (as recorded in run.json, or an inspect step) → the section showing its output
@@ -42,6 +44,8 @@ STAGE_SECTION = {
     "landscape_trajectory": "landscape",
     "hessian": "hessian", "sharpness": "hessian",
     "fit": "fit", "warp": "warp",
+    "gan": "gan",
+    "dann": "dann",
 }
 
 # sections of a kind of model: a run whose model has no attention (or no recurrent layer)

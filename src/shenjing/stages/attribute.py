@@ -32,12 +32,16 @@ Files written (epochs as three digits):
 ``figures/attribute-randomization-<method>.png|svg`` the cascade and its curves
 ``figures/attribute-faithfulness.png|svg``      deletion / insertion vs random
 
-Stage record: ``stages.attribute`` — ``done`` with the numbers, ``failed`` with the error.
+Stage record: ``stages.attribute`` — ``done`` with the numbers and ``backend`` (``local``
+or ``ray``; for ``ray`` also ``cluster``, ``workers`` and ``tasks``: per task ``job``
+[``maps``, method, epoch] / [``randomization`` | ``faithfulness``, method], ``seconds``,
+``pid``), ``failed`` with the error.
 Options are checked before anything is written.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,9 +52,11 @@ import numpy as np
 import torch
 
 from shenjing._device import resolve_device
+from shenjing.backend import Backend
 from shenjing.errors import UsageError
 from shenjing.plot.save import save_figure
 from shenjing.runs import Run
+from shenjing.stages._backend import backend_session, stage_backend
 from shenjing.stages._inputs import fixed_samples, resolve_epochs
 
 #: short names accepted for the analysis's methods
@@ -186,16 +192,26 @@ def attribute_stage(run: Run, *, samples: Sequence[int | str] = (0, 1, 2),
                     steps: int = 50, layer: str | None = None, randomization: bool = True,
                     faithfulness: bool = True, n_faithfulness: int = 200, seed: int = 0,
                     device: str | torch.device = "auto",
-                    on_plan: Callable[[str], None] | None = None) -> AttributeResult:
+                    on_plan: Callable[[str], None] | None = None,
+                    backend: str | Backend = "local", ray_address: str | None = None
+                    ) -> AttributeResult:
     """Attribution maps of ``methods`` for the test inputs ``samples`` at ``epochs``, with
     IG completeness, the randomization test and deletion / insertion AUCs vs random on the
     last epoch. ``target``: ``predicted``, ``label`` or a class index; ``baseline``:
     ``zeros`` or ``mean`` (the train split's mean input); ``layer``: Grad-CAM's layer
-    (default: the analysis's choice, the last spatial one)."""
+    (default: the analysis's choice, the last spatial one).
+
+    ``backend='ray'`` (``ray_address``, or a :class:`~shenjing.backend.Backend` with its
+    workers, CPUs and GPUs; docs/scale.md) computes each (epoch, method)'s maps and, on the
+    last epoch, each method's randomization test and deletion / insertion curves as Ray
+    tasks, each rebuilding its epoch's model from the weights in the object store (see
+    :mod:`shenjing.stages._ray_tasks`); the figures and files are then made here as for
+    the local backend."""
     opts = check_attribute_options(samples=samples, methods=methods, target=target,
                                    baseline=baseline, steps=steps,
                                    n_faithfulness=n_faithfulness if faithfulness else 0,
                                    seed=seed)
+    be = stage_backend(backend, ray_address)
     chosen_epochs = resolve_epochs(run, epochs)
     dev = resolve_device(device, option="--device")
     _check_run(run, opts)
@@ -219,31 +235,42 @@ def attribute_stage(run: Run, *, samples: Sequence[int | str] = (0, 1, 2),
     common = {"target": opts.target, "labels": torch.as_tensor(labels),
               "baseline": opts.baseline, "data_mean": data_mean, "steps": opts.steps,
               "layer": layer, "device": dev}
-    with run.running_stage("attribute", epochs=chosen_epochs, methods=list(opts.methods)):
-        per_epoch: dict[tuple[str, int], Any] = {}
-        for e in chosen_epochs:
-            model = last_model if e == chosen_epochs[-1] else run.model(e, device=dev)
-            for m in opts.methods:
-                per_epoch[(m, e)] = lib.attribute(model, x, method=m, **common)
-            del model
+    # connected before the stage is marked running: a cluster that cannot be reached or
+    # lacks the resources asked for is refused with the run untouched
+    with backend_session(be) as ran_on, \
+            run.running_stage("attribute", epochs=chosen_epochs, methods=list(opts.methods),
+                              backend=be.name):
         final = chosen_epochs[-1]
-        random_tests: dict[str, Any] = {}
-        faith: dict[str, Any] = {}
+        xf = yf = None
         if n_faith:
             xf, yf, _ = fixed_samples(run, n_faith, opts.seed, "test")
-        for m in opts.methods:
-            maps = per_epoch[(m, final)]
-            if randomization:  # the test re-initialises a copy of the model
-                random_tests[m] = lib.randomization_test(
-                    last_model, x, method=m,
-                    targets=torch.as_tensor(maps.targets), seed=opts.seed,
-                    **{k: v for k, v in common.items() if k not in ("target", "labels")})
-            if n_faith:
-                fm = lib.attribute(last_model, xf, method=m,
-                                   **{**common, "labels": yf})
-                faith[m] = lib.deletion_insertion(
-                    last_model, xf, fm.maps, targets=torch.as_tensor(fm.targets),
-                    baseline=opts.baseline, data_mean=data_mean, seed=opts.seed)
+        if be.is_ray:
+            per_epoch, random_tests, faith, timings = _attribute_on_ray(
+                run, be, last_model, chosen_epochs, x, xf, yf, opts=opts, common=common,
+                randomization=randomization, data_mean=data_mean)
+            ran_on = {**ran_on, **timings}
+        else:
+            per_epoch = {}
+            for e in chosen_epochs:
+                model = last_model if e == final else run.model(e, device=dev)
+                for m in opts.methods:
+                    per_epoch[(m, e)] = lib.attribute(model, x, method=m, **common)
+                del model
+            random_tests = {}
+            faith = {}
+            for m in opts.methods:
+                maps = per_epoch[(m, final)]
+                if randomization:  # the test re-initialises a copy of the model
+                    random_tests[m] = lib.randomization_test(
+                        last_model, x, method=m,
+                        targets=torch.as_tensor(maps.targets), seed=opts.seed,
+                        **{k: v for k, v in common.items() if k not in ("target", "labels")})
+                if xf is not None:
+                    fm = lib.attribute(last_model, xf, method=m,
+                                       **{**common, "labels": yf})
+                    faith[m] = lib.deletion_insertion(
+                        last_model, xf, fm.maps, targets=torch.as_tensor(fm.targets),
+                        baseline=opts.baseline, data_mean=data_mean, seed=opts.seed)
         out = run.subdir("attribute")
         figures = _draw(run, per_epoch, random_tests, faith, images=x.cpu().numpy(),
                         samples=picks, labels=labels, final=final)
@@ -254,9 +281,65 @@ def attribute_stage(run: Run, *, samples: Sequence[int | str] = (0, 1, 2),
         files = _save(out, per_epoch, random_tests, faith, record, images=x.cpu().numpy(),
                       labels=labels, epochs=chosen_epochs)
         json_path = out / "summary.json"
-        run.update_stage("attribute", "done", **run_record(record, run, json_path))
+        run.update_stage("attribute", "done", **run_record(record, run, json_path), **ran_on)
     return AttributeResult(summary_record=record, figures=tuple(figures), files=tuple(files),
                            json_path=json_path, lines=tuple(summary_lines(record)))
+
+
+def _attribute_on_ray(run: Run, be: Backend, last_model: torch.nn.Module,
+                      epochs: Sequence[int], x: torch.Tensor, xf: torch.Tensor | None,
+                      yf: torch.Tensor | None, *, opts: AttributeOptions,
+                      common: dict[str, Any], randomization: bool, data_mean: Any
+                      ) -> tuple[dict[tuple[str, int], Any], dict[str, Any], dict[str, Any],
+                                 dict[str, Any]]:
+    """The local loop's maps and checks as Ray tasks: one per (method, epoch), and on the
+    last epoch one randomization test and one deletion / insertion per method. The model
+    skeleton, the inputs and each epoch's weights go to the object store once. Returns the
+    maps, the tests, the curves (as the local loop's) and the tasks' record."""
+    from shenjing.stages._ray_tasks import (
+        RayJobs,
+        attribution_job,
+        faithfulness_job,
+        randomization_job,
+    )
+
+    cpu = torch.device("cpu")
+    jobs = RayJobs(be)
+    final = epochs[-1]
+    skeleton = jobs.put(copy.deepcopy(last_model).to(cpu))
+    states = {e: jobs.put({k: v.detach().to(cpu) for k, v in (
+        last_model if e == final else run.model(e, device=cpu)).state_dict().items()})
+        for e in epochs}
+    options = {**common, "device": None}
+    for_maps = {k: (v.detach().to(cpu) if isinstance(v, torch.Tensor) else v)
+                for k, v in options.items()}
+    x_ref = jobs.put(x.detach().to(cpu))
+    xf_ref, yf_ref = ((jobs.put(xf.detach().to(cpu)), jobs.put(yf.detach().to(cpu)))
+                      if xf is not None and yf is not None else (None, None))
+    run_opts: dict[str, Any] = {"device": jobs.device, "threads": jobs.threads}
+    for e in epochs:
+        for m in opts.methods:
+            jobs.submit(("maps", m, e), attribution_job, skeleton, states[e], x_ref,
+                        method=m, options=for_maps, **run_opts)
+    for m in opts.methods:
+        if randomization:
+            jobs.submit(("randomization", m), randomization_job, skeleton, states[final],
+                        x_ref, None, after=("maps", m, final), after_at=3, method=m,
+                        seed=opts.seed, options={k: v for k, v in for_maps.items()
+                                                 if k not in ("target", "labels")},
+                        **run_opts)
+        if xf_ref is not None:
+            jobs.submit(("faithfulness", m), faithfulness_job, skeleton, states[final],
+                        xf_ref, yf_ref, method=m, seed=opts.seed,
+                        baseline=opts.baseline, data_mean=data_mean, options=for_maps,
+                        **run_opts)
+    done: dict[Any, Any] = dict(jobs.results())
+    per_epoch = {(m, e): done[("maps", m, e)]["maps"] for e in epochs for m in opts.methods}
+    random_tests = {m: done[("randomization", m)]["test"] for m in opts.methods
+                    if ("randomization", m) in done}
+    faith = {m: done[("faithfulness", m)]["curves"] for m in opts.methods
+             if ("faithfulness", m) in done}
+    return per_epoch, random_tests, faith, jobs.record()
 
 
 def stage_means(values: Any) -> np.ndarray:

@@ -36,7 +36,10 @@ replaced by ``_``, e.g. ``relu1``, ``block_1`` for ``block#1``; ``NNN`` = epoch,
 ``figures/cka-layers-epoch-NNN.png|svg``, ``figures/cka-epochs-<K>.png|svg``.
 
 ``run.json`` gets ``stages.embed`` with the last call's settings and the
-list of files. A rerun reuses maps already on disk with the same settings (resume).
+list of files, and ``backend`` (``local`` or ``ray``; for ``ray`` also ``cluster``,
+``workers``, ``num_cpus``, ``num_gpus`` and ``tasks``: per map computed, ``job`` [key,
+epoch], ``seconds``, ``pid``). A rerun reuses maps already on disk with the same settings
+(resume), whichever backend made them.
 """
 
 from __future__ import annotations
@@ -51,9 +54,11 @@ import torch
 
 from shenjing import _io
 from shenjing._device import resolve_device
+from shenjing.backend import Backend
 from shenjing.errors import UsageError
 from shenjing.filenames import cka_stem, embedding_stem
 from shenjing.runs import Run
+from shenjing.stages._backend import backend_session, stage_backend
 from shenjing.stages._inputs import layer_names, split_of
 
 SEPARABILITY_FILE = "separability.json"
@@ -151,7 +156,9 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                 align: bool = True, k: int = 5, n_neighbors: int = 10,
                 max_features: int | None = 1024, cka: bool = True, figures: bool = True,
                 projector: bool = False, batch_size: int = 256,
-                device: str | torch.device = "auto", n_jobs: int = -1) -> EmbedResult:
+                device: str | torch.device = "auto", n_jobs: int = -1,
+                backend: str | Backend = "local", ray_address: str | None = None
+                ) -> EmbedResult:
     """Maps of ``layers`` at ``epochs`` with their numbers, written into the run.
 
     For each epoch the model's layers are captured on ``n`` samples of ``split`` (and
@@ -160,16 +167,28 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
     raw input pixels as the baseline) and faithfulness of the map (trustworthiness, kNN
     recall). CKA between layers and between epochs, figures, and optionally the TensorBoard
     Projector export follow. See the module docstring for every file and key.
+
+    ``backend='ray'`` (``ray_address``, or a :class:`~shenjing.backend.Backend` with its
+    workers and CPUs; docs/scale.md) computes the maps and their numbers as Ray tasks, one
+    per (layer, epoch), a layer's epochs in order when aligned; captures stay here. Each
+    task runs t-SNE with ``n_jobs`` = its CPUs; the maps equal the local backend's at the
+    same ``n_jobs`` (see :mod:`shenjing.stages._ray_tasks`). Each map is written as its
+    task finishes, so a rerun after a kill reuses every map already written.
     """
     from shenjing._checks import choice
-    from shenjing.analysis.embed import METHODS, Embedding, _import_umap, embed_after
-    from shenjing.analysis.separability import map_quality, reduce_features, separability
+    from shenjing.analysis.embed import METHODS, _import_umap
+    from shenjing.analysis.separability import reduce_features, separability
     from shenjing.capture import capture_dataset
+    from shenjing.stages._ray_tasks import job_threads, map_job
 
     choice("--method", method, METHODS)
     _check_embed_options(n=n, n_train=n_train, seed=seed, pca_dims=pca_dims,
                          perplexity=perplexity, k=k, n_neighbors=n_neighbors,
                          max_features=max_features, batch_size=batch_size)
+    be = stage_backend(backend, ray_address)
+    if be.num_gpus > 0:
+        raise UsageError(f"--ray-gpus {be.num_gpus:g}: embed's maps (openTSNE, scikit-learn) "
+                         "compute on CPUs only; leave --ray-gpus out")
     if method == "umap":
         _import_umap()  # the pip line now, not after minutes of capture
     epoch_list = _epochs(run, epochs)
@@ -194,7 +213,37 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                         max_features=max_features, input_shape=data.input_shape)
     emb_dir = run.embeddings_dir
     result = EmbedResult(method=method, epochs=epoch_list, keys=[], notes=caps)
-    with run.running_stage("embed", method=method, epochs=epoch_list):
+    # connected before the stage is marked running: a cluster that cannot be reached or
+    # lacks the CPUs asked for is refused with the run untouched
+    with backend_session(be) as ran_on, \
+            run.running_stage("embed", method=method, epochs=epoch_list, backend=be.name):
+        jobs: Any = None
+        if be.is_ray:
+            from shenjing.stages._ray_tasks import RayJobs
+
+            jobs = RayJobs(be)
+        job_opts: dict[str, Any] = {"method": method, "align": align, "pca_dims": pca_dims,
+                                    "seed": seed,
+                                    "perplexity": perplexity,
+                                    "n_neighbors": n_neighbors, "k": k,
+                                    "max_features": max_features,
+                                    "n_jobs": n_jobs if jobs is None else jobs.threads,
+                                    # torch / BLAS threads as a Ray task of n_jobs CPUs
+                                    "threads": (job_threads(n_jobs) if jobs is None
+                                                else jobs.threads)}
+        order: list[tuple[str, int]] = []  # (key, epoch) as the local loop visits them
+        maps: dict[tuple[str, int], Any] = {}
+        paths: dict[tuple[str, int], Path] = {}
+        job_params: dict[tuple[str, int], dict[str, Any]] = {}
+        shared: dict[str, Any] = {}  # object-store references of the samples' labels/indices
+
+        def _write_finished(finished: Any) -> None:
+            for (key, e), done in finished:
+                maps[(key, e)] = _save_map(paths[(key, e)], done, job_params[(key, e)],
+                                           method=method, labels=y_test,
+                                           indices=test.indices.numpy())
+                if done["separability"] is not None:
+                    records[(key, e)] = {"layer": key, "epoch": e, **done["separability"]}
         sep_path = emb_dir / SEPARABILITY_FILE
         sep_doc: dict[str, Any] = _io.read_json(sep_path) if sep_path.is_file() else {}
         # records of other samples or probe settings are not comparable: start over
@@ -215,7 +264,9 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                 pca_dims=pca_dims, perplexity=perplexity, n_neighbors=n_neighbors, k=k,
                 max_features=max_features, n_jobs=n_jobs, split=split, n_train=n_probe)
             result.files.append(emb_dir / f"input-{method}.npz")
-        prev: dict[str, np.ndarray] = {}
+        # per key the map the next epoch aligns to: its coordinates, or (key, epoch) of the
+        # Ray task that is making it
+        prev: dict[str, Any] = {}
         notes: dict[str, str | None] = {}
         feats_by_epoch: dict[int, dict[str, np.ndarray]] = {}
         for e in epoch_list:
@@ -242,31 +293,51 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                           **_score_params(n_train=n_probe, k=k, n_neighbors=n_neighbors,
                                           max_features=max_features)}
                 emb = _load_map(path, params)
+                order.append((key, e))
+                paths[(key, e)] = path
+                if emb is None and jobs is not None:
+                    # the map as a Ray task; aligned, it starts from the previous epoch's
+                    # task's result (Ray runs it once that one is done)
+                    if not shared:
+                        shared = {"labels": jobs.put(y_test),
+                                  "indices": jobs.put(test.indices.numpy()),
+                                  "train_y": jobs.put(train.y.numpy()) if classify else None}
+                    before = prev.get(key)
+                    job_params[(key, e)] = params
+                    jobs.submit((key, e), map_job, jobs.put(acts[key]),
+                                None if isinstance(before, tuple) else before,
+                                after=before if isinstance(before, tuple) else None,
+                                labels=shared["labels"], indices=shared["indices"],
+                                train_x=jobs.put(train_acts[key]) if classify else None,
+                                train_y=shared["train_y"], **job_opts)
+                    prev[key] = (key, e)
+                    continue
                 if emb is None:
-                    x = acts[key]
-                    emb = embed_after(x, method, prev.get(key), align=align, pca_dims=pca_dims,
-                                      random_state=seed, perplexity=perplexity, n_jobs=n_jobs,
-                                      labels=y_test, indices=test.indices.numpy())
-                    metrics = map_quality(x, emb.coords, y_test, n_neighbors=n_neighbors, k=k,
-                                          max_features=max_features, random_state=seed)
-                    if classify:
-                        sep = separability(train_acts[key], train.y.numpy(), x, y_test, k=k,
-                                           max_features=max_features, random_state=seed)
-                        metrics.update(sep.to_dict())
-                        records[(key, e)] = {"layer": key, "epoch": e, **sep.to_dict()}
-                    emb = Embedding(coords=emb.coords, method=method,
-                                    params={**emb.params, **params}, labels=y_test,
-                                    indices=test.indices.numpy(), metrics=metrics)
-                    emb.save(path)
+                    done = map_job(acts[key], prev.get(key), labels=y_test,
+                                   indices=test.indices.numpy(),
+                                   train_x=train_acts[key] if classify else None,
+                                   train_y=train.y.numpy() if classify else None, **job_opts)
+                    emb = _save_map(path, done, params, method=method, labels=y_test,
+                                    indices=test.indices.numpy())
+                    if done["separability"] is not None:
+                        records[(key, e)] = {"layer": key, "epoch": e,
+                                             **done["separability"]}
                 elif classify:
                     records[(key, e)] = {"layer": key, "epoch": e, **{
                         f: emb.metrics.get(f) for f in ("probe_accuracy", "probe_train_accuracy",
                                                         "knn_accuracy", "k", "n_train", "n_test",
                                                         "n_features", "reduction")}}
                 prev[key] = emb.coords
-                result.embeddings[(key, e)] = emb
-                result.files.append(path)
+                maps[(key, e)] = emb
             del acts, train_acts
+            if jobs is not None:  # the maps finished while this epoch was captured
+                _write_finished(jobs.results(wait=False))
+
+        if jobs is not None:  # each map written as its task finishes
+            _write_finished(jobs.results())
+        for ke in order:
+            result.embeddings[ke] = maps[ke]
+            result.files.append(paths[ke])
 
         if classify:
             sep_doc.update(**sep_settings,
@@ -296,11 +367,24 @@ def embed_stage(run: Run, layers: Sequence[str] | str, *,
                 images=test.x.numpy() if test.x.ndim == 4 else None)
             result.files.append(folder)
 
+        ran_on = {**ran_on, **(jobs.record() if jobs is not None else {})}
         run.update_stage("embed", "done", method=method, epochs=epoch_list, keys=result.keys,
-                         n=len(test), split=split,
+                         n=len(test), split=split, **ran_on,
                          files=[str(Path(p).relative_to(run.path)) for p in result.files],
                          figures=[str(Path(p).relative_to(run.path)) for p in result.figures])
         return result
+
+
+def _save_map(path: Path, done: Mapping[str, Any], params: dict[str, Any], *, method: str,
+              labels: np.ndarray | None, indices: np.ndarray) -> Any:
+    """The map of a finished job (:func:`~shenjing.stages._ray_tasks.map_job`, here or on
+    Ray) with every setting behind it, written atomically to ``path``."""
+    from shenjing.analysis.embed import Embedding
+
+    emb = Embedding(coords=done["coords"], method=method, params={**done["params"], **params},
+                    labels=labels, indices=indices, metrics=done["metrics"])
+    emb.save(path)
+    return emb
 
 
 def embed_bytes(per_sample: Mapping[str, int], *, n: int, n_train: int, n_epochs: int,

@@ -677,6 +677,37 @@ def _epoch_sources(weights: str | os.PathLike[str] | None,
     return sources, kind
 
 
+#: ``--model hf:FOLDER``: a Hugging Face model saved with ``save_pretrained``
+HF_PREFIX = "hf:"
+#: the factory that builds it from its config.json (no code from the folder runs)
+HF_FACTORY = "shenjing.integrations.hf:pretrained_folder"
+
+
+def hf_model_ref(model: str, model_args: dict[str, Any] | None,
+                 weights: str | os.PathLike[str] | None,
+                 checkpoints: str | os.PathLike[str] | None
+                 ) -> tuple[str, dict[str, Any], str | os.PathLike[str] | None]:
+    """``--model hf:FOLDER`` as a factory reference, its kwargs and the trained weights:
+    the folder's ``model.safetensors`` unless ``--weights``/``--checkpoints`` say otherwise
+    (the model is built from config.json with a seeded fresh init for epoch 0)."""
+    from shenjing.integrations.hf import hf_folder_files
+
+    folder = model[len(HF_PREFIX):]
+    if not folder:
+        raise UsageError("--model hf: needs a folder: --model hf:path/to/saved_model (what "
+                         "save_pretrained wrote: config.json + model.safetensors)")
+    if model_args:
+        raise UsageError(f"--model {model!r} is built from its config.json; leave --model-arg "
+                         "out (edit the config, or use --model pkg.module:Factory)")
+    _, found = hf_folder_files(folder)
+    if weights is None and checkpoints is None:
+        if found is None:
+            raise UsageError(f"--model {model!r}: the folder has no model.safetensors; pass "
+                             "--weights FILE (or --checkpoints) with the trained weights")
+        weights = found
+    return HF_FACTORY, {"folder": str(Path(folder).resolve())}, weights
+
+
 # ---- the stage ----------------------------------------------------------------------------------
 def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
                   out: str | os.PathLike[str],
@@ -696,7 +727,10 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
     """Make a run at ``out`` from a user's model and weights, then run the analysis on it.
 
     ``model``: ``pkg.module:Factory``, ``path/to/file.py:Factory`` or a zoo name
-    (``simple_cnn``, ``shenjing.models:simple_cnn``), called with ``model_args``.
+    (``simple_cnn``, ``shenjing.models:simple_cnn``), called with ``model_args``; or
+    ``hf:FOLDER``, a Hugging Face model saved with ``save_pretrained`` (built from its
+    config.json, never with remote code; weights from its model.safetensors by default).
+    A ``ModelOutput`` (or any dict/tuple output) gives its ``logits`` by default.
     ``weights``/``init_weights``: safetensors, a torch file read with ``weights_only=True``
     (``trust_pickle`` to allow a full unpickle), a TorchScript archive (read without running
     it) or a torch.export archive.
@@ -725,6 +759,10 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
 
         choice("--normalize", normalize, NORMALIZE_CHOICES)
     dev = resolve_device(device, option="--device")
+    hf_folder: Path | None = None
+    if model.startswith(HF_PREFIX):
+        model, model_args, weights = hf_model_ref(model, model_args, weights, checkpoints)
+        hf_folder = Path(model_args["folder"])
     sources, init_kind = _epoch_sources(weights, init_weights, checkpoints)
     out = Path(out)
     if (out / "run.json").exists() and not force:
@@ -743,6 +781,8 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
     prepared = prepare_model(model, model_args, dataset, output=output, loss=loss, seed=seed)
     net = prepared.model
     model_name = original_class(net).__name__
+    if hf_folder is not None:  # views name it by its class, not by shenjing's factory
+        prepared.spec["name"] = model_name
     # read every weights file before writing anything: a mismatch must not leave a half run
     states: list[dict[str, torch.Tensor] | None] = []
     notes: tuple[str, ...] = ()
@@ -756,11 +796,19 @@ def inspect_model(model: str, weights: str | os.PathLike[str] | None = None, *,
             continue
         what = "--init-weights" if (src.epoch == 0 and init_kind == "weights") else (
             "--checkpoints" if checkpoints is not None else "--weights")
-        report = load_weights(scratch, src.weights, strict=strict, trust_pickle=trust_pickle,
-                              what=what)
+        if hf_folder is not None and \
+                Path(src.weights).resolve() == hf_folder / "model.safetensors":
+            from shenjing.integrations.hf import load_pretrained_weights
+
+            # transformers renames a checkpoint's keys as it loads them (5.x): its reader
+            fmt = load_pretrained_weights(scratch, hf_folder)
+            notes, formats = (), [*formats, fmt]
+        else:
+            report = load_weights(scratch, src.weights, strict=strict,
+                                  trust_pickle=trust_pickle, what=what)
+            notes, formats = report.notes, [*formats, report.file.format]
         _check_finite_output(scratch, example, dataset, f"{what} {src.weights}")
         states.append({k: v.detach().clone() for k, v in scratch.state_dict().items()})
-        notes, formats = report.notes, [*formats, report.file.format]
     final = copy.deepcopy(net)
     final.load_state_dict(states[-1])  # type: ignore[arg-type]
     init_text = _init_text(init_kind, sources, model_name, seed)

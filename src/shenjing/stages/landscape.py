@@ -53,8 +53,10 @@ from shenjing.analysis.landscape.options import (
     validate_plane_options,
     validate_trajectory_options,
 )
+from shenjing.backend import Backend
 from shenjing.errors import CheckpointError, UsageError
 from shenjing.runs import Run, open_run, versions
+from shenjing.stages._backend import backend_session, stage_backend
 from shenjing.stages._inputs import fixed_samples, run_loss
 from shenjing.stages._progress import point_progress
 
@@ -130,7 +132,11 @@ def _finish(run: Run, stage: str, ls: Landscape, path: Path, figures: bool
         export_vtk(ls, path.with_suffix(".vtk"))
     (cx, mval) = ls.minimum() if ls.n_done else ((), float("nan"))
     center_loss = float(ls.loss[ls.center_index]) if ls.n_done else float("nan")
+    ran_on = ls.meta.get("backend", {})
     run.update_stage(stage, "done", file=f"landscapes/{path.name}", shape=list(ls.shape),
+                     backend=ran_on.get("name", "local"),
+                     **({"workers": len(ran_on["workers"]),
+                         "cluster": ran_on["cluster"]} if ran_on else {}),
                      n_nonfinite=ls.n_nonfinite, engine=ls.meta.get("engine", {}).get("path"),
                      seconds=ls.meta.get("seconds"), center_loss=center_loss,
                      min_loss=mval, min_at=list(cx),
@@ -158,40 +164,48 @@ def landscape_line(run: Run, *, start: int | str = "init", end: int | str = "fin
                    device: str | torch.device = "auto",
                    engine: str = "auto", dtype: str = "float32", precision: str = "exact",
                    batch_size: int | None = None,
-                   compile: bool | None = None, figures: bool = True, progress: bool = True
+                   compile: bool | None = None, figures: bool = True, progress: bool = True,
+                   backend: str | Backend = "local", ray_address: str | None = None
                    ) -> LandscapeResult:
     """Loss along θ(α) = (1−α)·θ_start + α·θ_end (Goodfellow et al. 2015), into landscapes/.
 
     ``start_run`` takes the start point from another run (same architecture required; the
     error names the mismatched parameters). α = 0 and 1 are always on the axis. Every
     option is checked first (:func:`validate_line_options`): bad input writes nothing.
+    ``backend='ray'`` computes the points on a Ray cluster (``ray_address``; see
+    :mod:`shenjing.backend`, docs/scale.md).
     """
     validate_line_options(steps=steps, range_=range_, samples=samples,
                           sample_seed=sample_seed, split=split, device=device, engine=engine,
                           dtype=dtype, precision=precision, batch_size=batch_size)
-    config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
-                          batch_size=batch_size, compile=compile)
-    e_end = run.resolve_epoch(end)
-    src = start_run or run
-    e_start = src.resolve_epoch(start)
-    dev = resolve_device(device, option="--device")
-    model = run.model(e_end, device=dev)
-    _check_memory(run, model, 1, samples, split, dtype, dev)
-    start_state = src.state_dict(e_start)
-    _check_start_fits(start_state, model, run, start_run)
-    x, y, idx = fixed_samples(run, samples, sample_seed, split)
-    tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
-    path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}{_variant_tag(split, precision)}.npz"
-    prov = _provenance(run, {"start": e_start, "end": e_end,
-                             "start_run": str(start_run.path) if start_run else None},
-                       samples, sample_seed, split)
-    prov["model_sha256"] = model_sha256(model)
-    with run.running_stage("landscape_line", file=f"landscapes/{path.name}"), \
-            point_progress(progress, "line") as cb:
-        ls = line(start_state, model, x, y, loss=run_loss(run), steps=steps, range_=range_,
-                  engine=config, path=path, sample_indices=idx, provenance=prov, progress=cb)
-        # figures inside the block: a failure while drawing ends the stage as failed
-        return _finish(run, "landscape_line", ls, path, figures)
+    be = stage_backend(backend, ray_address)
+    # connected before anything is read or written: a cluster that cannot be
+    # reached or lacks the resources asked for is refused with the run untouched
+    with backend_session(be):
+        config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
+                              batch_size=batch_size, compile=compile)
+        e_end = run.resolve_epoch(end)
+        src = start_run or run
+        e_start = src.resolve_epoch(start)
+        dev = resolve_device(device, option="--device")
+        model = run.model(e_end, device=dev)
+        _check_memory(run, model, 1, samples, split, dtype, dev)
+        start_state = src.state_dict(e_start)
+        _check_start_fits(start_state, model, run, start_run)
+        x, y, idx = fixed_samples(run, samples, sample_seed, split)
+        tag = f"e{e_start:03d}" if start_run is None else f"{start_run.name}-e{e_start:03d}"
+        path = run.landscapes_dir / f"line-{tag}-e{e_end:03d}{_variant_tag(split, precision)}.npz"
+        prov = _provenance(run, {"start": e_start, "end": e_end,
+                                 "start_run": str(start_run.path) if start_run else None},
+                           samples, sample_seed, split)
+        prov["model_sha256"] = model_sha256(model)
+        with run.running_stage("landscape_line", file=f"landscapes/{path.name}"), \
+                point_progress(progress, "line") as cb:
+            ls = line(start_state, model, x, y, loss=run_loss(run), steps=steps, range_=range_,
+                      engine=config, path=path, sample_indices=idx, provenance=prov, progress=cb,
+                      backend=be)
+            # figures inside the block: a failure while drawing ends the stage as failed
+            return _finish(run, "landscape_line", ls, path, figures)
 
 
 def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
@@ -202,38 +216,47 @@ def landscape_plane(run: Run, *, epoch: int | str = "final", steps: int = 21,
                     engine: str = "auto", dtype: str = "float32",
                     precision: str = "exact", batch_size: int | None = None,
                     compile: bool | None = None,
-                    figures: bool = True, progress: bool = True) -> LandscapeResult:
+                    figures: bool = True, progress: bool = True,
+                    backend: str | Backend = "local", ray_address: str | None = None
+                    ) -> LandscapeResult:
     """2-D loss surface around θ* of ``epoch`` along two seeded random directions.
 
     Filter-normalized by default (Li et al. 2018), 1-D tensors (biases, BN γ/β) fixed unless
     ``include_1d``; ``bn='recompute'`` re-estimates BatchNorm statistics at every point
     from 2,000 training samples. Rerunning resumes; a finer/wider grid reuses points.
     Every option is checked first (:func:`validate_plane_options`): bad input writes nothing.
+    ``backend='ray'`` computes the points on a Ray cluster (``ray_address``; see
+    :mod:`shenjing.backend`, docs/scale.md): the same surface, tile by tile.
     """
     validate_plane_options(steps=steps, range_=range_, norm=norm, seed=seed, bn=bn,
                            samples=samples, sample_seed=sample_seed, split=split,
                            device=device, engine=engine, dtype=dtype, precision=precision,
                            batch_size=batch_size)
-    config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
-                          batch_size=batch_size, compile=compile, bn=bn)
-    e = run.resolve_epoch(epoch)
-    dev = resolve_device(device, option="--device")
-    model = run.model(e, device=dev)
-    _check_memory(run, model, 2, samples, split, dtype, dev)
-    x, y, idx = fixed_samples(run, samples, sample_seed, split)
-    bn_data = run.data.train.subset(2000, seed=sample_seed).x if bn == "recompute" else None
-    suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "") \
-        + _variant_tag(split, precision)
-    path = run.landscapes_dir / f"plane-{norm}-s{seed}-e{e:03d}{suffix}.npz"
-    prov = _provenance(run, {"center": e}, samples, sample_seed, split)
-    prov["model_sha256"] = model_sha256(model)
-    with run.running_stage("landscape_plane", file=f"landscapes/{path.name}"), \
-            point_progress(progress, "plane") as cb:
-        ls = plane(model, x, y, loss=run_loss(run), steps=steps, range_=range_, seed=seed,
-                   norm=norm, ignore_1d=not include_1d, engine=config, path=path,
-                   bn_data=bn_data, sample_indices=idx, provenance=prov, progress=cb)
-        # figures inside the block: a failure while drawing ends the stage as failed
-        return _finish(run, "landscape_plane", ls, path, figures)
+    be = stage_backend(backend, ray_address)
+    # connected before anything is read or written: a cluster that cannot be
+    # reached or lacks the resources asked for is refused with the run untouched
+    with backend_session(be):
+        config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
+                              batch_size=batch_size, compile=compile, bn=bn)
+        e = run.resolve_epoch(epoch)
+        dev = resolve_device(device, option="--device")
+        model = run.model(e, device=dev)
+        _check_memory(run, model, 2, samples, split, dtype, dev)
+        x, y, idx = fixed_samples(run, samples, sample_seed, split)
+        bn_data = run.data.train.subset(2000, seed=sample_seed).x if bn == "recompute" else None
+        suffix = ("-bnrecompute" if bn == "recompute" else "") + ("-with1d" if include_1d else "") \
+            + _variant_tag(split, precision)
+        path = run.landscapes_dir / f"plane-{norm}-s{seed}-e{e:03d}{suffix}.npz"
+        prov = _provenance(run, {"center": e}, samples, sample_seed, split)
+        prov["model_sha256"] = model_sha256(model)
+        with run.running_stage("landscape_plane", file=f"landscapes/{path.name}"), \
+                point_progress(progress, "plane") as cb:
+            ls = plane(model, x, y, loss=run_loss(run), steps=steps, range_=range_, seed=seed,
+                       norm=norm, ignore_1d=not include_1d, engine=config, path=path,
+                       bn_data=bn_data, sample_indices=idx, provenance=prov, progress=cb,
+                       backend=be)
+            # figures inside the block: a failure while drawing ends the stage as failed
+            return _finish(run, "landscape_plane", ls, path, figures)
 
 
 def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
@@ -242,42 +265,50 @@ def landscape_trajectory(run: Run, *, steps: int = 21, margin: float = 0.25,
                          engine: str = "auto",
                          dtype: str = "float32", precision: str = "exact",
                          batch_size: int | None = None,
-                         figures: bool = True, progress: bool = True) -> LandscapeResult:
+                         figures: bool = True, progress: bool = True,
+                         backend: str | Backend = "local", ray_address: str | None = None
+                         ) -> LandscapeResult:
     """Loss on the plane of the trajectory's two main PCA directions, with the trajectory.
 
     Every epoch checkpoint (0 = init … final) is projected on the plane; the grid covers
     the projected points with ``margin`` to spare on each side and contains θ* (0, 0).
-    Every option is checked first (:func:`validate_trajectory_options`).
+    Every option is checked first (:func:`validate_trajectory_options`). ``backend='ray'``
+    computes the points on a Ray cluster (``ray_address``; docs/scale.md).
     """
     validate_trajectory_options(steps=steps, margin=margin, samples=samples,
                                 sample_seed=sample_seed, split=split, device=device,
                                 engine=engine, dtype=dtype, precision=precision,
                                 batch_size=batch_size)
-    config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
-                          batch_size=batch_size)
-    epochs = run.epochs
-    if len(epochs) < 3:
-        raise UsageError(f"run {run.name!r} has {len(epochs)} checkpoints; a trajectory "
-                         "plane needs at least 3 (train for 2+ epochs)")
-    dev = resolve_device(device, option="--device")
-    model = run.model("final", device=dev)
-    _check_memory(run, model, 2, samples, split, dtype, dev)
-    check_trajectory(len(epochs), sum(p.numel() for p in model.parameters()))
-    layout = ParamLayout.of(model)
-    pca = trajectory_pca([run.state_dict(e) for e in epochs], epochs, layout)
-    x, y, idx = fixed_samples(run, samples, sample_seed, split)
-    path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}{_variant_tag(split, precision)}.npz"
-    prov = _provenance(run, {"center": epochs[-1], "trajectory": epochs}, samples,
-                       sample_seed, split)
-    prov["model_sha256"] = model_sha256(model)
-    prov["pca_residual"] = pca.residual.tolist()
-    with run.running_stage("landscape_trajectory", file=f"landscapes/{path.name}"), \
-            point_progress(progress, "trajectory") as cb:
-        ls = trajectory_plane(model, pca, x, y, loss=run_loss(run), steps=steps,
-                              margin=margin, engine=config, path=path, sample_indices=idx,
-                              provenance=prov, progress=cb)
-        # figures inside the block: a failure while drawing ends the stage as failed
-        return _finish(run, "landscape_trajectory", ls, path, figures)
+    be = stage_backend(backend, ray_address)
+    # connected before anything is read or written: a cluster that cannot be
+    # reached or lacks the resources asked for is refused with the run untouched
+    with backend_session(be):
+        config = EngineConfig(path=engine, device=str(device), dtype=dtype, precision=precision,
+                              batch_size=batch_size)
+        epochs = run.epochs
+        if len(epochs) < 3:
+            raise UsageError(f"run {run.name!r} has {len(epochs)} checkpoints; a trajectory "
+                             "plane needs at least 3 (train for 2+ epochs)")
+        dev = resolve_device(device, option="--device")
+        model = run.model("final", device=dev)
+        _check_memory(run, model, 2, samples, split, dtype, dev)
+        check_trajectory(len(epochs), sum(p.numel() for p in model.parameters()))
+        layout = ParamLayout.of(model)
+        pca = trajectory_pca([run.state_dict(e) for e in epochs], epochs, layout)
+        x, y, idx = fixed_samples(run, samples, sample_seed, split)
+        tag = _variant_tag(split, precision)
+        path = run.landscapes_dir / f"trajectory-e{epochs[-1]:03d}{tag}.npz"
+        prov = _provenance(run, {"center": epochs[-1], "trajectory": epochs}, samples,
+                           sample_seed, split)
+        prov["model_sha256"] = model_sha256(model)
+        prov["pca_residual"] = pca.residual.tolist()
+        with run.running_stage("landscape_trajectory", file=f"landscapes/{path.name}"), \
+                point_progress(progress, "trajectory") as cb:
+            ls = trajectory_plane(model, pca, x, y, loss=run_loss(run), steps=steps,
+                                  margin=margin, engine=config, path=path, sample_indices=idx,
+                                  provenance=prov, progress=cb, backend=be)
+            # figures inside the block: a failure while drawing ends the stage as failed
+            return _finish(run, "landscape_trajectory", ls, path, figures)
 
 
 def landscape_directions(run: Run, landscape: str | Path) -> Directions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from shenjing.analysis.landscape.config import ENGINE_KEYWORDS, EngineConfig, engine_config
+from shenjing.analysis.landscape.config import (
+    ENGINE_KEYWORDS,
+    EngineConfig,
+    engine_config,
+    validate_config,
+)
 from shenjing.analysis.landscape.directions import (
     Directions,
     ParamLayout,
@@ -41,6 +47,7 @@ from shenjing.analysis.landscape.storage import (
     stored_directions_sha256,
     tensor_sha256,
 )
+from shenjing.backend import Backend, make_backend, ray_session
 from shenjing.errors import UsageError
 from shenjing.training.losses import loss_task
 
@@ -62,7 +69,8 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
                        extra_arrays: Mapping[str, np.ndarray] | None = None,
                        line_start: Weights | None = None,
                        progress: Callable[[int, int], None] | None = None,
-                       save_every: float = 2.0) -> Landscape:
+                       save_every: float = 2.0,
+                       backend: Backend | str | None = None) -> Landscape:
     """Loss/accuracy of ``model`` at ``center + Σ (coordₖ − originₖ)·dₖ`` over a grid.
 
     ``center`` defaults to the model's own parameters; ``axes`` are 1 or 2 coordinate
@@ -83,8 +91,14 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     ``meta['precision']``. The directions go beside ``path`` (:mod:`.storage`): random ones
     as their seed, a line's (give ``line_start``, its θ₀) as its end points, others as
     float32 vectors.
+
+    ``backend='ray'`` (or a :class:`~shenjing.backend.Backend`) evaluates the points on a
+    Ray cluster (:mod:`.ray_grid`): the same engine on every worker, the file written tile
+    by tile with its done-mask, the same numbers as here on the same kind of device; the
+    cluster, the workers' throughput and the tiles' timings go to ``meta['backend']``.
     """
     engine = EngineConfig() if engine is None else engine
+    backend = make_backend(backend)
     bn, dtype, precision = engine.bn, engine.dtype, engine.precision
     classification = loss_task(loss) == "classification"
     dev_model = next(model.parameters()).device
@@ -144,10 +158,15 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     fresh.meta["n_computed_now"] = n_todo
     if previous_engine and n_todo:
         fresh.meta["resumed_with"] = int(fresh.n_done)
-    if previous_engine:
+    if previous_engine and n_todo:
         # the settings that computed the stored points: a resumed surface is bit-identical
-        if n_todo:
-            _refuse_other_settings(previous_engine, path, fresh, engine)
+        _refuse_other_settings(previous_engine, path, fresh, engine)
+    if backend.is_ray and n_todo:
+        return _on_ray(fresh, backend, model, center_t, dirs, x, y, loss=loss,
+                       classification=classification, engine=engine,
+                       previous_engine=previous_engine, bn_data=bn_data, path=path,
+                       line_start=line_start, directions=directions, progress=progress)
+    if previous_engine:
         cfg = EngineConfig.from_json(previous_engine)
     elif n_todo == 0:
         cfg = nothing_to_compute(str(dev_model), bn)
@@ -160,31 +179,77 @@ def evaluate_landscape(model: nn.Module, directions: Directions, axes: tuple[np.
     evaluator = Evaluator(model, center_t, dirs, x, y, loss=loss,
                           classification=classification, config=cfg,
                           bn_data=bn_data) if n_todo else None
-    if path is not None:
-        dpath = directions_path(path)
-        if stored_directions_sha256(dpath) != directions.sha256():
-            save_directions(dpath, directions, center_t, start=line_start)
-        fresh.meta["directions"]["file"] = dpath.name
+    _save_directions(fresh, path, directions, center_t, line_start)
     if evaluator is None:
         return replace(fresh, path=path)
-    import time
-
     t0 = time.perf_counter()
     result = fill_landscape(fresh, evaluator.evaluate, path=path,
                             chunk=max(1, evaluator.config.chunk or 1),
                             save_every=save_every, progress=progress)
-    seconds = time.perf_counter() - t0
+    return _finish(result, time.perf_counter() - t0, n_todo, model, center_t, dirs, x, y,
+                   loss=loss, classification=classification, config=cfg, bn_data=bn_data,
+                   path=path)
+
+
+def _save_directions(fresh: Landscape, path: Path | None, directions: Directions,
+                     center: torch.Tensor, line_start: Weights | None) -> None:
+    """The directions beside the landscape file (once: kept when the same are there)."""
+    if path is None:
+        return
+    dpath = directions_path(path)
+    if stored_directions_sha256(dpath) != directions.sha256():
+        save_directions(dpath, directions, center, start=line_start)
+    fresh.meta["directions"]["file"] = dpath.name
+
+
+def _finish(result: Landscape, seconds: float, n_todo: int, model: nn.Module,
+            center: torch.Tensor, dirs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *,
+            loss: str, classification: bool, config: EngineConfig,
+            bn_data: torch.Tensor | None, path: Path | None) -> Landscape:
+    """The filled landscape with its timing (and a reduced precision's measured error),
+    saved once more with them."""
     meta = dict(result.meta)
     meta["seconds"] = round(seconds, 3)
     meta["ms_per_point"] = round(1e3 * seconds / max(n_todo, 1), 3)
-    if cfg.precision != "exact":
-        meta["precision"] = precision_error(result, model, center_t, dirs, x, y, loss=loss,
-                                            classification=classification, config=cfg,
+    if config.precision != "exact":
+        meta["precision"] = precision_error(result, model, center, dirs, x, y, loss=loss,
+                                            classification=classification, config=config,
                                             bn_data=bn_data)
     result = replace(result, meta=meta)
     if path is not None:
         result.save(path)
     return result
+
+
+def _on_ray(fresh: Landscape, backend: Backend, model: nn.Module, center: torch.Tensor,
+            dirs: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, loss: str,
+            classification: bool, engine: EngineConfig,
+            previous_engine: dict[str, Any] | None, bn_data: torch.Tensor | None,
+            path: Path | None, line_start: Weights | None, directions: Directions,
+            progress: Callable[[int, int], None] | None) -> Landscape:
+    """:func:`evaluate_landscape`'s points computed on a Ray cluster (:mod:`.ray_grid`)."""
+    from shenjing.analysis.landscape.ray_grid import fill_landscape_ray
+
+    # the settings are checked here, on the driver, before anything is written (the device
+    # is the workers' own: a GPU worker's "cuda" need not exist on this machine)
+    validate_config(engine if backend.num_gpus == 0 else replace(engine, device="auto"))
+    if engine.bn == "recompute" and bn_data is None:
+        raise UsageError("bn='recompute' needs bn_data: training inputs to re-estimate "
+                         "BatchNorm statistics from")
+    with ray_session(backend) as cluster:
+        _save_directions(fresh, path, directions, center, line_start)
+        t0 = time.perf_counter()
+        stored = EngineConfig.from_json(previous_engine) if previous_engine else None
+        result = fill_landscape_ray(fresh, model=model, center=center, directions=dirs, x=x,
+                                    y=y, loss=loss, classification=classification,
+                                    engine=stored or engine, resumed_engine=stored is not None,
+                                    backend=backend, cluster=cluster, bn_data=bn_data,
+                                    path=path, progress=progress)
+        seconds = time.perf_counter() - t0
+    config = EngineConfig.from_json(result.meta["engine"])
+    return _finish(result, seconds, int(result.meta["n_computed_now"]), model, center, dirs,
+                   x, y, loss=loss, classification=classification, config=config,
+                   bn_data=bn_data, path=path)
 
 
 def _refuse_other_settings(stored: Mapping[str, Any], path: Path | None, grid: Landscape,

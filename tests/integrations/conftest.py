@@ -1,0 +1,8 @@
+"""Integration tests train for real with Lightning / transformers, on one thread."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # same_order
