@@ -374,18 +374,7 @@ def _measure(run: Run, epoch: int, generator: nn.Module, classifier: nn.Module,
              reference: RealReference, z_grid: torch.Tensor, z_eval: torch.Tensor,
              losses: dict[str, Any] | None, history_path: Path) -> SampleEvaluation:
     """Evaluate the generator of ``epoch``, save its grid, append its history line (last:
-    the line marks the epoch complete). On one BLAS thread: the numbers (a covariance's
-    square root, distances) then do not depend on how many threads the process has."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        return _measure_epoch(run, epoch, generator, classifier, reference, z_grid, z_eval,
-                              losses, history_path)
-
-
-def _measure_epoch(run: Run, epoch: int, generator: nn.Module, classifier: nn.Module,
-                   reference: RealReference, z_grid: torch.Tensor, z_eval: torch.Tensor,
-                   losses: dict[str, Any] | None, history_path: Path) -> SampleEvaluation:
+    the line marks the epoch complete)."""
     dev = next(generator.parameters()).device
     generator.eval()
     with torch.inference_mode():
