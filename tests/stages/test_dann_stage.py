@@ -44,6 +44,8 @@ def pair() -> DomainPair:
 
 @pytest.fixture(scope="module")
 def study(pair, tmp_path_factory):
+    # one torch thread, as every test has (a module fixture runs before the per-test one)
+    torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("dann") / "study"
     return dann(run, pair=pair, tsne=True, **SMALL)
 
