@@ -122,6 +122,15 @@ def start_recording(run: str | os.PathLike[str], model: nn.Module, *, who: str,
     return rec, wrap
 
 
+def finish_recording(rec: Recorder, *, trainer: str) -> None:
+    """Mark the run's train stage done with its last epoch's test numbers (both callbacks
+    at the end of training; they then release the recorder)."""
+    final = rec.run.metrics()[-1]
+    rec.run.update_stage("train", "done", trainer=trainer, epochs=rec.epoch,
+                         test_accuracy=final.get("test_accuracy"),
+                         test_loss=final.get("test_loss"))
+
+
 @contextlib.contextmanager
 def predicting(model: nn.Module, output: str | int | None) -> Iterator[None]:
     """For the block, make ``model(x)`` return its prediction tensor (the ``logits`` of a

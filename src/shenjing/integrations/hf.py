@@ -44,7 +44,7 @@ from torch import nn
 from shenjing._optional import require
 from shenjing.data.types import Dataset, Split
 from shenjing.errors import UsageError
-from shenjing.integrations._common import predicting, start_recording
+from shenjing.integrations._common import finish_recording, predicting, start_recording
 from shenjing.training.losses import LossFn
 from shenjing.training.recorder import ModelSpec, Recorder
 
@@ -235,10 +235,7 @@ class _Recording:
         rec = self.recorder
         if rec is None:
             return
-        final = rec.run.metrics()[-1]
-        rec.run.update_stage("train", "done", trainer="transformers", epochs=rec.epoch,
-                             test_accuracy=final.get("test_accuracy"),
-                             test_loss=final.get("test_loss"))
+        finish_recording(rec, trainer="transformers")
         rec.close()
 
     def _flush(self) -> None:

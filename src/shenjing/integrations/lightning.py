@@ -36,7 +36,7 @@ from torch import nn
 from shenjing._optional import require
 from shenjing.data.types import Dataset, Split
 from shenjing.errors import UsageError
-from shenjing.integrations._common import predicting, start_recording
+from shenjing.integrations._common import finish_recording, predicting, start_recording
 from shenjing.runs import record_failure
 from shenjing.training.losses import LossFn
 from shenjing.training.recorder import ModelSpec, Recorder
@@ -169,10 +169,7 @@ class ShenjingCallback(_pl.Callback):  # type: ignore[name-defined]
         rec = self.recorder
         if rec is None:
             return
-        final = rec.run.metrics()[-1]
-        rec.run.update_stage("train", "done", trainer="lightning", epochs=rec.epoch,
-                             test_accuracy=final.get("test_accuracy"),
-                             test_loss=final.get("test_loss"))
+        finish_recording(rec, trainer="lightning")
         self._release()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
