@@ -9,7 +9,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from ray_grid_child import plane_kwargs, tiny_problem  # noqa: E402
-
 from shenjing.analysis.landscape import plane  # noqa: E402
 from shenjing.backend import Backend  # noqa: E402
 

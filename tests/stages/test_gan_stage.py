@@ -56,6 +56,24 @@ def test_every_epoch_has_both_checkpoints_its_numbers_and_its_grid(trained):
         assert r["frechet"] > r["frechet_floor"] > 0
 
 
+def test_the_summary_of_a_long_run_prints_evenly_spaced_epochs_first_and_last(trained):
+    from shenjing.analysis.gan import GanHistory
+    from shenjing.stages.gan import SUMMARY_EPOCHS_SHOWN, GanResult
+
+    record = read_metrics(trained / "gan" / "history.jsonl")[-1]
+    records = [{**record, "epoch": e, "frechet": 100.0 - e / 4} for e in range(201)]
+    short = GanResult(Run(trained), GanHistory.from_records(records[:4]), 0.9, ())
+    long = GanResult(Run(trained), GanHistory.from_records(records), 0.9, ())
+    assert [ln.split(":")[0] for ln in short.summary().splitlines()
+            if ln.startswith("epoch ")] == ["epoch 0", "epoch 1", "epoch 2", "epoch 3"]
+    lines = long.summary().splitlines()
+    shown = [ln for ln in lines if ln.startswith("epoch ")]
+    assert len(shown) == SUMMARY_EPOCHS_SHOWN == 11
+    assert [ln.split(":")[0] for ln in shown] == [f"epoch {e}" for e in range(0, 201, 20)]
+    assert "Fréchet 50.000" in shown[-1]  # epoch 200's own number, not another epoch's
+    assert "11 of 201 epochs shown" in long.summary()
+
+
 def test_the_classifier_is_a_shenjing_run_and_its_accuracy_is_recorded(trained):
     clf = Run(trained / "gan" / "classifier")
     accuracy = clf.metrics()[-1]["test_accuracy"]

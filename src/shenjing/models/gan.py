@@ -47,8 +47,9 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Images ``(batch, *image_shape)`` → the probability each is real ``(batch, 1)``.
 
-    >>> float(Discriminator((1, 8, 8))(torch.zeros(1, 1, 8, 8)).squeeze()) < 1
-    True
+    >>> p = Discriminator((1, 8, 8))(torch.zeros(3, 1, 8, 8))
+    >>> p.shape, bool(((p > 0) & (p < 1)).all())
+    (torch.Size([3, 1]), True)
     """
 
     def __init__(self, image_shape: Sequence[int], hidden: int = HIDDEN) -> None:

@@ -33,6 +33,7 @@ epoch)``; weights and Adam state are reloaded), and may extend it to more epochs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -54,10 +55,17 @@ from shenjing.analysis.dann import (
 )
 from shenjing.analysis.domain import mmd_permutation_test
 from shenjing.data.domains import DIRECTIONS, DomainPair, load_domain_pair
-from shenjing.errors import CheckpointError, RunError, UsageError
+from shenjing.errors import CheckpointError, UsageError
 from shenjing.models.dann import DANN, FEATURE_LAYERS
 from shenjing.plot.save import save_figure
-from shenjing.runs import Run, check_removable, remove_run
+from shenjing.runs import Run, remove_run
+from shenjing.stages._study import (
+    check_same_settings,
+    check_study_folder,
+    demo_study_record,
+    refuse_resume_with_force,
+    write_layer_table,
+)
 from shenjing.training.dann import DannConfig, EpochLosses, train_epoch
 from shenjing.training.epoch_files import (
     check_finite,
@@ -133,9 +141,7 @@ def check_dann_options(*, direction: str, data_dir: str | os.PathLike[str] | Non
                      align=align, align_weight=align_weight, seed=seed)
     bounded_int("--n-gap", n_gap, low=10, high=MAX_N_GAP, example=N_GAP,
                 why="eval samples per domain; the domain classifier needs some of each")
-    if resume and force:
-        raise UsageError("--resume and --force contradict each other: --resume continues the "
-                         "run, --force deletes it and starts over; pass one")
+    refuse_resume_with_force(resume, force)
     resolve_device(device, option="--device")
     return cfg
 
@@ -163,18 +169,9 @@ def dann(run: str | os.PathLike[str] = "runs/dann", *, direction: str = "mnist-t
                              align_weight=align_weight, seed=seed, n_gap=n_gap,
                              resume=resume, force=force, device=device)
     path = Path(run)
-    existing = (path / "run.json").exists()
-    if existing and not (resume or force):
-        raise RunError(f"{path} already holds a run; pass --resume to continue it or --force "
-                       "to start over")
-    if existing:
-        old = Run(path)
-        if resume:
-            _check_same_config(old, cfg, n_gap, pair.direction if pair else direction)
-        else:
-            check_removable(path)
-    else:
-        _check_new_folder(path)
+    existing = check_study_folder(
+        path, resume=resume, force=force, check_resumable=lambda old: _check_same_config(
+            old, cfg, n_gap, pair.direction if pair else direction))
     if pair is None:
         pair = load_domain_pair(direction, data_dir=data_dir, seed=seed)
     dev = resolve_device(device, option="--device")
@@ -198,19 +195,6 @@ def dann(run: str | os.PathLike[str] = "runs/dann", *, direction: str = "mnist-t
     return result
 
 
-def _check_new_folder(path: Path) -> None:
-    """Refuse a ``--run`` that is a file or another tool's folder before the data is loaded
-    (reads only; :meth:`Run.create` checks again under the lock)."""
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file, not a run directory; choose another --run folder")
-    if path.is_dir():
-        foreign = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
-        if foreign:
-            raise RunError(f"{path} exists and is not a shenjing run (it holds "
-                           f"{', '.join(foreign[:3])}); refusing to write into it. Choose an "
-                           "empty or new folder")
-
-
 def _model_spec(pair: DomainPair) -> dict[str, Any]:
     shape = list(pair.image_shape)
     return {"name": "dann", "class": "DANN", "rebuildable": False,
@@ -223,19 +207,11 @@ def _model_spec(pair: DomainPair) -> dict[str, Any]:
 
 
 def _check_same_config(run: Run, cfg: DannConfig, n_gap: int, direction: str) -> None:
-    if run.manifest.get("model", {}).get("name") != "dann":
-        raise RunError(f"{run.path} is not a DANN run (its model is "
-                       f"{run.manifest.get('model', {}).get('name')!r}); choose another --run "
-                       "folder")
-    was = run.manifest.get("config", {})
-    asked = {**dataclasses.asdict(cfg), "align_weight": cfg.weight, "n_gap": n_gap,
-             "direction": direction}
-    diff = [k for k in ("batch_size", "lr", "lambda_", "align", "align_weight", "seed",
-                        "n_gap", "direction") if k in was and was[k] != asked[k]]
-    if diff:
-        shown = ", ".join(f"{k}: run has {was[k]!r}, asked {asked[k]!r}" for k in diff)
-        raise RunError(f"cannot resume {run.path} with different settings ({shown}); use the "
-                       "same options, or --force to start over")
+    check_same_settings(run, model="dann", what="DANN",
+                        asked={**dataclasses.asdict(cfg), "align_weight": cfg.weight,
+                               "n_gap": n_gap, "direction": direction},
+                        keys=("batch_size", "lr", "lambda_", "align", "align_weight", "seed",
+                              "n_gap", "direction"))
 
 
 def _folder(run: Run, method: str) -> Path:
@@ -267,7 +243,7 @@ def _train_and_measure(run: Run, pair: DomainPair, cfg: DannConfig, n_gap: int,
         start = _resume_point(run, method, model, optimizer, history_path)
         if start is None:
             if method == cfg.methods[0]:
-                _write_layer_table(run, model, xs[:2])
+                write_layer_table(run, model, xs)
             start = 0
             _save_epoch(run, method, 0, model, None)
             _append(history_path, method, 0, None, measure_epoch(model, samples,
@@ -349,13 +325,6 @@ def _final_views(run: Run, pair: DomainPair, samples: DomainSamples, cfg: DannCo
             m.save(run.subdir("dann/maps") / f"{name}.npz")
             maps[name] = m
     return tests, maps
-
-
-def _write_layer_table(run: Run, model: nn.Module, x: torch.Tensor) -> None:
-    from shenjing.capture.layers import list_layers
-    from shenjing.runs import LAYER_TABLE
-
-    _io.write_json(run.path / LAYER_TABLE, list_layers(model, x).to_dict())
 
 
 def _save_epoch(run: Run, method: str, epoch: int, model: nn.Module,
@@ -444,15 +413,9 @@ def demo_study(folder: Path, *, data: str = "digits",
     shenjing's data folder, downloaded when missing)."""
     direction = "digits-to-mnist" if data == "mnist" else "mnist-to-digits"
     sub = f"dann-{direction}"
-    path = Path(folder) / sub
-    run_json = path / "run.json"
-    done = (run_json.is_file() and (path / "report.html").is_file() and not force
-            and Run(path).stage("dann").get("status") == "done"
-            and Run(path).stage("dann").get("epochs") == DEMO_EPOCHS)
-    if not done:
-        dann(path, direction=direction, data_dir=data_dir, epochs=DEMO_EPOCHS, device=device,
-             resume=run_json.is_file() and not force, force=force and run_json.is_file())
-    rec = Run(path).stage("dann")
+    rec = demo_study_record(Path(folder) / sub, stage="dann", epochs=DEMO_EPOCHS, force=force,
+                            train=functools.partial(dann, direction=direction,
+                                                    data_dir=data_dir, device=device))
     acc = rec.get("target_accuracy") or {}
     dom = rec.get("domain_accuracy") or {}
     number = ("target accuracy " + ", ".join(f"{k} {float(v):.3f}" for k, v in acc.items())

@@ -35,6 +35,7 @@ state are reloaded), and may extend it to more epochs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -59,7 +60,14 @@ from shenjing.data import Dataset
 from shenjing.errors import CheckpointError, RunError, UsageError
 from shenjing.models.gan import Discriminator, Generator
 from shenjing.plot.save import save_figure
-from shenjing.runs import Run, check_removable, read_metrics, remove_run
+from shenjing.runs import Run, read_metrics, remove_run
+from shenjing.stages._study import (
+    check_same_settings,
+    check_study_folder,
+    demo_study_record,
+    refuse_resume_with_force,
+    write_layer_table,
+)
 from shenjing.training.epoch_files import (
     check_finite,
     keep_history,
@@ -78,8 +86,9 @@ FEATURE_LAYER = "relu1"
 N_EVAL = 1000
 N_GRID = 64
 MAX_N_EVAL = 100_000
-#: grids shown in the "across epochs" figure
+#: grids shown in the "across epochs" figure, and epochs printed by the CLI's summary
 GRID_EPOCHS_SHOWN = 6
+SUMMARY_EPOCHS_SHOWN = 11
 #: seeds of the fixed latent draws (grid, evaluation, interpolation), offset from --seed
 _Z_SEEDS = {"grid": 101, "eval": 202, "walk": 303}
 GAN_DATASETS = ("digits", "mnist", "fashion-mnist")
@@ -108,7 +117,13 @@ class GanResult:
             lines.append(f"resumed after epoch {self.resumed_from}")
         lines.append(f"Fréchet distance in the classifier's {FEATURE_LAYER} features (not "
                      f"FID); real train vs test floor {h.frechet_floor:.3f}")
-        for i, e in enumerate(h.epochs.tolist()):
+        epochs = h.epochs.tolist()
+        shown = _epochs_shown(len(epochs), SUMMARY_EPOCHS_SHOWN)
+        if len(shown) < len(epochs):
+            lines.append(f"{len(shown)} of {len(epochs)} epochs shown, evenly spaced; every "
+                         "epoch is in gan/history.jsonl and the report")
+        for i in shown:
+            e = epochs[i]
             train = ("untrained" if np.isnan(h.loss_d[i]) else
                      f"loss_D {h.loss_d[i]:.3f} loss_G {h.loss_g[i]:.3f} "
                      f"D(real) {h.d_real[i]:.3f} D(fake) {h.d_fake[i]:.3f}")
@@ -137,9 +152,7 @@ def check_gan_options(*, data: str | None, data_dir: str | os.PathLike[str] | No
     cfg = GanConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     bounded_int("--n-eval", n_eval, low=2, high=MAX_N_EVAL, example=N_EVAL,
                 why="generated samples measured per epoch; a covariance needs 2")
-    if resume and force:
-        raise UsageError("--resume and --force contradict each other: --resume continues the "
-                         "run, --force deletes it and starts over; pass one")
+    refuse_resume_with_force(resume, force)
     resolve_device(device, option="--device")
     return cfg
 
@@ -219,16 +232,8 @@ def gan(run: str | os.PathLike[str] = "runs/gan", *, data: str | Dataset = "digi
                             batch_size=batch_size, lr=lr, seed=seed, n_eval=n_eval,
                             resume=resume, force=force, device=device)
     path = Path(run)
-    existing = (path / "run.json").exists()
-    if existing and not (resume or force):
-        raise RunError(f"{path} already holds a run; pass --resume to continue it or --force "
-                       "to start over")
-    if existing:
-        old = Run(path)  # a foreign or newer run.json is refused before anything is written
-        if resume:
-            _check_same_config(old, cfg, n_eval)
-        else:
-            check_removable(path)
+    existing = check_study_folder(path, resume=resume, force=force, check_resumable=lambda old:
+                                  _check_same_config(old, cfg, n_eval))
     dataset = gan_dataset(data, data_dir=data_dir, seed=seed, progress=progress)
     dev = resolve_device(device, option="--device")
     if existing and force:
@@ -263,18 +268,9 @@ def _model_spec(dataset: Dataset, cfg: GanConfig) -> dict[str, Any]:
 
 
 def _check_same_config(run: Run, cfg: GanConfig, n_eval: int) -> None:
-    was = run.manifest.get("config", {})
-    asked = {**dataclasses.asdict(cfg), "n_eval": n_eval}
-    diff = [k for k in ("batch_size", "lr", "z_dim", "hidden", "seed", "n_eval")
-            if k in was and was[k] != asked[k]]
-    if run.manifest.get("model", {}).get("name") != "gan":
-        raise RunError(f"{run.path} is not a GAN run (its model is "
-                       f"{run.manifest.get('model', {}).get('name')!r}); choose another --run "
-                       "folder")
-    if diff:
-        shown = ", ".join(f"{k}: run has {was[k]!r}, asked {asked[k]!r}" for k in diff)
-        raise RunError(f"cannot resume {run.path} with different settings ({shown}); use the "
-                       "same options, or --force to start over")
+    check_same_settings(run, model="gan", what="GAN",
+                        asked={**dataclasses.asdict(cfg), "n_eval": n_eval},
+                        keys=("batch_size", "lr", "z_dim", "hidden", "seed", "n_eval"))
 
 
 def _classifier(run: Run, dataset: Dataset, cfg: GanConfig, dev: torch.device
@@ -321,7 +317,7 @@ def _train_and_measure(run: Run, dataset: Dataset, cfg: GanConfig, n_eval: int,
     z_grid, z_eval = _fixed_z(cfg, "grid", N_GRID), _fixed_z(cfg, "eval", n_eval)
     if start is None:
         start = 0
-        _write_layer_table(run, generator, z_grid)
+        write_layer_table(run, generator, z_grid)
         _save_epoch(run, 0, generator, discriminator, None, None)
         _measure(run, 0, generator, classifier, reference, z_grid, z_eval, None, history_path)
         resumed = None
@@ -391,16 +387,6 @@ def _measure(run: Run, epoch: int, generator: nn.Module, classifier: nn.Module,
     return evaluation
 
 
-def _write_layer_table(run: Run, generator: nn.Module, z: torch.Tensor) -> None:
-    """``RUN/layers.json``: the generator's layers (the run's model), so the report shows
-    it without rebuilding it."""
-    from shenjing.capture.layers import list_layers
-    from shenjing.runs import LAYER_TABLE
-
-    dev = next(generator.parameters()).device
-    _io.write_json(run.path / LAYER_TABLE, list_layers(generator, z[:2].to(dev)).to_dict())
-
-
 def _rounded(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 
@@ -455,11 +441,20 @@ def _resume_point(run: Run, generator: nn.Module, discriminator: nn.Module,
     return epoch
 
 
+def _epochs_shown(n: int, most: int) -> list[int]:
+    """Indices of at most ``most`` of ``n`` epochs, evenly spaced, the first and last
+    included.
+
+    >>> _epochs_shown(3, 6), _epochs_shown(201, 5)
+    ([0, 1, 2], [0, 50, 100, 150, 200])
+    """
+    if n <= most:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, most).round().astype(int).tolist()))
+
+
 def _grid_epochs(epochs: list[int]) -> list[int]:
-    if len(epochs) <= GRID_EPOCHS_SHOWN:
-        return epochs
-    at = np.linspace(0, len(epochs) - 1, GRID_EPOCHS_SHOWN).round().astype(int)
-    return [epochs[i] for i in sorted(set(at.tolist()))]
+    return [epochs[i] for i in _epochs_shown(len(epochs), GRID_EPOCHS_SHOWN)]
 
 
 def _draw(run: Run, dataset: Dataset, history: GanHistory, interp: Interpolation,
@@ -513,16 +508,9 @@ def demo_study(folder: Path, *, data: str = "digits",
     """The GAN study of ``shenjing demo --full``: train (or reuse) ``folder/gan-<data>``
     and its report; return the demo index's entry for it."""
     sub = f"gan-{data}"
-    path = Path(folder) / sub
-    epochs = DEMO_EPOCHS.get(data, 10)
-    run_json = path / "run.json"
-    done = (run_json.is_file() and (path / "report.html").is_file() and not force
-            and Run(path).stage("gan").get("status") == "done"
-            and Run(path).stage("gan").get("epochs") == epochs)
-    if not done:
-        gan(path, data=data, data_dir=data_dir, epochs=epochs, device=device,
-            resume=run_json.is_file() and not force, force=force and run_json.is_file())
-    rec = Run(path).stage("gan")
+    rec = demo_study_record(Path(folder) / sub, stage="gan", epochs=DEMO_EPOCHS.get(data, 10),
+                            force=force, train=functools.partial(
+                                gan, data=data, data_dir=data_dir, device=device))
     number = (f"{rec.get('n_covered')}/{rec.get('n_classes')} classes covered, Fréchet "
               f"{float(rec.get('frechet', float('nan'))):.2f} (floor "
               f"{float(rec.get('frechet_floor', float('nan'))):.2f}), classifier accuracy "
