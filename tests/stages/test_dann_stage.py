@@ -102,21 +102,29 @@ def test_the_study_writes_maps_tests_figures_and_a_report(study):
     for t in summary["permutation_tests"].values():
         assert 0 < t["p_value"] <= 1 and t["n_permutations"] == 200
     assert summary["figures"] == ["figures/dann-accuracy.png", "figures/dann-gap.png",
-                                  "figures/dann-gap-bars.png", "figures/dann-maps.png"]
+                                  "figures/dann-gap-bars.png", "figures/dann-maps-hidden.png",
+                                  "figures/dann-maps-feature.png"]
     for name in summary["figures"]:
         assert (run.path / name).stat().st_size > 5_000
     from shenjing.analysis.dann import load_domain_map
 
-    m = load_domain_map(run.path / "dann" / "maps" / "dann.npz")
-    assert m.coords.shape == (120, 2) and m.domain.tolist() == [0] * 60 + [1] * 60
-    assert m.params["layer"] == "feature" and m.params["method"] == "tsne"
-    assert 0.0 <= summary["maps"]["dann"]["knn_domain_mixing"] <= 1.0
+    assert set(summary["maps"]) == {"hidden", "feature"}
+    for layer in ("hidden", "feature"):
+        assert set(summary["maps"][layer]) == {"untrained", "source_only", "dann", "mmd"}
+        m = load_domain_map(run.path / "dann" / "maps" / f"{layer}-dann.npz")
+        assert m.coords.shape == (120, 2) and m.domain.tolist() == [0] * 60 + [1] * 60
+        assert m.params["layer"] == layer and m.params["method"] == "tsne"
+        assert summary["maps"][layer]["dann"]["knn_domain_mixing"] == pytest.approx(
+            m.knn_domain_mixing)
+        assert 0.0 <= m.knn_domain_mixing <= 1.0
     stages = run.manifest["stages"]
     assert stages["dann"]["status"] == "done"
     assert "dann" in stages["report"]["sections"]
     page = (run.path / "report.html").read_text()
     assert "Do DANN&#39;s features forget the domain?" in page
     assert "MMD² p (perm.)" in page and "proxy A-distance" in page
+    for layer in ("hidden", "feature"):
+        assert f"of the {layer} layer&#39;s features of 60 source and 60 target" in page
 
 
 def test_the_same_seed_gives_the_same_numbers_and_a_resumed_study_matches(pair, study,

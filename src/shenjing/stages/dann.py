@@ -11,8 +11,9 @@ feature layer (``hidden``, 256 wide; ``feature``, 128 wide, where the domain cla
 sits) the unbiased multi-kernel MMD² with its bandwidths, the CORAL distance, and a linear
 domain classifier's held-out accuracy with the proxy A-distance
 (:mod:`shenjing.analysis.domain`). At the end: an MMD permutation test at the feature layer
-(untrained and each training's last epoch) and t-SNE maps of both domains' features,
-coloured by domain and by class.
+(untrained and each training's last epoch) and, per feature layer, t-SNE maps of both
+domains' features (untrained and each training's last epoch), coloured by domain and by
+class.
 
 Files written (epochs as three digits; ``<method>``: source_only, dann, mmd or coral):
 
@@ -20,10 +21,12 @@ Files written (epochs as three digits; ``<method>``: source_only, dann, mmd or c
 ``dann/<method>/state-NNN.pt``   its optimizer's state (the last two kept), for resuming
 ``dann/history.jsonl``   one line per (method, epoch): losses, accuracies, per-layer gap.
     Written last in each epoch: a line means the epoch is complete.
-``dann/maps/<method>-eNNN.npz``   t-SNE maps (coords, domain, labels, params)
+``dann/maps/<layer>-<name>.npz``   t-SNE maps (coords, domain, labels, params); ``<name>``:
+    untrained or a method
 ``dann/dann.json``   the summary: settings, notes on the data, final and untrained numbers,
     permutation tests, figure list
 ``figures/dann-*.png|svg``   accuracy, domain gap, untrained vs trained bars, t-SNE maps
+    per layer (``dann-maps-<layer>``)
 
 Resuming: ``resume=True`` continues a killed study after the last complete epoch of each
 training, exactly (every epoch reseeds shuffling and target draws from ``(seed, method,
@@ -274,8 +277,9 @@ def _train_and_measure(run: Run, pair: DomainPair, cfg: DannConfig, n_gap: int,
         "lambda": cfg.lambda_, "align": cfg.align, "align_weight": cfg.weight,
         "epochs": cfg.epochs, "methods": list(cfg.methods),
         "untrained": untrained, "final": final, "permutation_tests": tests,
-        "maps": {k: {"file": f"dann/maps/{k}.npz", "knn_domain_mixing": m.knn_domain_mixing}
-                 for k, m in maps.items()},
+        "maps": {layer: {k: {"file": _map_file(layer, k),
+                             "knn_domain_mixing": m.knn_domain_mixing}
+                         for k, m in by_name.items()} for layer, by_name in maps.items()},
         "figures": [str(p.relative_to(run.path)) for p in figures if p.suffix == ".png"],
         "classes": list(src.classes)}
     _io.write_json(run.path / "dann" / "dann.json", summary)
@@ -300,13 +304,17 @@ def _append(path: Path, method: str, epoch: int, losses: EpochLosses | None,
     _io.append_jsonl(path, record)
 
 
+def _map_file(layer: str, name: str) -> str:
+    return f"dann/maps/{layer}-{name}.npz"
+
+
 def _final_views(run: Run, pair: DomainPair, samples: DomainSamples, cfg: DannConfig,
                  history: DannHistory, tsne: bool, dev: torch.device
-                 ) -> tuple[dict[str, Any], dict[str, DomainMap]]:
-    """Permutation tests and t-SNE maps at the feature layer: untrained and each training's
-    last epoch."""
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, DomainMap]]]:
+    """For the untrained net and each training's last epoch: the permutation test at the
+    feature layer, and t-SNE maps at every feature layer (``maps[layer][name]``)."""
     tests: dict[str, Any] = {}
-    maps: dict[str, DomainMap] = {}
+    maps: dict[str, dict[str, DomainMap]] = {}
     model = DANN(pair.image_shape, len(pair.source.classes)).to(dev)
     which = [("untrained", cfg.methods[0], 0)] + [
         (m, m, int(history.final(m)["epoch"])) for m in cfg.methods]
@@ -314,16 +322,19 @@ def _final_views(run: Run, pair: DomainPair, samples: DomainSamples, cfg: DannCo
     yt = samples.target_y[samples.gap_target].numpy()
     for name, method, epoch in which:
         model.load_state_dict(load_weights(_checkpoint(run, method, epoch)))
-        fs = layer_features(model, samples.source_x[samples.gap_source])[FEATURE_LAYER]
-        ft = layer_features(model, samples.target_x[samples.gap_target])[FEATURE_LAYER]
-        test = mmd_permutation_test(fs, ft, n_permutations=N_PERMUTATIONS,
-                                    random_state=cfg.seed)
+        fs = layer_features(model, samples.source_x[samples.gap_source])
+        ft = layer_features(model, samples.target_x[samples.gap_target])
+        test = mmd_permutation_test(fs[FEATURE_LAYER], ft[FEATURE_LAYER],
+                                    n_permutations=N_PERMUTATIONS, random_state=cfg.seed)
         tests[name] = {"epoch": epoch, **dataclasses.asdict(test)}
-        if tsne:
-            m = domain_map(fs, ft, ys, yt, random_state=cfg.seed, layer=FEATURE_LAYER,
+        if not tsne:
+            continue
+        run.subdir("dann/maps")
+        for layer in FEATURE_LAYERS:
+            m = domain_map(fs[layer], ft[layer], ys, yt, random_state=cfg.seed, layer=layer,
                            epoch=epoch, training=name)
-            m.save(run.subdir("dann/maps") / f"{name}.npz")
-            maps[name] = m
+            m.save(run.path / _map_file(layer, name))
+            maps.setdefault(layer, {})[name] = m
     return tests, maps
 
 
@@ -366,7 +377,8 @@ def _resume_point(run: Run, method: str, model: nn.Module, optimizer: torch.opti
 
 
 def _draw(run: Run, pair: DomainPair, history: DannHistory, untrained: dict[str, Any],
-          final: dict[str, dict[str, Any]], maps: dict[str, DomainMap]) -> list[Path]:
+          final: dict[str, dict[str, Any]], maps: dict[str, dict[str, DomainMap]]
+          ) -> list[Path]:
     from shenjing.plot.dann import (
         plot_domain_gap,
         plot_domain_maps,
@@ -387,16 +399,17 @@ def _draw(run: Run, pair: DomainPair, history: DannHistory, untrained: dict[str,
         plot_gap_bars(before, after, measure=measure, layer=FEATURE_LAYER, ax=ax)
     fig.tight_layout()
     out += save_figure(fig, figs, "dann-gap-bars")
-    if maps:
+    for layer, by_name in maps.items():
         titles = {}
-        for name, m in maps.items():
+        for name, m in by_name.items():
             r = untrained if name == "untrained" else final[name]
-            g = r["layers"][FEATURE_LAYER]
-            titles[name] = (f"\nMMD² {g['mmd2']:.3f}, domain clf {g['domain_accuracy']:.2f}, "
-                            f"kNN mixing {m.knn_domain_mixing:.2f}, target acc "
-                            f"{r['target_accuracy']:.3f}")
-        out += save_figure(plot_domain_maps(maps, domains=(pair.source.name, pair.target.name),
-                                            titles=titles), figs, "dann-maps")
+            g = r["layers"][layer]
+            titles[name] = (f" ({layer})\nMMD² {g['mmd2']:.3f}, domain clf "
+                            f"{g['domain_accuracy']:.2f}, kNN mixing "
+                            f"{m.knn_domain_mixing:.2f}, target acc {r['target_accuracy']:.3f}")
+        out += save_figure(plot_domain_maps(by_name, domains=(pair.source.name,
+                                                              pair.target.name),
+                                            titles=titles), figs, f"dann-maps-{layer}")
     return out
 
 

@@ -27,10 +27,11 @@ _CAPTIONS = {
                 "epoch. Lower means the domains' features are closer.",
     "dann-gap-bars": "What this shows: the same three measures at the {layer} layer, the "
                      "untrained net vs each training's last epoch.",
-    "dann-maps": "What this shows: t-SNE maps (openTSNE, seed {seed}) of the {layer} "
-                 "features of {n} source and {n} target eval samples, coloured by domain "
-                 "(left) and by class (right). kNN mixing is the share of each point's 10 "
-                 "nearest map neighbours from the other domain (0.5 would be fully mixed).",
+    "dann-maps": "What this shows: t-SNE maps (openTSNE, seed {seed}) of the {map_layer} "
+                 "layer's features of {n} source and {n} target eval samples, untrained and "
+                 "after each training, coloured by domain (left) and by class (right). kNN "
+                 "mixing is the share of each point's 10 nearest map neighbours from the "
+                 "other domain (0.5 would be fully mixed).",
 }
 
 
@@ -81,7 +82,9 @@ def dann_section(run: Run) -> Section | None:
     fill = {"n": n, "layer": layer, "seed": (run.manifest.get("config") or {}).get("seed")}
     for name in summary.get("figures", []):
         stem = str(name).rsplit("/", 1)[-1].removesuffix(".png")
-        block = image_block(run, name, _CAPTIONS.get(stem, "").format(**fill))
+        map_layer = stem.removeprefix("dann-maps-") if stem.startswith("dann-maps-") else ""
+        caption = _CAPTIONS["dann-maps"] if map_layer else _CAPTIONS.get(stem, "")
+        block = image_block(run, name, caption.format(**fill, map_layer=map_layer or layer))
         if block is not None:
             blocks.append(block)
     checked = run_file(run, "dann/history.jsonl")
