@@ -305,7 +305,7 @@ def test_replay_with_a_vit_evaluates_its_logits_and_gives_its_class_back(tmp_pat
             opt.step()
             vit.zero_grad()
             state.global_step += 1
-            handler.on_log(args, state, control, {"loss": float(out.loss)})
+            handler.on_log(args, state, control, {"loss": float(out.loss.detach())})
         handler.on_epoch_end(args, state, control)
         assert type(vit) is transformers.ViTForImageClassification, epoch
     handler.on_train_end(args, state, control)
