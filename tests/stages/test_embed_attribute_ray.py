@@ -34,6 +34,12 @@ def _files(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _finished_maps(folder: Path) -> list[str]:
+    """The t-SNE maps written whole: a killed writer's temporary file (``.<stem>.<pid>.
+    <random>.tmp.npz``, see ``shenjing._io``) is not a map."""
+    return sorted(p.name for p in folder.glob("*-tsne-*.npz") if not p.name.startswith("."))
+
+
 def _twin(run, tmp_path_factory, name: str):
     copy = tmp_path_factory.mktemp(name) / run.path.name
     shutil.copytree(run.path, copy)
@@ -176,13 +182,13 @@ def test_a_killed_driver_rerun_computes_only_the_maps_not_written(mlp, ray_local
                              env={**os.environ, "OMP_NUM_THREADS": "1"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while len(list(folder.glob("*-tsne-*.npz"))) < 2 and child.poll() is None \
+    while len(_finished_maps(folder)) < 2 and child.poll() is None \
             and time.monotonic() < deadline:
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     child.wait()
     written = _files(folder)
-    maps_written = [name for name in written if "-tsne-" in name]
+    maps_written = _finished_maps(folder)
     if not 2 <= len(maps_written) < 6:
         pytest.skip(f"the child wrote {len(maps_written)} maps before the kill: no mid-run "
                     "kill to test on this machine's timing")
