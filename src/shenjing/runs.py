@@ -649,6 +649,16 @@ def _holder_alive(holder: Mapping[str, Any]) -> bool:
 def _check_lockable(folder: Path) -> None:
     """Refuse to put a lock file into a folder that is not a shenjing run (nor empty, nor
     new): writing into another tool's folder is what ``--force`` must never do."""
+    check_run_folder(folder)
+    _io.make_folder(folder)
+
+
+def check_run_folder(folder: str | os.PathLike[str]) -> None:
+    """Refuse (one :class:`~shenjing.errors.RunError`) a folder a run cannot be written
+    into: a file, a run.json that is not shenjing's, or another tool's folder (anything but
+    what a run being created leaves: :func:`_leftover`). Reads only, so a stage can call it
+    before loading its data."""
+    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder} is a file, not a run directory; choose another --run folder")
     if (folder / MANIFEST).exists():
@@ -660,7 +670,6 @@ def _check_lockable(folder: Path) -> None:
             shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
             raise RunError(f"{folder} exists and is not a shenjing run (it holds {shown}); "
                            "refusing to write into it. Choose an empty or new folder")
-    _io.make_folder(folder)
 
 
 def _leftover(entry: Path) -> bool:

@@ -18,7 +18,7 @@ from torch import nn
 
 from shenjing import _io
 from shenjing.errors import RunError, UsageError
-from shenjing.runs import LAYER_TABLE, Run, check_removable
+from shenjing.runs import LAYER_TABLE, Run, check_removable, check_run_folder
 
 
 def refuse_resume_with_force(resume: bool, force: bool) -> None:
@@ -33,7 +33,7 @@ def check_study_folder(path: Path, *, resume: bool, force: bool,
     """Whether ``path`` already holds a run, after refusing what cannot go on (reads only):
     an existing run without ``resume`` or ``force``; with ``resume``, a run
     ``check_resumable`` refuses; with ``force``, a folder :func:`check_removable` refuses;
-    a new ``path`` that is a file or another tool's folder."""
+    a new ``path`` that is a file or another tool's folder (:func:`check_run_folder`)."""
     if (path / "run.json").exists():
         if not (resume or force):
             raise RunError(f"{path} already holds a run; pass --resume to continue it or "
@@ -44,14 +44,7 @@ def check_study_folder(path: Path, *, resume: bool, force: bool,
         else:
             check_removable(path)
         return True
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file, not a run directory; choose another --run folder")
-    if path.is_dir():
-        foreign = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
-        if foreign:
-            raise RunError(f"{path} exists and is not a shenjing run (it holds "
-                           f"{', '.join(foreign[:3])}); refusing to write into it. Choose an "
-                           "empty or new folder")
+    check_run_folder(path)
     return False
 
 
@@ -87,10 +80,9 @@ def demo_study_record(path: Path, *, stage: str, epochs: int, force: bool,
     its report, else trained by ``train(path, epochs=…, resume=…, force=…)`` (resuming a
     killed or shorter run); returns the stage's record."""
     run_json = path / "run.json"
-    done = (not force and run_json.is_file() and (path / "report.html").is_file()
-            and Run(path).stage(stage).get("status") == "done"
-            and Run(path).stage(stage).get("epochs") == epochs)
-    if not done:
+    record = (Run(path).stage(stage) if not force and run_json.is_file()
+              and (path / "report.html").is_file() else {})
+    if not (record.get("status") == "done" and record.get("epochs") == epochs):
         train(path, epochs=epochs, resume=run_json.is_file() and not force,
               force=force and run_json.is_file())
     return dict(Run(path).stage(stage))
